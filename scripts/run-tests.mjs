@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// The whole test suite: starts the real servers (Ceph RGW for S3, Azurite for
+// Azure), runs every test file with Node's test runner, and stops the servers.
+// A server that cannot start is reported, and its suites fail saying why.
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const env = {
+  ...process.env,
+  // The AWS SDK must never go looking for instance credentials on the network.
+  AWS_EC2_METADATA_DISABLED: 'true',
+  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+};
+
+function startServer(name, script) {
+  const r = spawnSync('bash', [join(root, 'scripts', script), 'start'], { encoding: 'utf8', env });
+  if (r.status !== 0) {
+    const why = (r.stderr || r.stdout || `exit ${r.status}`)
+      .trim()
+      .split('\n')
+      .slice(-3)
+      .join(' | ');
+    console.error(`run-tests: ${name} did not start: ${why}`);
+    env[`SPILLWAY_TEST_${name.toUpperCase()}_ERROR`] = why;
+    return false;
+  }
+  for (const line of r.stdout.split('\n')) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]] = m[2].replace(/^'(.*)'$/, '$1');
+  }
+  console.error(`run-tests: ${name} started`);
+  return true;
+}
+
+function stopServer(script) {
+  spawnSync('bash', [join(root, 'scripts', script), 'stop'], { stdio: 'inherit', env });
+}
+
+function testFiles(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...testFiles(path));
+    else if (name.endsWith('.test.ts')) out.push(path);
+  }
+  return out;
+}
+
+const files =
+  process.argv.slice(2).length > 0 ? process.argv.slice(2) : testFiles(join(root, 'test'));
+const wantS3 = !process.env.SPILLWAY_TEST_S3_ENDPOINT;
+const wantAzure = !process.env.AZURE_STORAGE_CONNECTION_STRING;
+const started = [];
+if (wantS3 && startServer('s3', 'rgw.sh')) started.push('rgw.sh');
+if (wantAzure && startServer('azure', 'azurite.sh')) started.push('azurite.sh');
+
+let code = 1;
+try {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...files],
+    { stdio: 'inherit', env, cwd: root },
+  );
+  code = await new Promise((resolve) =>
+    child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))),
+  );
+} finally {
+  for (const script of started.reverse()) stopServer(script);
+}
+process.exit(code);

@@ -1,0 +1,119 @@
+/**
+ * The error tree. Every error Spillway raises is a {@link SpillwayError} with a
+ * stable string `code`, a `retriable` flag (true when repeating the same call
+ * later may succeed and is safe) and, where there was one, the original
+ * `cause`. Nothing above `src/store/` sees an SDK error or an HTTP status.
+ */
+
+/** Options shared by every Spillway error constructor. */
+export interface SpillwayErrorOptions {
+  /** Stable machine-readable code; each class has a default. */
+  code?: string;
+  /** Whether repeating the call may succeed and is safe. */
+  retriable?: boolean;
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+/** Base class of every error Spillway raises. */
+export class SpillwayError extends Error {
+  /** Stable machine-readable code, for example `NOT_FOUND`. */
+  readonly code: string;
+  /** True when repeating the same call later may succeed and is safe. */
+  readonly retriable: boolean;
+
+  constructor(message: string, options: SpillwayErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = options.code ?? 'SPILLWAY';
+    this.retriable = options.retriable ?? false;
+  }
+}
+
+/**
+ * A storage operation failed: network, server, permissions, a missing bucket
+ * or container, missing credentials. `retriable` tells transient failures
+ * (timeouts, 5xx, throttling) that survived the store's own retries from
+ * permanent ones.
+ */
+export class StorageError extends SpillwayError {
+  constructor(message: string, options: SpillwayErrorOptions = {}) {
+    super(message, { code: 'STORAGE', ...options });
+  }
+}
+
+/** The object does not exist. */
+export class NotFoundError extends StorageError {
+  /** The key that was asked for, relative to the store. */
+  readonly key: string;
+  constructor(key: string, message = `object "${key}" does not exist`, cause?: unknown) {
+    super(message, { code: 'NOT_FOUND', retriable: false, cause });
+    this.key = key;
+  }
+}
+
+/**
+ * A conditional write was refused: `create` found the key present, or
+ * `ifMatch` found a different version (or no object). The write was not
+ * applied.
+ */
+export class PreconditionFailedError extends StorageError {
+  /** The key whose condition failed. */
+  readonly key: string;
+  constructor(key: string, message: string, cause?: unknown) {
+    super(message, { code: 'PRECONDITION_FAILED', retriable: false, cause });
+    this.key = key;
+  }
+}
+
+/**
+ * A write may or may not have been applied: the connection was lost after the
+ * request was sent, the request timed out, or the server answered in a way that
+ * does not say (Ceph RGW answers HTTP 500 to the loser of a conditional-write
+ * race). The store could not settle it by reading back. Re-read the object and
+ * decide; never assume either outcome.
+ */
+export class OutcomeUnknownError extends StorageError {
+  /** The key whose write has an unknown outcome. */
+  readonly key: string;
+  constructor(key: string, message: string, cause?: unknown) {
+    super(message, { code: 'OUTCOME_UNKNOWN', retriable: false, cause });
+    this.key = key;
+  }
+}
+
+/** Stored bytes do not decode, or do not match their recorded size or checksum. */
+export class CorruptDataError extends SpillwayError {
+  /** The object (key or location) that is corrupt, when known. */
+  readonly location: string | undefined;
+  constructor(message: string, location?: string, cause?: unknown) {
+    super(message, { code: 'CORRUPT_DATA', retriable: false, cause });
+    this.location = location;
+  }
+}
+
+/** A caller passed a value that can never work: a bad URL, option or key. */
+export class InvalidArgumentError extends SpillwayError {
+  constructor(message: string, cause?: unknown) {
+    super(message, { code: 'INVALID_ARGUMENT', retriable: false, cause });
+  }
+}
+
+/** A newer consumer raised the epoch; this one may no longer read or write. */
+export class FencedError extends SpillwayError {
+  constructor(message: string) {
+    super(message, { code: 'FENCED', retriable: false });
+  }
+}
+
+/** The object was closed; no further calls are accepted. */
+export class ClosedError extends SpillwayError {
+  constructor(what: string) {
+    super(`${what} is closed`, { code: 'CLOSED', retriable: false });
+  }
+}
+
+/** Returns true when `error` is a Spillway error with the given code. */
+export function hasCode(error: unknown, code: string): boolean {
+  return error instanceof SpillwayError && error.code === code;
+}

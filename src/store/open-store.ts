@@ -1,0 +1,130 @@
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { InvalidArgumentError } from '../errors.ts';
+import { AzureStore, azureOptionsFromUrl } from './azure-store.ts';
+import { FileStore } from './file-store.ts';
+import { MemoryStore } from './memory-store.ts';
+import type { ObjectStore } from './object-store.ts';
+import { PrefixStore } from './prefix-store.ts';
+import type { RemoteStoreOptions } from './remote-store.ts';
+import { S3Store, s3OptionsFromUrl } from './s3-store.ts';
+
+/** Options of {@link openStore}; they apply to the network adapters (S3, Azure). */
+export type OpenStoreOptions = RemoteStoreOptions;
+
+const SCHEMES =
+  'memory://<name>, file:///absolute/dir, file:./relative/dir, s3://<bucket>[/prefix] or az://<container>[/prefix]';
+
+/**
+ * Opens the store a URL names:
+ *
+ * | URL | store |
+ * | --- | --- |
+ * | `memory://name[/prefix]` | in-process; the same name is the same store |
+ * | `file:///abs/dir`, `file:./rel/dir` | a local directory ({@link FileStore}) |
+ * | `s3://bucket[/prefix][?endpoint=&region=&forcePathStyle=]` | S3 or an S3-compatible server |
+ * | `az://container[/prefix]` | Azure Blob Storage; `AZURE_STORAGE_CONNECTION_STRING` |
+ *
+ * The cloud SDKs load on the first call, and only for their scheme. Nothing is
+ * contacted here: a missing bucket or missing credentials surface on the first
+ * call as a {@link StorageError} whose one-line message names the problem.
+ *
+ * @throws {InvalidArgumentError} for a malformed URL or an unknown scheme.
+ * @example
+ * const store = openStore('file:./data');
+ * await store.put('greeting', new TextEncoder().encode('hello'), { mode: 'create' });
+ */
+export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
+  if (typeof url !== 'string' || url.length === 0) {
+    throw new InvalidArgumentError(
+      `expected a store URL (${SCHEMES}), got ${url === '' ? 'an empty string' : typeof url}`,
+    );
+  }
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
+  if (scheme === 'file') return new FileStore(filePath(url));
+  if (scheme === undefined || !URL.canParse(url)) {
+    throw new InvalidArgumentError(`expected a store URL (${SCHEMES}), got "${redact(url)}"`);
+  }
+  const parsed = new URL(url);
+  switch (scheme) {
+    case 'memory': {
+      if (!parsed.hostname)
+        throw new InvalidArgumentError(
+          `memory URL: expected memory://<name>[/prefix], got "${url}"`,
+        );
+      return withPrefix(
+        new MemoryStore(parsed.hostname),
+        decodeURIComponent(parsed.pathname.replace(/^\/+/, '')),
+      );
+    }
+    case 's3': {
+      const { options: s3, prefix } = s3OptionsFromUrl(parsed, options);
+      return withPrefix(new S3Store(s3), prefix);
+    }
+    case 'az':
+    case 'azure': {
+      const { options: az, prefix } = azureOptionsFromUrl(parsed, options);
+      return withPrefix(new AzureStore(az), prefix);
+    }
+    case 'gs':
+      throw new InvalidArgumentError(
+        `gs:// (Google Cloud Storage) is not supported yet; expected ${SCHEMES}`,
+      );
+    default:
+      throw new InvalidArgumentError(
+        `unknown store URL scheme "${scheme}:" in "${redact(url)}"; expected ${SCHEMES}`,
+      );
+  }
+}
+
+/** Accepts a store or its URL, as every Spillway role does for its `store` option. */
+export function resolveStore(store: string | ObjectStore, options?: OpenStoreOptions): ObjectStore {
+  if (typeof store === 'string') return openStore(store, options);
+  if (store && typeof store === 'object' && typeof store.put === 'function') return store;
+  throw new InvalidArgumentError(
+    `expected a store URL or an ObjectStore, got ${store === null ? 'null' : typeof store}`,
+  );
+}
+
+function withPrefix(store: ObjectStore, prefix: string): ObjectStore {
+  const trimmed = prefix.replace(/\/+$/, '');
+  return trimmed === '' ? store : new PrefixStore(store, trimmed);
+}
+
+function filePath(url: string): string {
+  if (url.startsWith('file://')) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch (e) {
+      throw new InvalidArgumentError(`file URL: cannot parse "${url}"`, e);
+    }
+    if (parsed.hostname !== '' && parsed.hostname !== 'localhost') {
+      throw new InvalidArgumentError(
+        `file URL: expected file:///absolute/path or file:./relative/path, got host "${parsed.hostname}" in "${url}"`,
+      );
+    }
+    if (parsed.search || parsed.hash)
+      throw new InvalidArgumentError(
+        `file URL: "${url}" has a query or fragment; expected a plain path`,
+      );
+    const path = fileURLToPath(parsed);
+    if (path === '/')
+      throw new InvalidArgumentError(`file URL: refusing to use the filesystem root as a store`);
+    return path;
+  }
+  const rest = decodeURIComponent(url.slice('file:'.length));
+  if (rest === '' || rest.includes('\0')) {
+    throw new InvalidArgumentError(
+      `file URL: expected file:///absolute/path or file:./relative/path, got "${url}"`,
+    );
+  }
+  return resolve(rest);
+}
+
+/** Removes anything that looks like credentials from a URL before it goes into a message. */
+export function redact(url: string): string {
+  return url
+    .replace(/\/\/[^/@]*@/, '//***@')
+    .replace(/([?&](?:sig|signature|secret|key|token)[^=]*=)[^&]*/gi, '$1***');
+}

@@ -1,0 +1,29 @@
+/**
+ * Where the real servers the tests use are, as `npm test` (scripts/run-tests.mjs)
+ * started them. A suite whose server is missing fails with the reason: it never
+ * passes silently.
+ */
+import { test } from 'node:test';
+
+/** The S3 endpoint (Ceph RGW), or undefined with the reason it is missing. */
+export function s3Endpoint(): string | undefined {
+  return process.env.SPILLWAY_TEST_S3_ENDPOINT || undefined;
+}
+
+/** The Azure connection string (Azurite), or undefined. */
+export function azureConnectionString(): string | undefined {
+  return process.env.AZURE_STORAGE_CONNECTION_STRING || undefined;
+}
+
+/** Registers one failing test that says why a server-backed suite did not run. */
+export function reportMissingServer(suite: string, server: string, how: string): void {
+  const why = process.env[`SPILLWAY_TEST_${server.toUpperCase()}_ERROR`];
+  test(`${suite}: the ${server} server is running`, () => {
+    throw new Error(`${suite} did not run: no ${server} server${why ? ` (${why})` : ''}. ${how}`);
+  });
+}
+
+/** A name unique to this run, for buckets, containers and prefixes. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
