@@ -1,61 +1,59 @@
 /**
- * The main job until the `spillway` CLI lands: writes objects to a local
- * directory store, updates a shared record with compare-and-swap from several
- * concurrent writers, and reads everything back.
+ * The main job until the `spillway` CLI lands: three producers write to a
+ * local directory store while one consumer drains it; prints what happened.
  *
  *   npm run demo [-- file:./somewhere]
  */
-import { openStore, PreconditionFailedError } from '../src/index.ts';
+import { Consumer, GarbageCollector, openStore, Producer } from '../src/index.ts';
 
 const url = process.argv[2] ?? 'file:./.spillway-demo';
 const store = openStore(url);
-const enc = new TextEncoder();
-const dec = new TextDecoder();
+const PRODUCERS = 3;
+const CALLS = 20_000;
+const total = PRODUCERS * CALLS;
 const started = performance.now();
+const enc = new TextEncoder();
 
-// 1. Immutable objects, written create-only like batch objects.
-const run = new Date().toISOString().replace(/[:.]/g, '-');
-for (let i = 0; i < 20; i++) {
-  await store.put(
-    `demo/${run}/object-${String(i).padStart(3, '0')}`,
-    enc.encode(`entry ${i} of run ${run}`),
-    { mode: 'create' },
-  );
-}
+const consumer = await Consumer.open({ store, gcIntervalMs: 0 });
+const controller = new AbortController();
+let received = 0;
+const draining = (async () => {
+  for await (const batch of consumer.batches({ signal: controller.signal, pollIntervalMs: 20 })) {
+    received += batch.entries.length;
+    await consumer.ack(batch.sequence);
+    if (received >= total) controller.abort();
+  }
+})();
 
-// 2. A shared counter updated by 8 concurrent writers with ifMatch, like the queue manifest.
-const key = `demo/${run}/counter`;
-await store.put(key, enc.encode('0'), { mode: 'create' });
-let conflicts = 0;
+const latencies: number[] = [];
 await Promise.all(
-  Array.from({ length: 8 }, async () => {
-    for (let n = 0; n < 25; n++) {
-      for (;;) {
-        const current = await store.get(key);
-        const next = Number(dec.decode(current.body)) + 1;
-        try {
-          await store.put(key, enc.encode(String(next)), { mode: { ifMatch: current.version } });
-          break;
-        } catch (e) {
-          if (!(e instanceof PreconditionFailedError)) throw e;
-          conflicts++;
-        }
-      }
+  Array.from({ length: PRODUCERS }, async (_, p) => {
+    const producer = new Producer({ store, flushIntervalMs: 10, instanceId: `demo-producer-${p}` });
+    const pending: Promise<unknown>[] = [];
+    for (let n = 0; n < CALLS; n++) {
+      const t0 = performance.now();
+      const handle = await producer.produce([enc.encode(`{"producer":${p},"n":${n}}`)]);
+      pending.push(handle.durable.then(() => latencies.push(performance.now() - t0)));
     }
+    await Promise.all(pending);
+    await producer.close();
   }),
 );
-
-// 3. Read back.
-let objects = 0;
-for await (const meta of store.list(`demo/${run}/object-`)) {
-  const { body } = await store.get(meta.key);
-  if (!dec.decode(body).startsWith('entry ')) throw new Error(`unexpected content in ${meta.key}`);
-  objects++;
-}
-const counter = dec.decode((await store.get(key)).body);
+const durableAt = performance.now();
+await draining;
+await consumer.close();
+const gc = await new GarbageCollector({ store, gcGracePeriodMs: 0 }).run();
 await store.close();
-console.log(`store:    ${store.description}`);
-console.log(`objects:  ${objects} written create-only and read back`);
-console.log(`counter:  ${counter} (expected 200) after ${conflicts} compare-and-swap conflicts`);
-console.log(`time:     ${(performance.now() - started).toFixed(0)} ms`);
-if (objects !== 20 || counter !== '200') process.exit(1);
+
+latencies.sort((a, b) => a - b);
+const pct = (q: number) => (latencies[Math.floor(q * (latencies.length - 1))] ?? 0).toFixed(1);
+const seconds = (durableAt - started) / 1000;
+console.log(`store:       ${store.description}`);
+console.log(
+  `produced:    ${total} entries from ${PRODUCERS} producers, all durable in ${seconds.toFixed(2)} s (${Math.round(total / seconds)} entries/s)`,
+);
+console.log(`durable:     p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms after produce()`);
+console.log(
+  `consumed:    ${received} entries, acknowledged; ${gc.deleted.length} batch objects collected`,
+);
+if (received !== total) process.exit(1);

@@ -117,3 +117,8 @@ export class ClosedError extends SpillwayError {
 export function hasCode(error: unknown, code: string): boolean {
   return error instanceof SpillwayError && error.code === code;
 }
+
+/** The value as an Error, for rethrowing stored failures of unknown type. */
+export function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}

@@ -45,3 +45,27 @@ export {
 } from './store/fault-injecting-store.ts';
 export { RETRY_DEFAULTS, type RetryOptions } from './store/retry.ts';
 export type { RemoteStoreOptions } from './store/remote-store.ts';
+export {
+  Producer,
+  PRODUCER_DEFAULTS,
+  type ProducerOptions,
+  type ProduceHandle,
+  type DurableResult,
+} from './producer.ts';
+export {
+  Consumer,
+  CONSUMER_DEFAULTS,
+  type ConsumerOptions,
+  type Batch,
+  type BatchDescriptor,
+} from './consumer.ts';
+export {
+  GarbageCollector,
+  GC_DEFAULTS,
+  type GarbageCollectorOptions,
+  type CollectionResult,
+} from './gc.ts';
+export { type Metrics, type MetricLabels, noopMetrics, InMemoryMetrics } from './metrics.ts';
+export { type Clock, systemClock, ManualClock } from './clock.ts';
+export type { Compression } from './format/compression.ts';
+export type { MetadataItem } from './format/manifest.ts';

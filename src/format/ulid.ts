@@ -1,0 +1,64 @@
+import { randomBytes } from 'node:crypto';
+
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+const DECODE = new Map([...ALPHABET].map((c, i) => [c, i]));
+
+/** True when `s` is a canonical 26-character Crockford base32 ULID. */
+export function isUlid(s: string): boolean {
+  return /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/.test(s);
+}
+
+/** The millisecond timestamp in a ULID's first 10 characters. */
+export function ulidTimeMs(ulid: string): number {
+  let t = 0;
+  for (let i = 0; i < 10; i++) t = t * 32 + (DECODE.get(ulid[i] as string) ?? 0);
+  return t;
+}
+
+/**
+ * Makes ULIDs that sort in creation order even within one millisecond (the
+ * random part is incremented instead of redrawn).
+ */
+export class UlidGenerator {
+  private lastTime = -1;
+  private lastRandom = new Uint8Array(10);
+
+  next(nowMs: number): string {
+    if (nowMs <= this.lastTime) {
+      increment(this.lastRandom);
+    } else {
+      this.lastTime = nowMs;
+      this.lastRandom = new Uint8Array(randomBytes(10));
+      this.lastRandom[0] = (this.lastRandom[0] as number) & 0x7f; // room to increment
+    }
+    let out = '';
+    let t = this.lastTime;
+    const time: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      time.push(ALPHABET[t % 32] as string);
+      t = Math.floor(t / 32);
+    }
+    out = time.reverse().join('');
+    // 80 random bits as 16 base32 characters.
+    let bits = 0;
+    let value = 0;
+    for (const byte of this.lastRandom) {
+      value = (value << 8) | byte;
+      bits += 8;
+      while (bits >= 5) {
+        bits -= 5;
+        out += ALPHABET[(value >>> bits) & 31];
+      }
+      value &= (1 << bits) - 1;
+    }
+    return out;
+  }
+}
+
+function increment(bytes: Uint8Array): void {
+  for (let i = bytes.length - 1; i >= 0; i--) {
+    const v = ((bytes[i] as number) + 1) & 0xff;
+    bytes[i] = v;
+    if (v !== 0) return;
+  }
+}
