@@ -300,7 +300,7 @@ export class Consumer {
     } else if (this.ackTimer === undefined) {
       this.ackTimer = setTimeout(() => {
         this.ackTimer = undefined;
-        this.flush().catch((e: unknown) => (this.backgroundError ??= e));
+        this.applyAcks().catch((e: unknown) => (this.backgroundError ??= e));
       }, this.o.ackIntervalMs);
       this.ackTimer.unref();
     }
@@ -324,6 +324,11 @@ export class Consumer {
   /** Applies pending acks now (one manifest write). */
   async flush(): Promise<void> {
     this.check();
+    await this.applyAcks();
+  }
+
+  /** Dequeues through the acked frontier; flushes run one after another. */
+  private async applyAcks(): Promise<void> {
     const run = this.flushing.then(async () => {
       if (this.ackTimer !== undefined) {
         clearTimeout(this.ackTimer);
@@ -390,7 +395,7 @@ export class Consumer {
       clearTimeout(this.ackTimer);
       const errors: unknown[] = [];
       if (!this.fencedError && this.acked > this.applied) {
-        await this.flushUnchecked().catch((e: unknown) => errors.push(e));
+        await this.applyAcks().catch((e: unknown) => errors.push(e));
       }
       await this.gcRun;
       for (const a of this.ahead) a.batch.catch(() => undefined);
@@ -402,16 +407,6 @@ export class Consumer {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
-  }
-
-  private async flushUnchecked(): Promise<void> {
-    const closing = this.closing;
-    this.closing = undefined;
-    try {
-      await this.flush();
-    } finally {
-      this.closing = closing;
-    }
   }
 
   private check(): void {

@@ -221,7 +221,14 @@ describe('consumer', () => {
     await consumer.ack(b0.sequence);
     await consumer.ack(b1.sequence);
     await assert.rejects(consumer.ack(99), InvalidArgumentError);
-    await consumer.close();
+    await Promise.all([consumer.close(), consumer.close()]);
+    await assert.rejects(consumer.next(), ClosedError);
+    await assert.rejects(consumer.flush(), ClosedError);
+    assert.deepEqual(
+      (await readManifest(store)).entries.map((e) => e.sequence),
+      [2],
+      'close applied the pending acks',
+    );
   });
 
   test('acks are applied every ackBatchSize acks as one dequeue, and flush() applies them now', async () => {
