@@ -40,6 +40,8 @@ export class S3Store extends RemoteStore {
   private client?: Promise<{ sdk: S3Module; client: S3Sdk.S3Client }>;
   /** Whether this server wants `If-Match` quoted; learned on the first refusal. */
   private quoteIfMatch = false;
+  /** Set once an ifMatch write succeeded: from then on a 412 is a real conflict, no HEAD needed. */
+  private quotingKnown = false;
 
   constructor(options: S3StoreOptions) {
     super(options);
@@ -194,14 +196,18 @@ export class S3Store extends RemoteStore {
     if (typeof mode !== 'object') return send();
     const etag = unquote(mode.ifMatch);
     try {
-      return await send(this.quoteIfMatch ? `"${etag}"` : etag);
+      const result = await send(this.quoteIfMatch ? `"${etag}"` : etag);
+      this.quotingKnown = true;
+      return result;
     } catch (error) {
-      if (this.classify(error, key).kind !== 'precondition') throw error;
+      if (this.quotingKnown || this.classify(error, key).kind !== 'precondition') throw error;
       // Refused: a real conflict, or a server that wants the other quoting. Ask.
       const current = await this.rawHead(key, signal).catch(() => undefined);
       if (current === undefined || current.version !== etag) throw error;
       this.quoteIfMatch = !this.quoteIfMatch;
-      return send(this.quoteIfMatch ? `"${etag}"` : etag);
+      const result = await send(this.quoteIfMatch ? `"${etag}"` : etag);
+      this.quotingKnown = true;
+      return result;
     }
   }
 
