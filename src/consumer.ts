@@ -381,7 +381,7 @@ export class Consumer {
   }
 
   /** Runs one garbage collection now. */
-  collectGarbage(options: { dryRun?: boolean } = {}): Promise<CollectionResult> {
+  async collectGarbage(options: { dryRun?: boolean } = {}): Promise<CollectionResult> {
     this.check();
     const run = this.gcRun.then(() => this.gc.run(options));
     this.gcRun = run.catch(() => undefined);

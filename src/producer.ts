@@ -408,10 +408,16 @@ export class Producer {
         const settle =
           e instanceof OutcomeUnknownError || (e instanceof PreconditionFailedError && attempt > 1);
         if (settle) {
-          const stored = await this.store.get(location).catch((g: unknown) => {
-            if (g instanceof NotFoundError) return undefined;
-            throw g;
-          });
+          let stored: { body: Uint8Array } | undefined;
+          try {
+            stored = await this.store.get(location);
+          } catch (g) {
+            // Still unknown after a failed read: the next attempt settles it (a create
+            // that finds our object is a conflict, read back again).
+            if (!(g instanceof NotFoundError) && !(g instanceof StorageError && g.retriable))
+              throw g;
+            if (!(g instanceof NotFoundError) && attempt >= 5) throw e;
+          }
           if (stored && Buffer.from(stored.body).equals(body)) return;
           if (stored) throw e;
         } else if (!(e instanceof StorageError && e.retriable) || attempt >= 5) {

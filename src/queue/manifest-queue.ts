@@ -217,14 +217,12 @@ export class ManifestQueue {
    */
   async fence(signal?: AbortSignal): Promise<number> {
     let epoch = 0;
-    let raisedTo: number | undefined;
+    // Always raise above what is read, even after an unknown outcome: an epoch equal to the
+    // one we tried may be another consumer's, and skipping a number is harmless.
     await this.update(
       'consumer',
       (m) => {
-        // After an unknown outcome the epoch may already be ours.
-        if (raisedTo !== undefined && m.epoch === raisedTo) return { done: true };
         epoch = m.epoch + 1;
-        raisedTo = epoch;
         return { write: { ...m, epoch } };
       },
       signal,

@@ -27,6 +27,8 @@ export interface StoreCall {
   op: StoreOperation;
   /** The key, the list prefix, or the first key of a deleteMany. */
   key: string;
+  /** Every key, for a deleteMany. */
+  keys?: readonly string[];
   /** The put mode, for puts. */
   mode?: PutOptions['mode'];
   /** The body, for puts. */
@@ -44,6 +46,13 @@ export interface RandomFaults {
   errorRate?: number;
   /** Chance per write of applying it and then failing as if the response was lost. @default 0 */
   applyThenFailRate?: number;
+  /**
+   * Chance per conditional overwrite (`ifMatch`) of a racing writer: the
+   * object is rewritten with its own bytes just before the call reaches the
+   * store, so the call loses a real race (a conflict, where the store gives
+   * the rewrite a new version). @default 0
+   */
+  conflictRate?: number;
   /** Chance per call of extra latency. @default 0 */
   latencyRate?: number;
   /** Extra latency when it strikes, in milliseconds, drawn uniformly up to this. @default 20 */
@@ -68,6 +77,8 @@ export interface FaultStats {
   appliedThenFailed: number;
   /** Calls delayed. */
   delays: number;
+  /** Racing rewrites injected before conditional overwrites. */
+  conflicts: number;
 }
 
 interface Scripted {
@@ -115,6 +126,7 @@ export class FaultInjectingStore implements ObjectStore {
       errors: 0,
       appliedThenFailed: 0,
       delays: 0,
+      conflicts: 0,
     };
     this.random = options.random;
     this.rng = mulberry32(options.random?.seed ?? 1);
@@ -199,7 +211,7 @@ export class FaultInjectingStore implements ObjectStore {
   }
 
   deleteMany(keys: readonly string[], options?: StoreCallOptions): Promise<void> {
-    return this.call({ op: 'deleteMany', key: keys[0] ?? '' }, options?.signal, () =>
+    return this.call({ op: 'deleteMany', key: keys[0] ?? '', keys }, options?.signal, () =>
       this.inner.deleteMany(keys, options),
     );
   }
@@ -256,6 +268,15 @@ export class FaultInjectingStore implements ObjectStore {
       }
     }
 
+    if (
+      random &&
+      op === 'put' &&
+      typeof call.mode === 'object' &&
+      this.rng() < (random.conflictRate ?? 0)
+    ) {
+      await this.raceRewrite(call.key, signal);
+    }
+
     const result = await run();
     for (const hook of this.hooksAfter.get(op) ?? []) await hook(call);
     if (lose) {
@@ -265,6 +286,17 @@ export class FaultInjectingStore implements ObjectStore {
       throw new StorageError(message, { code: 'INJECTED', retriable: true });
     }
     return result;
+  }
+
+  /** Rewrites `key` with its current bytes, as a racing writer would; a missing key is left alone. */
+  private async raceRewrite(key: string, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      const current = await this.inner.get(key, { signal });
+      await this.inner.put(key, current.body, { mode: { ifMatch: current.version }, signal });
+      this.stats.conflicts++;
+    } catch {
+      // The race is best effort: whatever got in its way is a race of its own.
+    }
   }
 }
 

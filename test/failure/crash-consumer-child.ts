@@ -1,0 +1,69 @@
+/**
+ * A consumer process for the crash tests. It drains the queue until killed,
+ * logging each batch it receives (`R sequence location id,id,...`) and each
+ * acknowledgement known to be stored (`A through`, after its flush resolved).
+ * With a crash point it kills itself with SIGKILL there:
+ *
+ * - `after-fetch`: the n-th batch is received and not acknowledged;
+ * - `before-ack-write` / `after-ack-write`: around its n-th dequeue write (after:
+ *   the acks landed and the consumer never learns it).
+ */
+import { openSync, writeSync } from 'node:fs';
+import { Consumer, FaultInjectingStore, openStore } from '../../src/index.ts';
+import { entryId } from './invariant-checker.ts';
+
+/** The child's configuration, passed as JSON in argv[2]. */
+export interface ConsumerChildConfig {
+  url: string;
+  logPath: string;
+  crashAt: 'timer' | 'after-fetch' | 'before-ack-write' | 'after-ack-write';
+  crashAfter: number;
+  /** Batches between explicit flushes. */
+  flushEvery: number;
+}
+
+const cfg = JSON.parse(process.argv[2] as string) as ConsumerChildConfig;
+const fd = openSync(cfg.logPath, 'a');
+const log = (line: string): void => void writeSync(fd, `${line}\n`);
+const die = (): void => void process.kill(process.pid, 'SIGKILL');
+const manifestPath = 'ingest/manifest';
+
+const store = new FaultInjectingStore(openStore(cfg.url));
+let opened = false;
+let ackWrites = 0;
+store.before('put', (call) => {
+  if (opened && call.key === manifestPath && cfg.crashAt === 'before-ack-write') {
+    if (++ackWrites === cfg.crashAfter) die();
+  }
+});
+store.after('put', (call) => {
+  if (opened && call.key === manifestPath && cfg.crashAt === 'after-ack-write') {
+    if (++ackWrites === cfg.crashAfter) die();
+  }
+});
+
+const consumer = await Consumer.open({
+  store,
+  ackBatchSize: 1_000_000,
+  ackIntervalMs: 3_600_000,
+  gcIntervalMs: 0,
+  gcGracePeriodMs: 5000,
+});
+opened = true;
+process.stdout.write('READY\n');
+let received = 0;
+for (;;) {
+  const batch = await consumer.next();
+  if (!batch) {
+    await new Promise((r) => setTimeout(r, 5));
+    continue;
+  }
+  log(`R ${batch.sequence} ${batch.location} ${batch.entries.map(entryId).join(',')}`);
+  if (cfg.crashAt === 'after-fetch' && ++received === cfg.crashAfter) die();
+  await consumer.ack(batch.sequence);
+  if (batch.sequence % cfg.flushEvery === 0) {
+    await consumer.flush();
+    log(`A ${batch.sequence}`);
+    if (batch.sequence % (cfg.flushEvery * 4) === 0) await consumer.collectGarbage();
+  }
+}

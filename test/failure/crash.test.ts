@@ -1,0 +1,105 @@
+/**
+ * Crash tests with real processes: producers and consumers killed with
+ * SIGKILL at random moments and at chosen points (between a batch upload and
+ * its manifest append, around manifest writes, between fetch and ack, around
+ * an ack flush), on file:// and on Ceph RGW. After the kills a consumer
+ * resumes and drains, and the invariant checker must pass; orphaned batch
+ * objects survive a collection within the grace period and go after it.
+ */
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { openStore } from '../../src/index.ts';
+import { reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import { runCrashRounds, type CrashRoundsResult } from './crash-rounds.ts';
+import { assertInvariants } from './invariant-checker.ts';
+
+function check(result: CrashRoundsResult, backend: string, producerKills: number): void {
+  assertInvariants(result.report, `crash rounds on ${backend}`);
+  assert.deepEqual(result.unexpectedExits, []);
+  assert.deepEqual(result.manifestDuplicates, []);
+  assert.ok(result.producerKills >= producerKills, `only ${result.producerKills} producer kills`);
+  for (const point of [
+    'after-batch-upload',
+    'before-manifest-write',
+    'after-manifest-write',
+    'after-fetch',
+    'before-ack-write',
+    'after-ack-write',
+    'timer',
+  ]) {
+    assert.ok((result.killsBy[point] ?? 0) > 0, `no kill at ${point}`);
+  }
+  assert.ok(result.report.resolvedEntries > 0, 'some entries became durable');
+  assert.ok(result.orphans > 0, 'killed producers left orphaned batch objects');
+  assert.equal(
+    result.deletedAfterGrace,
+    result.keptWithinGrace,
+    'GC took every orphan after the grace period',
+  );
+  assert.equal(result.objectsLeft, 0);
+}
+
+function figures(result: CrashRoundsResult, backend: string): string {
+  const r = result.report;
+  return `FIGURES ${JSON.stringify({ suite: 'crash', backend, producerKills: result.producerKills, consumerKills: result.consumerKills, killsBy: result.killsBy, calls: r.calls, entries: r.entries, resolved: r.resolvedEntries, unknown: r.unknownEntries, delivered: r.deliveredEntries, deliveredWithoutResolve: r.deliveredWithoutResolve, redeliveredBatches: r.redeliveredBatches, redeliveredEntries: r.redeliveredEntries, orphans: result.orphans, collectedAfterGrace: result.deletedAfterGrace, lost: r.lost.length, duplicated: r.duplicated.length, elapsedMs: result.elapsedMs })}`;
+}
+
+describe('crash tests on file://', () => {
+  test('100 producer and 25 consumer processes killed with SIGKILL: nothing durable lost, nothing acked delivered twice', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-crash-'));
+    const store = openStore(`file://${dir}`);
+    try {
+      const result = await runCrashRounds({
+        url: `file://${dir}`,
+        store,
+        rounds: 25,
+        producersPerRound: 4,
+        seed: 7,
+      });
+      t.diagnostic(figures(result, 'file'));
+      check(result, 'file', 100);
+      // Temporary files of writes cut short are removed when the store next starts.
+      const reopened = openStore(`file://${dir}`);
+      await reopened.head('ingest/manifest').catch(() => undefined);
+      await reopened.close();
+      const left = await readdir(join(dir, '.spillway', 'tmp')).catch(() => []);
+      assert.deepEqual(left, []);
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+const endpoint = s3Endpoint();
+if (!endpoint) {
+  reportMissingServer('crash tests on s3', 's3', 'Run `npm test`, which starts Ceph RGW.');
+} else {
+  describe('crash tests on s3 (Ceph RGW)', () => {
+    test('20 producer and 7 consumer processes killed with SIGKILL: nothing durable lost, nothing acked delivered twice', async (t) => {
+      const bucket = uniqueName('crash').toLowerCase().slice(0, 60);
+      const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
+      await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      client.destroy();
+      const url = `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}`;
+      const store = openStore(url);
+      try {
+        const result = await runCrashRounds({
+          url,
+          store,
+          rounds: 7,
+          producersPerRound: 3,
+          seed: 9,
+        });
+        t.diagnostic(figures(result, 's3 (Ceph RGW)'));
+        check(result, 's3 (Ceph RGW)', 20);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
