@@ -48,6 +48,17 @@ function testFiles(dir) {
   return out;
 }
 
+// The CLI tests spawn the built command, so build first.
+const build = spawnSync(
+  process.execPath,
+  [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+  { cwd: root, stdio: 'inherit' },
+);
+if (build.status !== 0) {
+  console.error('run-tests: the build failed');
+  process.exit(1);
+}
+
 const files =
   process.argv.slice(2).length > 0 ? process.argv.slice(2) : testFiles(join(root, 'test'));
 const wantS3 = !process.env.SPILLWAY_TEST_S3_ENDPOINT;

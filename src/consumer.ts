@@ -1,14 +1,7 @@
 import { systemClock, type Clock } from './clock.ts';
-import {
-  ClosedError,
-  CorruptDataError,
-  FencedError,
-  InvalidArgumentError,
-  NotFoundError,
-} from './errors.ts';
-import { decodeBatch } from './format/batch.ts';
-import { crc32c } from './format/crc32c.ts';
-import { entryTrailer, type ManifestEntry, type MetadataItem } from './format/manifest.ts';
+import { ClosedError, FencedError, InvalidArgumentError } from './errors.ts';
+import type { MetadataItem } from './format/manifest.ts';
+import { describeEntry, fetchBatch, type BatchDescriptor } from './queue/batch-fetch.ts';
 import { GarbageCollector, type CollectionResult } from './gc.ts';
 import { noopMetrics, type Metrics } from './metrics.ts';
 import { fenced, ManifestQueue } from './queue/manifest-queue.ts';
@@ -18,6 +11,8 @@ import { delay } from './store/retry.ts';
 import { describeValue } from './store/keys.ts';
 import { asError } from './errors.ts';
 import { stripUndefined } from './producer.ts';
+
+export type { BatchDescriptor } from './queue/batch-fetch.ts';
 
 /** Options of {@link Consumer.open}. */
 export interface ConsumerOptions {
@@ -56,19 +51,6 @@ export const CONSUMER_DEFAULTS = Object.freeze({
   readAheadBatches: 8,
   readAheadBytes: 64 * 1024 * 1024,
 });
-
-/** A batch in the queue, before its object is fetched. */
-export interface BatchDescriptor {
-  sequence: number;
-  location: string;
-  metadata: MetadataItem[];
-  /** Size of the batch object, from the integrity trailer, when present. */
-  sizeBytes?: number;
-  /** CRC32C of the batch object, from the integrity trailer, when present. */
-  crc32c?: number;
-  /** The producer that appended it, from the integrity trailer, when present. */
-  instanceId?: string;
-}
 
 /** A fetched batch. */
 export interface Batch {
@@ -239,35 +221,7 @@ export class Consumer {
   async fetch(descriptor: BatchDescriptor): Promise<Batch> {
     this.check();
     const started = performance.now();
-    let body: Uint8Array;
-    try {
-      body = (await this.store.get(descriptor.location)).body;
-    } catch (e) {
-      if (e instanceof NotFoundError) {
-        throw new CorruptDataError(
-          `batch object "${descriptor.location}" of manifest entry ${descriptor.sequence} is missing (deleted too early, or the manifest was edited)`,
-          descriptor.location,
-          e,
-        );
-      }
-      throw e;
-    }
-    if (descriptor.sizeBytes !== undefined && body.byteLength !== descriptor.sizeBytes) {
-      throw new CorruptDataError(
-        `batch object "${descriptor.location}": ${body.byteLength} bytes, but its manifest entry records ${descriptor.sizeBytes}`,
-        descriptor.location,
-      );
-    }
-    if (descriptor.crc32c !== undefined) {
-      const actual = crc32c(body);
-      if (actual !== descriptor.crc32c) {
-        throw new CorruptDataError(
-          `batch object "${descriptor.location}": CRC32C ${hex(actual)}, but its manifest entry records ${hex(descriptor.crc32c)}`,
-          descriptor.location,
-        );
-      }
-    }
-    const { records } = await decodeBatch(body, descriptor.location);
+    const { records } = await fetchBatch(this.store, descriptor);
     this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
     return {
       sequence: descriptor.sequence,
@@ -428,7 +382,7 @@ export class Consumer {
     }
     this.metrics.gauge('buffer.queue_length', manifest.entries.length);
     const after = Math.max(this.cursor, this.known.at(-1)?.sequence ?? -1);
-    for (const e of manifest.entries) if (e.sequence > after) this.known.push(describe(e));
+    for (const e of manifest.entries) if (e.sequence > after) this.known.push(describeEntry(e));
     const last = this.known.at(-1);
     if (last) this.cursor = last.sequence;
   }
@@ -460,20 +414,6 @@ export class Consumer {
     if (this.closing || this.fencedError) return;
     await this.collectGarbage().catch(() => undefined);
   }
-}
-
-function describe(e: ManifestEntry): BatchDescriptor {
-  const t = entryTrailer(e);
-  return {
-    sequence: e.sequence,
-    location: e.location,
-    metadata: e.metadata,
-    ...(t ? { sizeBytes: t.batchSizeBytes, crc32c: t.crc32c, instanceId: t.instanceId } : {}),
-  };
-}
-
-function hex(n: number): string {
-  return `0x${n.toString(16).padStart(8, '0')}`;
 }
 
 function validateConsumerOptions(o: ConsumerOptions): void {

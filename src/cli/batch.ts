@@ -1,0 +1,139 @@
+import { Command } from 'commander';
+import { CorruptDataError, NotFoundError } from '../errors.ts';
+import { BATCH_FOOTER_BYTES, decodeBatch } from '../format/batch.ts';
+import { crc32c } from '../format/crc32c.ts';
+import { ManifestQueue } from '../queue/manifest-queue.ts';
+import { describeEntry, hex, type BatchDescriptor } from '../queue/batch-fetch.ts';
+import { noopMetrics } from '../metrics.ts';
+import { redact } from '../store/open-store.ts';
+import {
+  asText,
+  CliError,
+  formatBytes,
+  intOption,
+  jsonOption,
+  openCliStore,
+  printJson,
+  queueOptions,
+  writeOut,
+  type QueueOptions,
+} from './common.ts';
+
+interface InspectOptions extends QueueOptions {
+  records: number;
+  hex?: boolean;
+}
+
+/** `spillway batch inspect`. */
+export function batchCommand(): Command {
+  const batch = new Command('batch').description('look inside batch objects');
+  batch.addCommand(
+    jsonOption(
+      queueOptions(
+        new Command('inspect')
+          .description(
+            'compression, record count, sizes, checksum status against the manifest, and the first records',
+          )
+          .argument('<url>', 'store URL')
+          .argument('<location>', 'key of the batch object, e.g. ingest/01J....batch')
+          .option('-n, --records <count>', 'records to show', intOption('--records'), 5)
+          .option('--hex', 'show records as hex even when they are text'),
+      ),
+    ).action(async (url: string, location: string, o: InspectOptions) => {
+      const store = openCliStore(url);
+      try {
+        let body: Uint8Array;
+        try {
+          body = (await store.get(location)).body;
+        } catch (e) {
+          if (e instanceof NotFoundError)
+            throw new CliError(`no batch object "${location}" in ${redact(url)}`);
+          throw e;
+        }
+        // The manifest entry, when the batch is still queued, holds its size and checksum.
+        const { manifest } = await new ManifestQueue({
+          store,
+          manifestPath: o.manifestPath,
+          metrics: noopMetrics,
+        })
+          .read()
+          .catch(() => ({ manifest: undefined }));
+        const entry = manifest?.entries.find((e) => e.location === location);
+        const d: BatchDescriptor | undefined = entry ? describeEntry(entry) : undefined;
+        const actualCrc = crc32c(body);
+        let checksum: string;
+        if (!entry)
+          checksum =
+            'not in the manifest (acknowledged, orphaned, or foreign): nothing to check against';
+        else if (d?.crc32c === undefined) checksum = 'its manifest entry has no integrity trailer';
+        else if (d.sizeBytes !== body.byteLength)
+          checksum = `MISMATCH: ${body.byteLength} bytes, the manifest records ${d.sizeBytes}`;
+        else if (d.crc32c !== actualCrc)
+          checksum = `MISMATCH: CRC32C ${hex(actualCrc)}, the manifest records ${hex(d.crc32c)}`;
+        else checksum = `ok (CRC32C ${hex(actualCrc)}, ${body.byteLength} bytes)`;
+
+        let decoded;
+        try {
+          decoded = await decodeBatch(body, location);
+        } catch (e) {
+          if (!(e instanceof CorruptDataError)) throw e;
+          throw new CorruptDataError(`${e.message} (checksum: ${checksum})`, location, e);
+        }
+        const { records, compression } = decoded;
+        const recordBytes = records.reduce((n, r) => n + r.byteLength, 0);
+        const shown = records.slice(0, o.records).map((r, index) => {
+          const text = o.hex ? undefined : asText(r);
+          return text !== undefined
+            ? { index, bytes: r.byteLength, text }
+            : { index, bytes: r.byteLength, hex: Buffer.from(r).toString('hex') };
+        });
+        const info = {
+          location,
+          sequence: entry?.sequence ?? null,
+          instance_id: d?.instanceId ?? null,
+          compression,
+          records: records.length,
+          object_bytes: body.byteLength,
+          record_block_bytes: recordBytes + 4 * records.length,
+          record_bytes: recordBytes,
+          record_bytes_min: records.length ? Math.min(...records.map((r) => r.byteLength)) : 0,
+          record_bytes_max: records.length ? Math.max(...records.map((r) => r.byteLength)) : 0,
+          compression_ratio:
+            compression === 'none'
+              ? 1
+              : Number(
+                  (
+                    (recordBytes + 4 * records.length) /
+                    (body.byteLength - BATCH_FOOTER_BYTES)
+                  ).toFixed(2),
+                ),
+          checksum,
+          produce_calls: entry?.metadata.length ?? null,
+          first_records: shown,
+        };
+        if (o.json) {
+          await printJson(info);
+          return;
+        }
+        const lines = [
+          `batch         ${location}${info.sequence !== null ? ` (sequence ${info.sequence})` : ''}`,
+          `producer      ${info.instance_id ?? '-'}`,
+          `compression   ${compression}${compression === 'none' ? '' : ` (ratio ${info.compression_ratio})`}`,
+          `records       ${records.length} (${formatBytes(recordBytes)}; smallest ${info.record_bytes_min} B, largest ${info.record_bytes_max} B)`,
+          `object        ${formatBytes(body.byteLength)}`,
+          `checksum      ${checksum}`,
+          `first ${shown.length} record${shown.length === 1 ? '' : 's'}:`,
+          ...shown.map((r) =>
+            'text' in r
+              ? `  [${r.index}] ${JSON.stringify(r.text)}`
+              : `  [${r.index}] hex ${r.hex}`,
+          ),
+        ];
+        await writeOut(lines.join('\n') + '\n');
+      } finally {
+        await store.close();
+      }
+    }),
+  );
+  return batch;
+}

@@ -1,0 +1,146 @@
+import type { Command } from 'commander';
+import { InvalidArgumentError, SpillwayError } from '../errors.ts';
+import { ManifestQueue, type ManifestSnapshot } from '../queue/manifest-queue.ts';
+import { noopMetrics } from '../metrics.ts';
+import type { ObjectStore } from '../store/object-store.ts';
+import { openStore, redact } from '../store/open-store.ts';
+import { PRODUCER_DEFAULTS } from '../producer.ts';
+
+/** Options every command that opens a queue accepts. */
+export interface QueueOptions {
+  manifestPath: string;
+  dataPrefix: string;
+  verbose?: boolean;
+  json?: boolean;
+}
+
+/** Adds `--manifest-path`, `--data-prefix` and `--verbose` to a command. */
+export function queueOptions(command: Command): Command {
+  return command
+    .option('--manifest-path <key>', 'key of the queue manifest', PRODUCER_DEFAULTS.manifestPath)
+    .option(
+      '--data-prefix <prefix>',
+      'folder of the batch objects',
+      PRODUCER_DEFAULTS.dataPathPrefix,
+    )
+    .option('--verbose', 'print stack traces of errors');
+}
+
+/** Adds `--json` to a read command. */
+export function jsonOption(command: Command): Command {
+  return command.option('--json', 'print JSON instead of text');
+}
+
+/** Opens the store of a URL given on the command line; a bad URL is a usage error. */
+export function openCliStore(url: string): ObjectStore {
+  return openStore(url);
+}
+
+/** Reads the manifest; a missing one is an error that names where it was looked for. */
+export async function readExistingManifest(
+  store: ObjectStore,
+  url: string,
+  manifestPath: string,
+): Promise<ManifestSnapshot> {
+  const queue = new ManifestQueue({ store, manifestPath, metrics: noopMetrics });
+  const snapshot = await queue.read();
+  if (snapshot.version === undefined) {
+    throw new CliError(
+      `no manifest at "${manifestPath}" in ${redact(url)}: nothing was ever produced there, or --manifest-path / the URL is wrong`,
+    );
+  }
+  return snapshot;
+}
+
+/** A runtime failure of a command, reported in one line with exit code 1. */
+export class CliError extends SpillwayError {
+  constructor(message: string) {
+    super(message, { code: 'CLI' });
+    this.name = 'CliError';
+  }
+}
+
+/** A misuse of the command line, reported with exit code 2. */
+export class UsageError extends InvalidArgumentError {}
+
+/** Exit code of an error: 2 for usage, 1 for everything else. */
+export function exitCodeOf(e: unknown): number {
+  return e instanceof InvalidArgumentError ? 2 : 1;
+}
+
+/** One line describing an error, without credentials or stack unless `verbose`. */
+export function describeError(e: unknown, verbose: boolean): string {
+  if (verbose && e instanceof Error && e.stack) return e.stack;
+  const message = e instanceof Error ? e.message : String(e);
+  const line = message.split('\n')[0] ?? '';
+  return e instanceof SpillwayError && !(e instanceof CliError) ? `${e.name}: ${line}` : line;
+}
+
+/** Parses a non-negative integer option. */
+export function intOption(name: string, min = 0): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min) {
+      throw new UsageError(`${name} must be an integer >= ${min}, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/**
+ * Writes to stdout and resolves once the bytes are handed to the OS, so a
+ * caller can acknowledge only what was written; rejects on a closed pipe.
+ */
+export function writeOut(text: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    process.stdout.write(text, (e) => (e ? reject(e) : resolve()));
+  });
+}
+
+/** Whether an error is a closed output pipe (`spillway ... | head`): not a failure. */
+export function isBrokenPipe(e: unknown): boolean {
+  return (e as { code?: string } | undefined)?.code === 'EPIPE';
+}
+
+/** A count with its noun, pluralized: "1 batch", "2 batches". */
+export function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${n.toLocaleString('en-US')} ${n === 1 ? noun : nouns}`;
+}
+
+/** Prints `value` as indented JSON. */
+export function printJson(value: unknown): Promise<void> {
+  return writeOut(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Bytes as a short human figure: 1.5 KiB, 12 MiB. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+/** A duration in ms as a short human figure: 850 ms, 12.3 s, 4m05s, 3h12m. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.floor(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** Text is printable UTF-8 without control characters other than tab. */
+export function asText(bytes: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u0008\u000b-\u001f\u007f]/.test(text) ? undefined : text;
+}

@@ -1,0 +1,46 @@
+import { Command } from 'commander';
+import { ManifestQueue } from '../queue/manifest-queue.ts';
+import { noopMetrics } from '../metrics.ts';
+import {
+  jsonOption,
+  openCliStore,
+  printJson,
+  queueOptions,
+  readExistingManifest,
+  writeOut,
+  type QueueOptions,
+} from './common.ts';
+
+/** `spillway consumer fence`. */
+export function consumerCommand(): Command {
+  const consumer = new Command('consumer').description("manage the queue's consumer");
+  consumer.addCommand(
+    jsonOption(
+      queueOptions(
+        new Command('fence')
+          .description(
+            'raise the epoch, so the running consumer can no longer acknowledge; the next Consumer.open() takes over',
+          )
+          .argument('<url>', 'store URL'),
+      ),
+    ).action(async (url: string, o: QueueOptions) => {
+      const store = openCliStore(url);
+      try {
+        const before = (await readExistingManifest(store, url, o.manifestPath)).manifest.epoch;
+        const epoch = await new ManifestQueue({
+          store,
+          manifestPath: o.manifestPath,
+          metrics: noopMetrics,
+        }).fence();
+        if (o.json) await printJson({ previous_epoch: before, epoch });
+        else
+          await writeOut(
+            `epoch raised from ${before} to ${epoch}: consumers holding an older epoch are fenced\n`,
+          );
+      } finally {
+        await store.close();
+      }
+    }),
+  );
+  return consumer;
+}

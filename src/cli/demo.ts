@@ -1,0 +1,247 @@
+import { asError } from '../errors.ts';
+import { Command, Option } from 'commander';
+import { randomBytes } from 'node:crypto';
+import { Consumer } from '../consumer.ts';
+import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
+import type { Metrics } from '../metrics.ts';
+import { Producer } from '../producer.ts';
+import type { Compression } from '../format/compression.ts';
+import { openStore, redact } from '../store/open-store.ts';
+import { delay } from '../store/retry.ts';
+import { formatBytes, formatDuration, intOption, printJson, writeOut } from './common.ts';
+import { LiveStatus, RateMeter } from './progress.ts';
+
+/** Where `spillway demo` keeps its queue unless told otherwise. */
+export const DEMO_STORE = 'file:./.spillway-demo';
+
+interface DemoOptions {
+  store: string;
+  producers: number;
+  durationS: number;
+  entryBytes: number;
+  entriesPerCall: number;
+  flushIntervalMs: number;
+  compression: Compression;
+  json?: boolean;
+}
+
+/** The figures the demo shows live and at the end. */
+interface DemoState {
+  started: number;
+  produced: number;
+  producedBytes: number;
+  durable: number;
+  consumed: number;
+  batchesPending: number;
+  lagMs: number;
+  latenciesMs: number[];
+  recentLatenciesMs: number[];
+}
+
+function percentile(sorted: readonly number[], q: number): number {
+  return sorted.length === 0
+    ? 0
+    : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0);
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+/** `spillway demo`: the main job, live. */
+export function demoCommand(): Command {
+  return new Command('demo')
+    .description(
+      `several producers write to a local directory store while one consumer drains it, with a live view; Ctrl-C stops cleanly with everything durable and drained (default store ${DEMO_STORE})`,
+    )
+    .option('--store <url>', 'store URL', DEMO_STORE)
+    .option('--producers <n>', 'producers writing at once', intOption('--producers', 1), 3)
+    .option(
+      '--duration-s <s>',
+      'seconds to produce for; 0 runs until Ctrl-C',
+      intOption('--duration-s'),
+      10,
+    )
+    .option('--entry-bytes <n>', 'size of each entry', intOption('--entry-bytes', 16), 256)
+    .option(
+      '--entries-per-call <n>',
+      'entries per produce() call',
+      intOption('--entries-per-call', 1),
+      20,
+    )
+    .option(
+      '--flush-interval-ms <ms>',
+      'producer flush interval (0: group commit)',
+      intOption('--flush-interval-ms'),
+      20,
+    )
+    .addOption(
+      new Option('--compression <codec>', 'compression of batch objects')
+        .choices(['none', 'zstd'])
+        .default('none'),
+    )
+    .option('--json', 'print the summary as JSON')
+    .action(async (o: DemoOptions) => runDemo(o));
+}
+
+async function runDemo(o: DemoOptions): Promise<void> {
+  const store = openStore(o.store); // a bad URL fails here, before anything starts
+  const state: DemoState = {
+    started: performance.now(),
+    produced: 0,
+    producedBytes: 0,
+    durable: 0,
+    consumed: 0,
+    batchesPending: 0,
+    lagMs: 0,
+    latenciesMs: [],
+    recentLatenciesMs: [],
+  };
+  const metrics: Metrics = {
+    increment: () => undefined,
+    observe: () => undefined,
+    gauge: (name, value) => {
+      if (name === 'buffer.queue_length') state.batchesPending = value;
+      else if (name === 'buffer.consumer_lag_seconds') state.lagMs = value * 1000;
+    },
+  };
+
+  const stopProducing = new AbortController();
+  let interrupts = 0;
+  const onSignal = (): void => {
+    interrupts++;
+    if (interrupts > 1) process.exit(130);
+    stopProducing.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const producedRate = new RateMeter();
+  const consumedRate = new RateMeter();
+  const rates = { durable: 0, consumed: 0 };
+  const ticker = setInterval(() => {
+    rates.durable = producedRate.sample(state.durable);
+    rates.consumed = consumedRate.sample(state.consumed);
+  }, 250);
+  ticker.unref();
+  let phase = 'producing';
+  const view = (): string => {
+    const recent = [...state.recentLatenciesMs].sort((a, b) => a - b);
+    state.recentLatenciesMs = recent.slice(-2000);
+    const elapsed = performance.now() - state.started;
+    return [
+      `spillway demo: ${o.producers} producers -> 1 consumer on ${redact(o.store)}  [${phase}, ${formatDuration(elapsed)}${o.durationS === 0 ? ', Ctrl-C to stop' : ` of ${o.durationS} s`}]`,
+      `  durable   ${fmt(state.durable).padStart(11)} entries  ${fmt(rates.durable).padStart(9)}/s   latency p50 ${percentile(recent, 0.5).toFixed(1)} ms, p99 ${percentile(recent, 0.99).toFixed(1)} ms`,
+      `  consumed  ${fmt(state.consumed).padStart(11)} entries  ${fmt(rates.consumed).padStart(9)}/s   lag ${formatDuration(state.lagMs)}`,
+      `  queue     ${fmt(state.batchesPending).padStart(11)} batches pending, ${fmt(Math.max(0, state.durable - state.consumed))} entries behind`,
+    ].join('\n');
+  };
+  const status = new LiveStatus(view, { plainEveryMs: 2000, intervalMs: 250 });
+
+  const consumer = await Consumer.open({ store, metrics, gcIntervalMs: 0, ackIntervalMs: 200 });
+  let producersDone = false;
+  const draining = (async () => {
+    for (;;) {
+      const batch = await consumer.next();
+      if (!batch) {
+        if (producersDone) return;
+        await delay(10);
+        continue;
+      }
+      state.consumed += batch.entries.length;
+      await consumer.ack(batch.sequence);
+    }
+  })();
+
+  const run = randomBytes(4).toString('hex');
+  const filler = 'x'.repeat(o.entryBytes);
+  const enc = new TextEncoder();
+  const deadline =
+    o.durationS > 0 ? setTimeout(() => stopProducing.abort(), o.durationS * 1000) : undefined;
+  const producers = Array.from(
+    { length: o.producers },
+    (_, p) =>
+      new Producer({
+        store,
+        instanceId: `demo-${run}-p${p}`,
+        flushIntervalMs: o.flushIntervalMs,
+        compression: o.compression,
+      }),
+  );
+  let failure: unknown;
+  await Promise.all(
+    producers.map(async (producer, p) => {
+      let n = 0;
+      const pending = new Set<Promise<void>>();
+      while (!stopProducing.signal.aborted && failure === undefined) {
+        const entries: Uint8Array[] = [];
+        for (let i = 0; i < o.entriesPerCall; i++, n++) {
+          const head = `{"run":"${run}","producer":${p},"n":${n},"at":${Date.now()},"pad":"`;
+          entries.push(
+            enc.encode(`${head}${filler.slice(0, Math.max(0, o.entryBytes - head.length - 2))}"}`),
+          );
+          state.producedBytes += (entries.at(-1) as Uint8Array).byteLength;
+        }
+        const t0 = performance.now();
+        const { durable } = await producer.produce(entries);
+        state.produced += entries.length;
+        const settled = durable.then(
+          () => {
+            const ms = performance.now() - t0;
+            state.durable += entries.length;
+            state.latenciesMs.push(ms);
+            state.recentLatenciesMs.push(ms);
+          },
+          (e: unknown) => void (failure ??= e),
+        );
+        pending.add(settled);
+        void settled.then(() => pending.delete(settled));
+      }
+      await Promise.all(pending);
+      await producer.close().catch((e: unknown) => void (failure ??= e));
+    }),
+  );
+  clearTimeout(deadline);
+  const producedFor = performance.now() - state.started;
+  phase = 'draining';
+  producersDone = true;
+  await draining;
+  await consumer.close();
+  const gc = await new GarbageCollector({ store }).run();
+  await store.close();
+  status.stop();
+  clearInterval(ticker);
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+
+  const all = state.latenciesMs.sort((a, b) => a - b);
+  const summary = {
+    store: redact(o.store),
+    producers: o.producers,
+    produced_for_ms: Math.round(producedFor),
+    entries_durable: state.durable,
+    bytes_durable: state.producedBytes,
+    entries_per_second: Math.round((state.durable * 1000) / producedFor),
+    durable_latency_ms: {
+      p50: Number(percentile(all, 0.5).toFixed(1)),
+      p99: Number(percentile(all, 0.99).toFixed(1)),
+      max: Number((all.at(-1) ?? 0).toFixed(1)),
+    },
+    entries_consumed: state.consumed,
+    entries_from_earlier_runs: Math.max(0, state.consumed - state.durable),
+    batch_objects_collected: gc.deleted.length,
+    batch_objects_awaiting_grace: gc.kept,
+  };
+  if (o.json) await printJson(summary);
+  else {
+    await writeOut(
+      [
+        `demo finished: ${o.producers} producers and 1 consumer on ${summary.store}`,
+        `  produced   ${fmt(summary.entries_durable)} entries (${formatBytes(summary.bytes_durable)}) in ${formatDuration(producedFor)}, all durable: ${fmt(summary.entries_per_second)} entries/s`,
+        `  durable    p50 ${summary.durable_latency_ms.p50} ms, p99 ${summary.durable_latency_ms.p99} ms, max ${summary.durable_latency_ms.max} ms after produce()`,
+        `  consumed   ${fmt(summary.entries_consumed)} entries${summary.entries_from_earlier_runs > 0 ? ` (${fmt(summary.entries_from_earlier_runs)} left from an earlier run)` : ''}, all acknowledged; the queue is empty`,
+        `  collected  ${summary.batch_objects_collected} batch objects; ${summary.batch_objects_awaiting_grace} wait out the ${formatDuration(GC_DEFAULTS.gcGracePeriodMs)} grace period`,
+        '',
+      ].join('\n'),
+    );
+  }
+  if (failure !== undefined) throw asError(failure);
+}

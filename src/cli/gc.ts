@@ -1,0 +1,61 @@
+import { Command } from 'commander';
+import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
+import {
+  formatBytes,
+  intOption,
+  jsonOption,
+  plural,
+  openCliStore,
+  printJson,
+  queueOptions,
+  writeOut,
+  type QueueOptions,
+} from './common.ts';
+
+/** `spillway gc`. */
+export function gcCommand(): Command {
+  return jsonOption(
+    queueOptions(
+      new Command('gc')
+        .description(
+          'run one garbage collection: delete batch objects that are acknowledged or orphaned and older than the grace period',
+        )
+        .argument('<url>', 'store URL')
+        .option('--dry-run', 'delete nothing; print what would be deleted')
+        .option(
+          '--grace-period-ms <ms>',
+          'minimum age of a batch object before it may be deleted; must exceed the longest upload-to-append delay of any producer',
+          intOption('--grace-period-ms'),
+          GC_DEFAULTS.gcGracePeriodMs,
+        ),
+    ),
+  ).action(async (url: string, o: QueueOptions & { dryRun?: boolean; gracePeriodMs: number }) => {
+    const store = openCliStore(url);
+    try {
+      const gc = new GarbageCollector({
+        store,
+        manifestPath: o.manifestPath,
+        dataPathPrefix: o.dataPrefix,
+        gcGracePeriodMs: o.gracePeriodMs,
+      });
+      const r = await gc.run({ dryRun: o.dryRun ?? false });
+      if (o.json) {
+        await printJson({
+          dry_run: r.dryRun,
+          deleted: r.deleted,
+          bytes_deleted: r.bytesDeleted,
+          kept: r.kept,
+        });
+        return;
+      }
+      const verb = r.dryRun ? 'would delete' : 'deleted';
+      const lines = r.deleted.map((k) => `${verb} ${k}`);
+      lines.push(
+        `${r.dryRun ? 'dry run: ' : ''}${verb} ${plural(r.deleted.length, 'batch object')} (${formatBytes(r.bytesDeleted)}), kept ${r.kept}`,
+      );
+      await writeOut(lines.join('\n') + '\n');
+    } finally {
+      await store.close();
+    }
+  });
+}

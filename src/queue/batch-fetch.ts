@@ -1,0 +1,78 @@
+import { CorruptDataError, NotFoundError } from '../errors.ts';
+import { decodeBatch, type DecodedBatch } from '../format/batch.ts';
+import { crc32c } from '../format/crc32c.ts';
+import { entryTrailer, type ManifestEntry, type MetadataItem } from '../format/manifest.ts';
+import type { ObjectStore } from '../store/object-store.ts';
+
+/** A batch in the queue, before its object is fetched. */
+export interface BatchDescriptor {
+  sequence: number;
+  location: string;
+  metadata: MetadataItem[];
+  /** Size of the batch object, from the integrity trailer, when present. */
+  sizeBytes?: number;
+  /** CRC32C of the batch object, from the integrity trailer, when present. */
+  crc32c?: number;
+  /** The producer that appended it, from the integrity trailer, when present. */
+  instanceId?: string;
+}
+
+/** The descriptor of a manifest entry, with its integrity trailer's fields when it has one. */
+export function describeEntry(e: ManifestEntry): BatchDescriptor {
+  const t = entryTrailer(e);
+  return {
+    sequence: e.sequence,
+    location: e.location,
+    metadata: e.metadata,
+    ...(t ? { sizeBytes: t.batchSizeBytes, crc32c: t.crc32c, instanceId: t.instanceId } : {}),
+  };
+}
+
+/**
+ * Reads a batch object and checks it against its descriptor (size and CRC32C
+ * when the manifest entry has a trailer), then decodes it.
+ *
+ * @throws {CorruptDataError} naming the location when the object is missing,
+ * has another size or checksum than its manifest entry records, or does not decode.
+ */
+export async function fetchBatch(
+  store: ObjectStore,
+  descriptor: BatchDescriptor,
+  signal?: AbortSignal,
+): Promise<DecodedBatch & { sizeBytes: number }> {
+  let body: Uint8Array;
+  try {
+    body = (await store.get(descriptor.location, { signal })).body;
+  } catch (e) {
+    if (e instanceof NotFoundError) {
+      throw new CorruptDataError(
+        `batch object "${descriptor.location}" of manifest entry ${descriptor.sequence} is missing (deleted too early, or the manifest was edited)`,
+        descriptor.location,
+        e,
+      );
+    }
+    throw e;
+  }
+  if (descriptor.sizeBytes !== undefined && body.byteLength !== descriptor.sizeBytes) {
+    throw new CorruptDataError(
+      `batch object "${descriptor.location}": ${body.byteLength} bytes, but its manifest entry records ${descriptor.sizeBytes}`,
+      descriptor.location,
+    );
+  }
+  if (descriptor.crc32c !== undefined) {
+    const actual = crc32c(body);
+    if (actual !== descriptor.crc32c) {
+      throw new CorruptDataError(
+        `batch object "${descriptor.location}": CRC32C ${hex(actual)}, but its manifest entry records ${hex(descriptor.crc32c)}`,
+        descriptor.location,
+      );
+    }
+  }
+  const decoded = await decodeBatch(body, descriptor.location);
+  return { ...decoded, sizeBytes: body.byteLength };
+}
+
+/** `0x` and eight hex digits. */
+export function hex(n: number): string {
+  return `0x${n.toString(16).padStart(8, '0')}`;
+}

@@ -1,0 +1,419 @@
+/**
+ * The built `spillway` command, spawned as a user would run it, against
+ * file:// and Ceph RGW: outputs, exit codes, and bad input.
+ */
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+
+const bin = new URL('../../dist/cli/main.js', import.meta.url).pathname;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function spillway(
+  args: string[],
+  input?: string | Buffer,
+  env: NodeJS.ProcessEnv = {},
+): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+function ok(r: Run): Run {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  return r;
+}
+
+function json<T = Record<string, unknown>>(r: Run): T {
+  return JSON.parse(ok(r).stdout) as T;
+}
+
+interface Dump {
+  version: number;
+  epoch: number;
+  next_sequence: number;
+  entries: {
+    sequence: number;
+    location: string;
+    metadata: { start_index: number; ingestion_time_ms: number; payload_base64: string }[];
+    trailer?: { batch_size_bytes: number; crc32c: number; instance_id: string };
+  }[];
+}
+
+test('the CLI is built (npm test builds it first)', () => {
+  assert.ok(existsSync(bin), `${bin} is missing: run npm run build`);
+});
+
+/** The whole operator workflow against one store URL. */
+function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
+  describe(`spillway on ${name}`, () => {
+    let url: string;
+    const lines = Array.from({ length: 2500 }, (_, i) => `line ${i} ${'x'.repeat(i % 50)}`);
+    before(async () => {
+      url = await newUrl();
+    });
+
+    test('produce reads lines from stdin, ends when all are durable, and prints counts', async () => {
+      const first = ok(
+        await spillway(
+          ['produce', url, '--entries-per-call', '500'],
+          lines.slice(0, 1000).join('\n') + '\n',
+        ),
+      );
+      assert.match(first.stdout, /^produced 1,?000 of 1,?000 entries .* all durable/m);
+      const second = json<{ entries: number; all_durable: boolean; batches: number }>(
+        await spillway(
+          ['produce', url, '--json', '--flush-interval-ms', '0', '--entries-per-call', '300'],
+          lines.slice(1000).join('\n'),
+        ),
+      );
+      assert.equal(second.entries, 1500);
+      assert.equal(second.all_durable, true);
+      assert.ok(second.batches >= 1);
+    });
+
+    test('queue stats shows pending batches, bytes, age, epoch and stored objects', async () => {
+      const s = json<Record<string, number | null>>(
+        await spillway(['queue', 'stats', url, '--json']),
+      );
+      assert.ok((s.batches_pending as number) >= 2);
+      assert.equal(s.produce_calls_pending, 2 + 5);
+      assert.ok((s.bytes_pending as number) > 0);
+      assert.equal(s.epoch, 0);
+      assert.equal(s.next_sequence, s.batches_pending);
+      assert.equal(s.batch_objects, s.batches_pending);
+      assert.equal(s.orphans, 0);
+      assert.ok(typeof s.oldest_entry_age_ms === 'number' && s.oldest_entry_age_ms >= 0);
+      const text = ok(await spillway(['queue', 'stats', url])).stdout;
+      assert.match(text, /^pending\s+\d+ batches, 7 produce calls/m);
+      assert.match(text, /^epoch\s+0$/m);
+      assert.doesNotMatch(text, /secret/i);
+    });
+
+    test('manifest dump prints the reference JSON shape with trailers', async () => {
+      const d = json<Dump>(await spillway(['manifest', 'dump', url]));
+      assert.equal(d.version, 1);
+      assert.equal(d.epoch, 0);
+      assert.equal(d.next_sequence, d.entries.length);
+      const e = d.entries[0]!;
+      assert.equal(e.sequence, 0);
+      assert.match(e.location, /^ingest\/[0-9A-HJKMNP-TV-Z]{26}\.batch$/);
+      assert.deepEqual(Object.keys(e.metadata[0]!).sort(), [
+        'ingestion_time_ms',
+        'payload_base64',
+        'start_index',
+      ]);
+      assert.equal(e.metadata[1]!.start_index, 500);
+      assert.ok(
+        e.trailer && e.trailer.batch_size_bytes > 0 && typeof e.trailer.instance_id === 'string',
+      );
+    });
+
+    test('batch inspect shows compression, counts, sizes, checksum status and the first records', async () => {
+      const d = json<Dump>(await spillway(['manifest', 'dump', url]));
+      const location = d.entries[0]!.location;
+      const text = ok(await spillway(['batch', 'inspect', url, location, '-n', '2'])).stdout;
+      assert.match(text, /^compression\s+none$/m);
+      assert.match(text, /^records\s+1,?000 /m);
+      assert.match(text, /^checksum\s+ok \(CRC32C 0x[0-9a-f]{8}/m);
+      assert.match(text, /\[0\] "line 0 "/);
+      assert.match(text, /\[1\] "line 1 x"/);
+      const j = json<{ records: number; first_records: { hex?: string }[]; object_bytes: number }>(
+        await spillway(['batch', 'inspect', url, location, '--json', '--hex', '-n', '1']),
+      );
+      assert.equal(j.records, 1000);
+      assert.equal(j.object_bytes, d.entries[0]!.trailer!.batch_size_bytes);
+      assert.equal(j.first_records[0]!.hex, Buffer.from('line 0 ').toString('hex'));
+      const missing = await spillway(['batch', 'inspect', url, 'ingest/nope.batch']);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /^spillway: no batch object "ingest\/nope.batch"/);
+    });
+
+    test('consume --peek prints every entry without acknowledging or fencing', async () => {
+      const r = ok(await spillway(['consume', url, '--peek']));
+      assert.deepEqual(r.stdout.split('\n').slice(0, -1), lines);
+      const from = ok(await spillway(['consume', url, '--peek', '--from-sequence', '1']));
+      assert.deepEqual(from.stdout.split('\n').slice(0, -1), lines.slice(1000));
+      const d = json<Dump>(await spillway(['manifest', 'dump', url]));
+      assert.equal(d.epoch, 0, 'peeking does not fence');
+      assert.equal(d.entries[0]!.sequence, 0, 'peeking does not acknowledge');
+    });
+
+    test('consume writes NDJSON and acknowledges; the queue is then empty', async () => {
+      const r = ok(await spillway(['consume', url, '--format', 'ndjson']));
+      const got = r.stdout
+        .trim()
+        .split('\n')
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              sequence: number;
+              index: number;
+              data: string;
+              ingestion_time_ms: number;
+            },
+        );
+      assert.deepEqual(
+        got.map((g) => g.data),
+        lines,
+      );
+      assert.equal(got[1000]!.sequence, 1);
+      assert.equal(got[1000]!.index, 0);
+      assert.ok(got[0]!.ingestion_time_ms > 1_600_000_000_000);
+      const s = json<Record<string, number>>(await spillway(['queue', 'stats', url, '--json']));
+      assert.equal(s.batches_pending, 0);
+      assert.equal(s.epoch, 1);
+      assert.equal(ok(await spillway(['consume', url])).stdout, '', 'nothing is delivered twice');
+    });
+
+    test('gc --dry-run lists what it would delete, gc deletes it', async () => {
+      const stats = json<{ orphans: number }>(await spillway(['queue', 'stats', url, '--json']));
+      assert.ok(stats.orphans > 0, 'acknowledged batch objects await collection');
+      const kept = ok(await spillway(['gc', url]));
+      assert.match(kept.stdout, /deleted 0 batch objects .* kept \d+/);
+      const dry = ok(await spillway(['gc', url, '--dry-run', '--grace-period-ms', '0']));
+      assert.match(dry.stdout, /^would delete ingest\/.*\.batch$/m);
+      assert.match(dry.stdout, new RegExp(`dry run: would delete ${stats.orphans} batch object`));
+      const gc = json<{ deleted: string[]; dry_run: boolean }>(
+        await spillway(['gc', url, '--grace-period-ms', '0', '--json']),
+      );
+      assert.equal(gc.dry_run, false);
+      assert.equal(gc.deleted.length, stats.orphans);
+      const after = json<Record<string, number>>(await spillway(['queue', 'stats', url, '--json']));
+      assert.equal(after.batch_objects, 0);
+    });
+
+    test('consumer fence raises the epoch', async () => {
+      const r = json<{ previous_epoch: number; epoch: number }>(
+        await spillway(['consumer', 'fence', url, '--json']),
+      );
+      assert.equal(r.epoch, r.previous_epoch + 1);
+      assert.match(
+        ok(await spillway(['consumer', 'fence', url])).stdout,
+        /epoch raised from \d+ to \d+/,
+      );
+    });
+
+    test('produce takes NDJSON and length-prefixed frames, and stops at a bad line having made the lines before it durable', async () => {
+      ok(await spillway(['produce', url, '--format', 'ndjson'], '{"a":1}\n\n[2]\n'));
+      const frames = Buffer.concat(
+        ['one', '', 'three'].map((s) => {
+          const b = Buffer.alloc(4 + s.length);
+          b.writeUInt32LE(s.length, 0);
+          b.write(s, 4);
+          return b;
+        }),
+      );
+      ok(await spillway(['produce', url, '--format', 'frames'], frames));
+      const bad = await spillway(
+        ['produce', url, '--format', 'ndjson'],
+        '{"ok":true}\n{nope\n{"late":1}\n',
+      );
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /^spillway: stdin line 2 is not valid JSON/m);
+      assert.match(bad.stdout, /produced 1 of 1 entries/);
+      const torn = await spillway(
+        ['produce', url, '--format', 'frames'],
+        Buffer.from([5, 0, 0, 0, 1]),
+      );
+      assert.equal(torn.code, 1);
+      assert.match(torn.stderr, /ends inside a frame/);
+      const r = ok(await spillway(['consume', url, '--format', 'ndjson']));
+      assert.deepEqual(
+        r.stdout
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { data: string }).data),
+        ['{"a":1}', '[2]', 'one', '', 'three', '{"ok":true}'],
+      );
+    });
+
+    test('a corrupt manifest is a one-line error naming it, exit 1; --verbose adds the stack', async () => {
+      // Written through the CLI's own store: overwrite the manifest with garbage.
+      const { openStore } = await import('../../src/index.ts');
+      const store = openStore(url);
+      await store.put('ingest/manifest', new TextEncoder().encode('this is not a manifest at all'));
+      await store.close();
+      for (const args of [
+        ['manifest', 'dump', url],
+        ['queue', 'stats', url],
+        ['consume', url],
+      ]) {
+        const r = await spillway(args);
+        assert.equal(r.code, 1, args.join(' '));
+        assert.match(r.stderr, /^spillway: CorruptDataError: ingest\/manifest: /);
+        assert.equal(r.stderr.trim().split('\n').length, 1);
+      }
+      const verbose = await spillway(['manifest', 'dump', url, '--verbose']);
+      assert.match(verbose.stderr, /\n\s+at /);
+      const produce = await spillway(['produce', url], 'x\n');
+      assert.equal(produce.code, 1);
+      assert.match(produce.stderr, /CorruptDataError/);
+    });
+  });
+}
+
+describe('file://', () => {
+  const dirs: string[] = [];
+  after(async () => {
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+  describeWorkflow('file://', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-'));
+    dirs.push(dir);
+    return `file://${dir}`;
+  });
+
+  test('demo runs producers and a consumer on a directory and drains everything', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-demo-'));
+    dirs.push(dir);
+    const r = ok(
+      await spillway(['demo', '--store', `file://${dir}`, '--duration-s', '1', '--json']),
+    );
+    const s = JSON.parse(r.stdout) as {
+      entries_durable: number;
+      entries_consumed: number;
+      producers: number;
+    };
+    assert.ok(s.entries_durable > 0);
+    assert.equal(s.entries_consumed, s.entries_durable);
+    assert.equal(s.producers, 3);
+    // Not a terminal: plain progress lines on stderr, no cursor codes.
+    assert.ok(!r.stderr.includes('\u001b['), 'no terminal escape codes');
+    const text = ok(
+      await spillway(['demo', '--store', `file://${dir}`, '--duration-s', '1', '--producers', '2']),
+    ).stdout;
+    assert.match(text, /^demo finished: 2 producers and 1 consumer/m);
+    assert.match(text, /all acknowledged; the queue is empty/);
+  });
+
+  test('Ctrl-C stops the demo cleanly: everything durable is drained, exit 0', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-demo-'));
+    dirs.push(dir);
+    const child = spawn(process.execPath, [
+      bin,
+      'demo',
+      '--store',
+      `file://${dir}`,
+      '--duration-s',
+      '0',
+      '--json',
+    ]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    // The first plain progress line says it is producing; interrupt then.
+    await new Promise<void>((resolve) =>
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('durable')) resolve();
+      }),
+    );
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, stderr);
+    const s = JSON.parse(stdout) as { entries_durable: number; entries_consumed: number };
+    assert.ok(s.entries_durable > 0);
+    assert.equal(s.entries_consumed, s.entries_durable);
+  });
+
+  test('usage errors exit 2 with one line; runtime errors exit 1; --help exits 0 everywhere', async () => {
+    const unknown = await spillway(['bogus']);
+    assert.equal(unknown.code, 2);
+    assert.equal(unknown.stderr, "spillway: unknown command 'bogus'\n");
+    const badUrl = await spillway(['queue', 'stats', 'ftp://x/y']);
+    assert.equal(badUrl.code, 2);
+    assert.match(
+      badUrl.stderr,
+      /^spillway: InvalidArgumentError: unknown store URL scheme "ftp:".*expected/,
+    );
+    const noArg = await spillway(['manifest', 'dump']);
+    assert.equal(noArg.code, 2);
+    assert.match(noArg.stderr, /missing required argument 'url'/);
+    const badOption = await spillway(['consume', 'file:///tmp/x', '--from-sequence', '-3']);
+    assert.equal(badOption.code, 2);
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-empty-'));
+    dirs.push(dir);
+    const missing = await spillway(['manifest', 'dump', `file://${dir}`]);
+    assert.equal(missing.code, 1);
+    assert.match(
+      missing.stderr,
+      /^spillway: no manifest at "ingest\/manifest" in file:\/\/.*--manifest-path/,
+    );
+    assert.equal(missing.stderr.trim().split('\n').length, 1);
+    for (const args of [
+      [],
+      ['manifest', 'dump'],
+      ['queue', 'stats'],
+      ['batch', 'inspect'],
+      ['produce'],
+      ['consume'],
+      ['gc'],
+      ['consumer', 'fence'],
+      ['demo'],
+    ]) {
+      const r = await spillway([...args, '--help']);
+      assert.equal(r.code, 0, `${args.join(' ')} --help`);
+      assert.match(r.stdout, /^Usage: spillway/);
+    }
+  });
+
+  test('credentials in a URL are never printed', async () => {
+    const r = await spillway([
+      'queue',
+      'stats',
+      's3://AKIAEXAMPLE:hunter2secret@bucket/p?endpoint=http://127.0.0.1:9',
+    ]);
+    assert.notEqual(r.code, 0);
+    assert.doesNotMatch(r.stdout + r.stderr, /hunter2secret/);
+  });
+
+  test('a closed stdout pipe ends consume --peek quietly', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-pipe-'));
+    dirs.push(dir);
+    ok(
+      await spillway(
+        ['produce', `file://${dir}`],
+        Array.from({ length: 50_000 }, (_, i) => `e${i}`).join('\n'),
+      ),
+    );
+    const child = spawn(process.execPath, [bin, 'consume', `file://${dir}`, '--peek']);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, stderr);
+    assert.equal(stderr, '');
+  });
+});
+
+const endpoint = s3Endpoint();
+if (!endpoint) {
+  reportMissingServer('CLI on s3', 's3', 'Run `npm test`, which starts Ceph RGW.');
+} else {
+  describeWorkflow('s3 (Ceph RGW)', async () => {
+    const bucket = uniqueName('cli').toLowerCase().slice(0, 60);
+    const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    client.destroy();
+    return `s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`;
+  });
+}
