@@ -116,8 +116,8 @@ function statsText(s: QueueStats): string {
     ],
     ['batch objects', `${s.batch_objects} (${formatBytes(s.batch_object_bytes)})`],
     [
-      'orphans',
-      `${s.orphans} (${formatBytes(s.orphan_bytes)}), ${s.orphans_collectable} past the grace period`,
+      'unreferenced',
+      `${s.orphans} (${formatBytes(s.orphan_bytes)}; acknowledged or orphaned), ${s.orphans_collectable} past the grace period`,
     ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));

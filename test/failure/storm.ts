@@ -41,7 +41,7 @@ export interface StormOptions {
    * Grace period of the collections run during the storm. It must exceed the
    * longest seal-to-durable time of any batch (reported as `maxFlushMs`), or a
    * collection may take a batch before its append: the documented hazard.
-   * @default 5000
+   * @default 15000
    */
   gcGracePeriodMs?: number;
 }
@@ -79,7 +79,7 @@ export interface StormResult {
 /** Runs one storm and returns the invariant report; it does not assert. */
 export async function runStorm(options: StormOptions): Promise<StormResult> {
   const started = performance.now();
-  const { seed, calls = 10_000, producers = 3, gcGracePeriodMs = 5000 } = options;
+  const { seed, calls = 10_000, producers = 3, gcGracePeriodMs = 15_000 } = options;
   const rng = mulberry32(seed ^ 0x5eed);
   const recorder = recordingStore(options.store, 'ingest/manifest');
   const faulty = new FaultInjectingStore(recorder.store, {
