@@ -38,7 +38,7 @@ export interface ProducerOptions {
   flushIntervalMs?: number;
   /** Buffered bytes that start a flush at once. @default 67108864 (64 MiB) */
   flushSizeBytes?: number;
-  /** `produce()` calls held until durable before `produce()` waits for room. @default 1000 */
+  /** `produce()` calls held until durable before `produce()` waits for room. @default 10000 */
   maxBufferedInputs?: number;
   /** Bytes held until durable before `produce()` waits for room. @default 268435456 (256 MiB) */
   maxBufferedBytes?: number;
@@ -60,7 +60,7 @@ export const PRODUCER_DEFAULTS = Object.freeze({
   manifestPath: 'ingest/manifest',
   flushIntervalMs: 100,
   flushSizeBytes: 64 * 1024 * 1024,
-  maxBufferedInputs: 1000,
+  maxBufferedInputs: 10_000,
   maxBufferedBytes: 256 * 1024 * 1024,
   compression: 'none',
   maxConcurrentUploads: 4,
@@ -94,6 +94,8 @@ interface Call {
 
 interface Batch {
   calls: Call[];
+  /** Entries in the batch (the calls let go of them once encoded). */
+  entries: number;
   bytes: number;
   sealedAt: number;
   location: string;
@@ -220,7 +222,10 @@ export class Producer {
     }
     if (this.waiters.length > 0 || !this.hasRoom(bytes)) {
       // admitWaiters() reserves our room before it lets us in, in arrival order.
-      await new Promise<void>((admit) => this.waiters.push({ bytes, admit }));
+      const admitted = new Promise<void>((admit) => this.waiters.push({ bytes, admit }));
+      // The buffer is full: flush now rather than wait for the timer.
+      this.seal(false);
+      await admitted;
     } else {
       this.bufferedInputs++;
       this.bufferedBytes += bytes;
@@ -297,8 +302,21 @@ export class Producer {
     }
   }
 
+  /**
+   * Whether the open batch holds its share of the buffer budget (a
+   * `maxConcurrentUploads`-th of the inputs or bytes): sealing it then keeps
+   * several batches in flight instead of one batch that fills the whole budget.
+   */
+  private fillsItsShare(): boolean {
+    const shares = this.options.maxConcurrentUploads;
+    return (
+      this.open.length * shares >= this.options.maxBufferedInputs ||
+      this.openBytes * shares >= this.options.maxBufferedBytes
+    );
+  }
+
   private schedule(): void {
-    if (this.openBytes >= this.options.flushSizeBytes) {
+    if (this.openBytes >= this.options.flushSizeBytes || this.fillsItsShare()) {
       this.seal(false);
       return;
     }
@@ -331,7 +349,12 @@ export class Producer {
     }
     const groupCommit = this.options.flushIntervalMs === 0;
     const due =
-      force || this.timerDue || groupCommit || this.openBytes >= this.options.flushSizeBytes;
+      force ||
+      this.timerDue ||
+      groupCommit ||
+      this.openBytes >= this.options.flushSizeBytes ||
+      this.waiters.length > 0 ||
+      this.fillsItsShare();
     if (!due) return;
     if (!force && this.uploadsInFlight >= (groupCommit ? 1 : this.options.maxConcurrentUploads))
       return;
@@ -348,6 +371,7 @@ export class Producer {
     const location = `${this.options.dataPathPrefix}/${this.ulids.next(this.clock.now())}.batch`;
     const batch: Batch = {
       calls,
+      entries: 0,
       bytes,
       sealedAt: performance.now(),
       location,
@@ -378,6 +402,10 @@ export class Producer {
         for (const e of call.entries) records.push(e);
       }
       const body = await encodeBatch(records, this.options.compression);
+      // The body holds the bytes now; let go of the entries so a stalled upload keeps one copy.
+      batch.entries = records.length;
+      records.length = 0;
+      for (const call of batch.calls) call.entries = [];
       await this.putBatch(batch.location, body);
       const extension = encodeTrailer({
         batchSizeBytes: body.byteLength,
@@ -463,13 +491,9 @@ export class Producer {
   }
 
   private succeed(batch: Batch, sequence: number): void {
-    let entries = 0;
-    for (const call of batch.calls) {
-      entries += call.entries.length;
-      call.resolve({ sequence, location: batch.location });
-    }
+    for (const call of batch.calls) call.resolve({ sequence, location: batch.location });
     this.metrics.increment('buffer.batches_flushed');
-    this.metrics.increment('buffer.entries_flushed', entries);
+    this.metrics.increment('buffer.entries_flushed', batch.entries);
     this.metrics.increment('buffer.bytes_flushed', batch.bytes);
     this.metrics.observe(
       'buffer.flush_duration_seconds',

@@ -30,18 +30,39 @@ export async function encodeBatch(
   }
   let size = 0;
   for (const r of records) size += 4 + r.byteLength;
-  const block = new ByteWriter(size);
-  for (const r of records) {
-    block.u32(r.byteLength);
-    block.raw(r);
+  if (compression === 'none') {
+    // One allocation, not zero-filled: every byte is written below.
+    const out = new ByteWriter(uninitialized(size + BATCH_FOOTER_BYTES));
+    writeRecords(out, records);
+    writeFooter(out, compression, records.length);
+    return out.bytes;
   }
-  const body = compression === 'zstd' ? await zstdCompress(block.bytes) : block.bytes;
+  const block = new ByteWriter(uninitialized(size));
+  writeRecords(block, records);
+  const body = await zstdCompress(block.bytes);
   const out = new ByteWriter(body.byteLength + BATCH_FOOTER_BYTES);
   out.raw(body);
-  out.u8(COMPRESSION_CODES[compression]);
-  out.u32(records.length);
-  out.u16(BATCH_VERSION);
+  writeFooter(out, compression, records.length);
   return out.bytes;
+}
+
+/** A plain Uint8Array over memory that is not zero-filled. */
+function uninitialized(size: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(size);
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function writeRecords(w: ByteWriter, records: readonly Uint8Array[]): void {
+  for (const r of records) {
+    w.u32(r.byteLength);
+    w.raw(r);
+  }
+}
+
+function writeFooter(w: ByteWriter, compression: Compression, count: number): void {
+  w.u8(COMPRESSION_CODES[compression]);
+  w.u32(count);
+  w.u16(BATCH_VERSION);
 }
 
 /**

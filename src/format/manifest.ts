@@ -106,7 +106,9 @@ export function decodeManifest(bytes: Uint8Array, what = 'manifest'): Manifest {
       metadata.push({ startIndex, ingestionTimeMs, payload });
     }
     const extension = er.bytesOf(er.remaining, 'extension');
-    entries.push({ sequence, location, metadata, extension });
+    const entry = { sequence, location, metadata, extension };
+    ENCODED.set(entry, bytes.subarray(r.offset, end));
+    entries.push(entry);
     r.offset = end;
   }
   if (entries.length !== entryCount) {
@@ -132,28 +134,45 @@ export function decodeManifest(bytes: Uint8Array, what = 'manifest'): Manifest {
 
 /** Encodes a manifest; entries keep their sequences and extension bytes. */
 export function encodeManifest(manifest: Manifest): Uint8Array {
-  const encoded = manifest.entries.map((e) => ({ e, location: Buffer.from(e.location, 'utf8') }));
+  const bodies = manifest.entries.map(encodedEntry);
   let size = MANIFEST_FOOTER_BYTES;
-  for (const { e, location } of encoded) size += 4 + entryBodyBytes(e, location);
+  for (const b of bodies) size += 4 + b.byteLength;
   const w = new ByteWriter(size);
-  for (const { e, location } of encoded) {
-    w.u32(entryBodyBytes(e, location));
-    w.u64(e.sequence);
-    w.u16(location.byteLength);
-    w.raw(location);
-    w.u32(e.metadata.length);
-    for (const m of e.metadata) {
-      w.u32(m.startIndex);
-      w.i64(m.ingestionTimeMs);
-      w.u32(m.payload.byteLength);
-      w.raw(m.payload);
-    }
-    w.raw(e.extension);
+  for (const b of bodies) {
+    w.u32(b.byteLength);
+    w.raw(b);
   }
   w.u32(manifest.entries.length);
   w.u64(manifest.nextSequence);
   w.u64(manifest.epoch);
   w.u16(MANIFEST_VERSION);
+  return w.bytes;
+}
+
+/**
+ * Encoded bodies of entries, by entry object: entries are never modified, so
+ * an entry decoded from (or encoded into) a manifest is copied byte for byte
+ * into the next version instead of being encoded again.
+ */
+const ENCODED = new WeakMap<ManifestEntry, Uint8Array>();
+
+function encodedEntry(e: ManifestEntry): Uint8Array {
+  const cached = ENCODED.get(e);
+  if (cached) return cached;
+  const location = Buffer.from(e.location, 'utf8');
+  const w = new ByteWriter(entryBodyBytes(e, location));
+  w.u64(e.sequence);
+  w.u16(location.byteLength);
+  w.raw(location);
+  w.u32(e.metadata.length);
+  for (const m of e.metadata) {
+    w.u32(m.startIndex);
+    w.i64(m.ingestionTimeMs);
+    w.u32(m.payload.byteLength);
+    w.raw(m.payload);
+  }
+  w.raw(e.extension);
+  ENCODED.set(e, w.bytes);
   return w.bytes;
 }
 
