@@ -130,3 +130,43 @@ export async function rawGetMBps(
   );
   return bytes / 1e6 / ((performance.now() - t0) / 1000);
 }
+
+/**
+ * Milliseconds of the three dependent requests behind every durable
+ * `produce()` in this design: create a batch object, read the manifest,
+ * write it back conditionally. Their sum bounds a closed loop of one producer.
+ */
+export async function designFloor(
+  store: ObjectStore,
+  rounds: number,
+): Promise<{
+  msPerRoundTrip: number;
+  createMs: number;
+  readMs: number;
+  conditionalWriteMs: number;
+}> {
+  const body = new Uint8Array(1024).fill(0x64);
+  let version = (await store.put('floor/manifest', new Uint8Array(256))).version;
+  let create = 0;
+  let read = 0;
+  let write = 0;
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    await store.put(`floor/${i}.batch`, body, { mode: 'create' });
+    const t1 = performance.now();
+    const got = await store.get('floor/manifest');
+    const t2 = performance.now();
+    version = (await store.put('floor/manifest', got.body, { mode: { ifMatch: version } })).version;
+    const t3 = performance.now();
+    create += t1 - t0;
+    read += t2 - t1;
+    write += t3 - t2;
+  }
+  const r = (n: number): number => Math.round((n / rounds) * 100) / 100;
+  return {
+    msPerRoundTrip: (create + read + write) / rounds,
+    createMs: r(create),
+    readMs: r(read),
+    conditionalWriteMs: r(write),
+  };
+}

@@ -36,11 +36,20 @@ export interface ProducerOptions {
    * @default 100
    */
   flushIntervalMs?: number;
-  /** Buffered bytes that start a flush at once. @default 67108864 (64 MiB) */
+  /**
+   * Buffered bytes that start a flush at once. Bytes of a call are its entry
+   * and metadata bytes plus 512 per call and 96 per entry (what the call and
+   * entry objects cost in memory). @default 67108864 (64 MiB)
+   */
   flushSizeBytes?: number;
   /** `produce()` calls held until durable before `produce()` waits for room. @default 10000 */
   maxBufferedInputs?: number;
-  /** Bytes held until durable before `produce()` waits for room. @default 268435456 (256 MiB) */
+  /**
+   * Bytes (counted as for `flushSizeBytes`) held until durable before
+   * `produce()` waits for room. A batch is sealed early once it holds a
+   * `maxConcurrentUploads`-th of this (or of `maxBufferedInputs`), so several
+   * uploads share the budget. @default 268435456 (256 MiB)
+   */
   maxBufferedBytes?: number;
   /** Compression of batch objects. @default "none" */
   compression?: Compression;
@@ -65,6 +74,12 @@ export const PRODUCER_DEFAULTS = Object.freeze({
   compression: 'none',
   maxConcurrentUploads: 4,
 });
+
+/** Memory a `produce()` call costs besides its bytes (call record, promises, closures), as measured. */
+const CALL_OVERHEAD_BYTES = 512;
+/** Memory an entry costs besides its bytes (its Uint8Array object). */
+const ENTRY_OVERHEAD_BYTES = 96;
+const NO_METADATA = new Uint8Array(0);
 
 /** Where a produce() call's entries landed. */
 export interface DurableResult {
@@ -201,14 +216,16 @@ export class Producer {
       throw new InvalidArgumentError(
         `produce() expects an array of Uint8Array entries, got ${describeValue(entries)}`,
       );
-    let bytes = 16 + (metadata?.byteLength ?? 0);
+    // Bytes of the call in memory: its entries and metadata, plus what the call itself
+    // costs (objects, promises), so the byte budget bounds memory for small entries too.
+    let bytes = CALL_OVERHEAD_BYTES + (metadata?.byteLength ?? 0);
     for (let i = 0; i < entries.length; i++) {
       const e: unknown = entries[i];
       if (!(e instanceof Uint8Array))
         throw new InvalidArgumentError(
           `produce(): entry ${i} must be a Uint8Array, got ${describeValue(e)}`,
         );
-      bytes += 4 + e.byteLength;
+      bytes += ENTRY_OVERHEAD_BYTES + e.byteLength;
     }
     if (metadata !== undefined && !(metadata instanceof Uint8Array)) {
       throw new InvalidArgumentError(
@@ -240,7 +257,7 @@ export class Producer {
     durable.catch(() => undefined);
     this.open.push({
       entries: Array.from(entries as readonly Uint8Array[]),
-      metadata: metadata ?? new Uint8Array(),
+      metadata: metadata ?? NO_METADATA,
       bytes,
       ingestionTimeMs: this.clock.now(),
       resolve,

@@ -161,7 +161,7 @@ describe('producer and consumer', () => {
       store,
       flushIntervalMs: 0,
       maxBufferedInputs: 2,
-      maxBufferedBytes: 1000,
+      maxBufferedBytes: 10_000,
     });
     await producer.produce([enc.encode('1')]);
     await producer.produce([enc.encode('2')]);
@@ -172,7 +172,7 @@ describe('producer and consumer', () => {
     });
     await new Promise((r) => setImmediate(r));
     assert.equal(third, false, 'the third call must wait for room');
-    await assert.rejects(producer.produce([new Uint8Array(2000)]), InvalidArgumentError);
+    await assert.rejects(producer.produce([new Uint8Array(20_000)]), InvalidArgumentError);
     release();
     await (
       await waiting

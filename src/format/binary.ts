@@ -82,6 +82,12 @@ export class ByteReader {
     return v;
   }
 
+  /** Moves past `n` bytes, checking they are there. */
+  skip(n: number, field: string): void {
+    this.need(n, field);
+    this.offset += n;
+  }
+
   bytesOf(n: number, field: string): Uint8Array {
     this.need(n, field);
     const out = this.bytes.subarray(this.offset, this.offset + n);

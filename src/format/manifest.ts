@@ -97,16 +97,29 @@ export function decodeManifest(bytes: Uint8Array, what = 'manifest'): Manifest {
         what,
       );
     }
-    const metadata: MetadataItem[] = [];
+    // Check every metadata item now, build the objects only when someone reads them:
+    // a producer's append never does, and a manifest may hold one item per produce() call.
+    const metadataStart = er.offset;
     for (let i = 0; i < metadataCount; i++) {
-      const startIndex = er.u32(`metadata ${i} start index`);
-      const ingestionTimeMs = er.i64(`metadata ${i} ingestion time`);
-      const payloadLen = er.u32(`metadata ${i} payload length`);
-      const payload = er.bytesOf(payloadLen, `metadata ${i} payload`);
-      metadata.push({ startIndex, ingestionTimeMs, payload });
+      er.u32(`metadata ${i} start index`);
+      er.i64(`metadata ${i} ingestion time`);
+      er.skip(er.u32(`metadata ${i} payload length`), `metadata ${i} payload`);
     }
     const extension = er.bytesOf(er.remaining, 'extension');
-    const entry = { sequence, location, metadata, extension };
+    const entry = lazyEntry(sequence, location, extension, () => {
+      const mr = new ByteReader(bytes, `${what} entry ${index}`, metadataStart, end);
+      const metadata: MetadataItem[] = new Array<MetadataItem>(metadataCount);
+      for (let i = 0; i < metadataCount; i++) {
+        const startIndex = mr.u32('start index');
+        const ingestionTimeMs = mr.i64('ingestion time');
+        metadata[i] = {
+          startIndex,
+          ingestionTimeMs,
+          payload: mr.bytesOf(mr.u32('payload length'), 'payload'),
+        };
+      }
+      return metadata;
+    });
     ENCODED.set(entry, bytes.subarray(r.offset, end));
     entries.push(entry);
     r.offset = end;
@@ -147,6 +160,23 @@ export function encodeManifest(manifest: Manifest): Uint8Array {
   w.u64(manifest.epoch);
   w.u16(MANIFEST_VERSION);
   return w.bytes;
+}
+
+/** An entry whose metadata items are decoded on first read (they were checked already). */
+function lazyEntry(
+  sequence: number,
+  location: string,
+  extension: Uint8Array,
+  readMetadata: () => MetadataItem[],
+): ManifestEntry {
+  let metadata: MetadataItem[] | undefined;
+  const entry = { sequence, location } as ManifestEntry;
+  Object.defineProperty(entry, 'metadata', {
+    enumerable: true,
+    get: () => (metadata ??= readMetadata()),
+  });
+  entry.extension = extension;
+  return entry;
 }
 
 /**
