@@ -17,6 +17,7 @@ import { LiveStatus, RateMeter } from './progress.ts';
 
 interface ConsumeOptions extends QueueOptions {
   format: 'lines' | 'ndjson';
+  json?: boolean;
   peek?: boolean;
   follow?: boolean;
   fromSequence?: number;
@@ -94,6 +95,7 @@ export function consumeCommand(): Command {
           .choices(['lines', 'ndjson'])
           .default('lines'),
       )
+      .option('--json', 'same as --format ndjson')
       .option('--peek', 'read without acknowledging and without fencing the running consumer')
       .option('--follow', 'keep waiting for new batches (until Ctrl-C)')
       .option(
@@ -108,6 +110,7 @@ export function consumeCommand(): Command {
         1000,
       ),
   ).action(async (url: string, o: ConsumeOptions) => {
+    if (o.json) o.format = 'ndjson';
     const store = openCliStore(url);
     const stop = new AbortController();
     const onSignal = (): void => stop.abort();

@@ -149,6 +149,12 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
 
     test('consume --peek prints every entry without acknowledging or fencing', async () => {
       const r = ok(await spillway(['consume', url, '--peek']));
+      const j = ok(await spillway(['consume', url, '--peek', '--json']));
+      assert.equal(j.stdout.trim().split('\n').length, lines.length);
+      assert.equal(
+        (JSON.parse(j.stdout.split('\n')[0] as string) as { data: string }).data,
+        lines[0],
+      );
       assert.deepEqual(r.stdout.split('\n').slice(0, -1), lines);
       const from = ok(await spillway(['consume', url, '--peek', '--from-sequence', '1']));
       assert.deepEqual(from.stdout.split('\n').slice(0, -1), lines.slice(1000));
