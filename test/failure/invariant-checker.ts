@@ -196,19 +196,21 @@ export function checkInvariants(log: RunLog): InvariantReport {
   return report;
 }
 
+/** The lists of violations in an {@link InvariantReport}. */
+export const VIOLATIONS = [
+  'lost',
+  'duplicated',
+  'outOfOrder',
+  'phantom',
+  'manifestDuplicates',
+  'gcViolations',
+] as const;
+
 /** Throws with the first violations of each kind, if there are any. */
 export function assertInvariants(report: InvariantReport, context: string): void {
-  const kinds = [
-    'lost',
-    'duplicated',
-    'outOfOrder',
-    'phantom',
-    'manifestDuplicates',
-    'gcViolations',
-  ] as const;
-  const problems = kinds
-    .filter((k) => report[k].length > 0)
-    .map((k) => `${k} (${report[k].length}): ${report[k].slice(0, 5).join('; ')}`);
+  const problems = VIOLATIONS.filter((k) => report[k].length > 0).map(
+    (k) => `${k} (${report[k].length}): ${report[k].slice(0, 5).join('; ')}`,
+  );
   if (problems.length > 0) {
     throw new Error(`${context}: invariants violated: ${problems.join(' | ')}`);
   }
