@@ -21,6 +21,7 @@ interface DemoOptions {
   entryBytes: number;
   entriesPerCall: number;
   flushIntervalMs: number;
+  maxBufferedInputs: number;
   compression: Compression;
   json?: boolean;
 }
@@ -72,6 +73,12 @@ export function demoCommand(): Command {
       'producer flush interval (0: group commit)',
       intOption('--flush-interval-ms'),
       20,
+    )
+    .option(
+      '--max-buffered-inputs <n>',
+      'produce() calls each producer holds until durable; lower keeps latency down while producing flat out',
+      intOption('--max-buffered-inputs', 1),
+      400,
     )
     .addOption(
       new Option('--compression <codec>', 'compression of batch objects')
@@ -163,6 +170,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
         store,
         instanceId: `demo-${run}-p${p}`,
         flushIntervalMs: o.flushIntervalMs,
+        maxBufferedInputs: o.maxBufferedInputs,
         compression: o.compression,
       }),
   );
