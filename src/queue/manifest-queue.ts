@@ -37,7 +37,10 @@ export interface ManifestQueueOptions {
   metrics: Metrics;
   /** Ceiling of the first conflict backoff, in ms. @default 5 */
   conflictBaseDelayMs?: number;
-  /** Ceiling of any conflict backoff, in ms. @default 500 */
+  /**
+   * Ceiling of any conflict backoff, in ms: short, so a writer that keeps
+   * losing the race is not left asleep while the others append. @default 50
+   */
   conflictMaxDelayMs?: number;
   /** Retriable storage failures tolerated in a row before a write gives up. @default 10 */
   maxStorageRetries?: number;
@@ -72,7 +75,7 @@ export class ManifestQueue {
     this.retry = {
       maxAttempts: Number.MAX_SAFE_INTEGER,
       baseDelayMs: options.conflictBaseDelayMs ?? 5,
-      maxDelayMs: options.conflictMaxDelayMs ?? 500,
+      maxDelayMs: options.conflictMaxDelayMs ?? 50,
     };
     this.maxStorageRetries = options.maxStorageRetries ?? 10;
   }
