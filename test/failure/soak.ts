@@ -59,6 +59,7 @@ if (backends.includes('s3') && !process.env.SPILLWAY_TEST_S3_ENDPOINT) {
   stopRgw = true;
 }
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
 async function open(backend: string): Promise<{ store: ObjectStore; done: () => Promise<void> }> {
   if (backend === 'memory') {
