@@ -207,6 +207,47 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
       assert.equal(after.batch_objects, 0);
     });
 
+    test('consume --follow waits for new batches until Ctrl-C; --manifest-path and --data-prefix pick another queue', async () => {
+      const paths = ['--manifest-path', 'other/queue.manifest', '--data-prefix', 'other/batches'];
+      const before = json<{ epoch: number; next_sequence: number }>(
+        await spillway(['manifest', 'dump', url]),
+      );
+      const child = spawn(process.execPath, [
+        bin,
+        'consume',
+        url,
+        ...paths,
+        '--follow',
+        '--poll-interval-ms',
+        '50',
+      ]);
+      let stdout = '';
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const seen = new Promise<void>((resolve) =>
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          if (stdout.includes('late 2\n')) resolve();
+        }),
+      );
+      ok(await spillway(['produce', url, ...paths], 'late 1\nlate 2\n'));
+      await seen;
+      child.kill('SIGINT');
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.equal(code, 0, stderr);
+      assert.equal(stdout, 'late 1\nlate 2\n');
+      const other = json<{ manifest_path: string; batches_pending: number; batch_objects: number }>(
+        await spillway(['queue', 'stats', url, ...paths, '--json']),
+      );
+      assert.equal(other.manifest_path, 'other/queue.manifest');
+      assert.equal(other.batches_pending, 0, 'the follower acknowledged what it printed');
+      assert.equal(other.batch_objects, 1);
+      const after = json<{ epoch: number; next_sequence: number }>(
+        await spillway(['manifest', 'dump', url]),
+      );
+      assert.deepEqual(after, before, 'the default queue was not touched');
+    });
+
     test('consumer fence raises the epoch', async () => {
       const r = json<{ previous_epoch: number; epoch: number }>(
         await spillway(['consumer', 'fence', url, '--json']),
