@@ -101,7 +101,10 @@ export interface ProduceHandle {
 interface Call {
   entries: Uint8Array[];
   metadata: Uint8Array;
+  /** Bytes the call counts against the budget (data plus overhead). */
   bytes: number;
+  /** Bytes of its entries and metadata. */
+  dataBytes: number;
   ingestionTimeMs: number;
   resolve: (r: DurableResult) => void;
   reject: (e: unknown) => void;
@@ -219,6 +222,7 @@ export class Producer {
     // Bytes of the call in memory: its entries and metadata, plus what the call itself
     // costs (objects, promises), so the byte budget bounds memory for small entries too.
     let bytes = CALL_OVERHEAD_BYTES + (metadata?.byteLength ?? 0);
+    let dataBytes = metadata?.byteLength ?? 0;
     for (let i = 0; i < entries.length; i++) {
       const e: unknown = entries[i];
       if (!(e instanceof Uint8Array))
@@ -226,6 +230,7 @@ export class Producer {
           `produce(): entry ${i} must be a Uint8Array, got ${describeValue(e)}`,
         );
       bytes += ENTRY_OVERHEAD_BYTES + e.byteLength;
+      dataBytes += e.byteLength;
     }
     if (metadata !== undefined && !(metadata instanceof Uint8Array)) {
       throw new InvalidArgumentError(
@@ -259,6 +264,7 @@ export class Producer {
       entries: Array.from(entries as readonly Uint8Array[]),
       metadata: metadata ?? NO_METADATA,
       bytes,
+      dataBytes,
       ingestionTimeMs: this.clock.now(),
       resolve,
       reject,
@@ -511,7 +517,10 @@ export class Producer {
     for (const call of batch.calls) call.resolve({ sequence, location: batch.location });
     this.metrics.increment('buffer.batches_flushed');
     this.metrics.increment('buffer.entries_flushed', batch.entries);
-    this.metrics.increment('buffer.bytes_flushed', batch.bytes);
+    // Entry bytes, as the reference counts them (the budget's per-call overhead is not data).
+    let dataBytes = 0;
+    for (const call of batch.calls) dataBytes += call.dataBytes;
+    this.metrics.increment('buffer.bytes_flushed', dataBytes);
     this.metrics.observe(
       'buffer.flush_duration_seconds',
       (performance.now() - batch.sealedAt) / 1000,
