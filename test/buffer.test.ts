@@ -54,8 +54,12 @@ describe('producer and consumer', () => {
   test('metrics count flushed entries and their bytes (entries and metadata, no overhead)', async () => {
     const metrics = new InMemoryMetrics();
     const producer = new Producer({ store: new MemoryStore(), flushIntervalMs: 0, metrics });
-    await (await producer.produce([enc.encode('abc'), enc.encode('de')], enc.encode('m'))).durable;
-    await (await producer.produce([new Uint8Array(10)])).durable;
+    await (
+      await producer.produce([enc.encode('abc'), enc.encode('de')], enc.encode('m'))
+    ).durable;
+    await (
+      await producer.produce([new Uint8Array(10)])
+    ).durable;
     await producer.close();
     assert.equal(metrics.counter('buffer.entries_flushed'), 3);
     assert.equal(metrics.counter('buffer.bytes_flushed'), 3 + 2 + 1 + 10);
