@@ -34,12 +34,14 @@ export async function requestsPerGb(
   let done = false;
   const draining = (async () => {
     for (;;) {
+      // Only a read that began after the producer finished may end the drain.
+      const finished = done;
       const batch = await consumer.next();
       if (batch) {
         await consumer.ack(batch.sequence);
         continue;
       }
-      if (done) return;
+      if (finished) return;
       await new Promise((r) => setTimeout(r, 50));
     }
   })();

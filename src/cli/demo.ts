@@ -147,9 +147,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
   let producersDone = false;
   const draining = (async () => {
     for (;;) {
+      // Only a read that began after the producers finished may end the drain.
+      const finished = producersDone;
       const batch = await consumer.next();
       if (!batch) {
-        if (producersDone) return;
+        if (finished) return;
         await delay(10);
         continue;
       }
