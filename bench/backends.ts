@@ -3,7 +3,7 @@
  * bucket on Ceph RGW (started with scripts/rgw.sh when no endpoint is set).
  */
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { spawnSync } from 'node:child_process';
+import { startServer, stopServer } from '../scripts/servers.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,6 @@ export interface BenchStore {
   dispose: () => Promise<void>;
 }
 
-const root = new URL('..', import.meta.url).pathname;
 let counter = 0;
 
 /** Starts Ceph RGW unless SPILLWAY_TEST_S3_ENDPOINT is set; returns a stop function. */
@@ -29,17 +28,10 @@ export function ensureRgw(): () => void {
   process.env.AWS_EC2_METADATA_DISABLED = 'true';
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
   if (process.env.SPILLWAY_TEST_S3_ENDPOINT) return () => undefined;
-  const r = spawnSync('bash', [join(root, 'scripts/rgw.sh'), 'start'], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    throw new Error(
-      `Ceph RGW did not start: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`,
-    );
-  }
-  for (const line of r.stdout.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) process.env[m[1] as string] = (m[2] as string).replace(/^'(.*)'$/, '$1');
-  }
-  return () => void spawnSync('bash', [join(root, 'scripts/rgw.sh'), 'stop'], { stdio: 'inherit' });
+  const r = startServer('rgw.sh');
+  if (r.error !== undefined) throw new Error(`Ceph RGW did not start: ${r.error}`);
+  Object.assign(process.env, r.env);
+  return () => stopServer('rgw.sh');
 }
 
 /** Opens a fresh store on `backend`. */

@@ -4,6 +4,7 @@
 // A server that cannot start is reported, and its suites fail saying why.
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
+import { startServer, stopServer } from './servers.mjs';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -14,28 +15,16 @@ const env = {
   AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
 };
 
-function startServer(name, script) {
-  const r = spawnSync('bash', [join(root, 'scripts', script), 'start'], { encoding: 'utf8', env });
-  if (r.status !== 0) {
-    const why = (r.stderr || r.stdout || `exit ${r.status}`)
-      .trim()
-      .split('\n')
-      .slice(-3)
-      .join(' | ');
-    console.error(`run-tests: ${name} did not start: ${why}`);
-    env[`SPILLWAY_TEST_${name.toUpperCase()}_ERROR`] = why;
+function start(name, script) {
+  const r = startServer(script, env);
+  if (r.error) {
+    console.error(`run-tests: ${name} did not start: ${r.error}`);
+    env[`SPILLWAY_TEST_${name.toUpperCase()}_ERROR`] = r.error;
     return false;
   }
-  for (const line of r.stdout.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) env[m[1]] = m[2].replace(/^'(.*)'$/, '$1');
-  }
+  Object.assign(env, r.env);
   console.error(`run-tests: ${name} started`);
   return true;
-}
-
-function stopServer(script) {
-  spawnSync('bash', [join(root, 'scripts', script), 'stop'], { stdio: 'inherit', env });
 }
 
 function testFiles(dir) {
@@ -64,8 +53,8 @@ const files =
 const wantS3 = !process.env.SPILLWAY_TEST_S3_ENDPOINT;
 const wantAzure = !process.env.AZURE_STORAGE_CONNECTION_STRING;
 const started = [];
-if (wantS3 && startServer('s3', 'rgw.sh')) started.push('rgw.sh');
-if (wantAzure && startServer('azure', 'azurite.sh')) started.push('azurite.sh');
+if (wantS3 && start('s3', 'rgw.sh')) started.push('rgw.sh');
+if (wantAzure && start('azure', 'azurite.sh')) started.push('azurite.sh');
 
 let code = 1;
 try {
@@ -78,6 +67,6 @@ try {
     child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))),
   );
 } finally {
-  for (const script of started.reverse()) stopServer(script);
+  for (const script of started.reverse()) stopServer(script, env);
 }
 process.exit(code);

@@ -3,6 +3,7 @@
  * started them. A suite whose server is missing fails with the reason: it never
  * passes silently.
  */
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { test } from 'node:test';
 
 /** The S3 endpoint (Ceph RGW), or undefined with the reason it is missing. */
@@ -26,4 +27,16 @@ export function reportMissingServer(suite: string, server: string, how: string):
 /** A name unique to this run, for buckets, containers and prefixes. */
 export function uniqueName(prefix: string): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** Creates a bucket with a unique name on the S3 server at `endpoint`; returns its name. */
+export async function createTestBucket(endpoint: string, prefix: string): Promise<string> {
+  const bucket = uniqueName(prefix).toLowerCase().slice(0, 60);
+  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  } finally {
+    client.destroy();
+  }
+  return bucket;
 }

@@ -2,7 +2,6 @@
  * The built `spillway` command, spawned as a user would run it, against
  * file:// and Ceph RGW: outputs, exit codes, and bad input.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import { createTestBucket, reportMissingServer, s3Endpoint } from '../servers.ts';
 
 const bin = new URL('../../dist/cli/main.js', import.meta.url).pathname;
 
@@ -457,10 +456,7 @@ if (!endpoint) {
   reportMissingServer('CLI on s3', 's3', 'Run `npm test`, which starts Ceph RGW.');
 } else {
   describeWorkflow('s3 (Ceph RGW)', async () => {
-    const bucket = uniqueName('cli').toLowerCase().slice(0, 60);
-    const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    client.destroy();
+    const bucket = await createTestBucket(endpoint, 'cli');
     return `s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`;
   });
 }

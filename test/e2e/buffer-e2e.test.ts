@@ -4,7 +4,6 @@
  * each producer's order is kept, the manifest is empty after the acks, and a
  * grace-0 collection after the producers finish leaves no batch object.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -20,7 +19,13 @@ import {
   type ObjectStore,
 } from '../../src/index.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
-import { azureConnectionString, reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import {
+  createTestBucket,
+  azureConnectionString,
+  reportMissingServer,
+  s3Endpoint,
+  uniqueName,
+} from '../servers.ts';
 
 const PRODUCERS = 3;
 const CALLS = 10_000;
@@ -58,10 +63,7 @@ const targets: Target[] = [
     available: () => s3Endpoint() !== undefined,
     open: async () => {
       const endpoint = s3Endpoint() as string;
-      const bucket = uniqueName('e2e').slice(0, 60);
-      const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-      await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      client.destroy();
+      const bucket = await createTestBucket(endpoint, 'e2e');
       return {
         store: openStore(`s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`),
         cleanup: async () => undefined,

@@ -6,14 +6,13 @@
  * resumes and drains, and the invariant checker must pass; orphaned batch
  * objects survive a collection within the grace period and go after it.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { openStore } from '../../src/index.ts';
-import { reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import { createTestBucket, reportMissingServer, s3Endpoint } from '../servers.ts';
 import { runCrashRounds, type CrashRoundsResult } from './crash-rounds.ts';
 import { assertInvariants } from './invariant-checker.ts';
 
@@ -81,10 +80,7 @@ if (!endpoint) {
 } else {
   describe('crash tests on s3 (Ceph RGW)', () => {
     test('20 producer and 7 consumer processes killed with SIGKILL: nothing durable lost, nothing acked delivered twice', async (t) => {
-      const bucket = uniqueName('crash').toLowerCase().slice(0, 60);
-      const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-      await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      client.destroy();
+      const bucket = await createTestBucket(endpoint, 'crash');
       const url = `s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}`;
       const store = openStore(url);
       try {

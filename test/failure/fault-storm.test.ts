@@ -5,14 +5,13 @@
  * invariant checker. A failing run prints its seed; replay it with
  * SPILLWAY_STORM_SEED=<seed>.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { MemoryStore, openStore } from '../../src/index.ts';
-import { reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import { createTestBucket, reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
 import { assertInvariants } from './invariant-checker.ts';
 import { runStorm, type StormResult } from './storm.ts';
 
@@ -72,10 +71,7 @@ if (!endpoint) {
   describe('fault storm over s3 (Ceph RGW)', () => {
     for (const seed of replay ?? [53]) {
       test(`seed ${seed}: 2,000 produce() calls, nothing lost, nothing duplicated, order kept`, async (t) => {
-        const bucket = uniqueName('storm').toLowerCase().slice(0, 60);
-        const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-        await client.send(new CreateBucketCommand({ Bucket: bucket }));
-        client.destroy();
+        const bucket = await createTestBucket(endpoint, 'storm');
         const store = openStore(`s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}`);
         try {
           const result = await runStorm({ store, seed, calls: 2_000 });

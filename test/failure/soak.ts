@@ -8,13 +8,13 @@
  * The s3 backend needs Ceph RGW: the soak starts it with scripts/rgw.sh when
  * SPILLWAY_TEST_S3_ENDPOINT is not set, and stops it at the end.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { spawnSync } from 'node:child_process';
+import { startServer, stopServer } from '../../scripts/servers.mjs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MemoryStore, openStore, type ObjectStore } from '../../src/index.ts';
+import { createTestBucket } from '../servers.ts';
 import { assertInvariants } from './invariant-checker.ts';
 import { runStorm } from './storm.ts';
 
@@ -42,20 +42,14 @@ if (!(minutes > 0) || !(calls > 0)) {
 let seed = values.seed !== undefined ? Number(values.seed) : Date.now() % 1_000_000;
 console.log(`soak: ${minutes} min over ${backends.join(', ')}, first seed ${seed}`);
 
-const root = new URL('../..', import.meta.url).pathname;
 let stopRgw = false;
 if (backends.includes('s3') && !process.env.SPILLWAY_TEST_S3_ENDPOINT) {
-  const r = spawnSync('bash', [join(root, 'scripts/rgw.sh'), 'start'], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    console.error(
-      `soak: Ceph RGW did not start: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`,
-    );
+  const r = startServer('rgw.sh');
+  if (r.error !== undefined) {
+    console.error(`soak: Ceph RGW did not start: ${r.error}`);
     process.exit(1);
   }
-  for (const line of r.stdout.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) process.env[m[1] as string] = (m[2] as string).replace(/^'(.*)'$/, '$1');
-  }
+  Object.assign(process.env, r.env);
   stopRgw = true;
 }
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
@@ -75,10 +69,7 @@ async function open(backend: string): Promise<{ store: ObjectStore; done: () => 
     };
   }
   const endpoint = process.env.SPILLWAY_TEST_S3_ENDPOINT as string;
-  const bucket = `soak-${seed}-${Date.now().toString(36)}`;
-  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-  await client.send(new CreateBucketCommand({ Bucket: bucket }));
-  client.destroy();
+  const bucket = await createTestBucket(endpoint, `soak-${seed}`);
   const store = openStore(`s3://${bucket}?endpoint=${encodeURIComponent(endpoint)}`);
   return { store, done: () => store.close() };
 }
@@ -128,6 +119,6 @@ try {
   console.error(String(e));
   code = 1;
 } finally {
-  if (stopRgw) spawnSync('bash', [join(root, 'scripts/rgw.sh'), 'stop'], { stdio: 'inherit' });
+  if (stopRgw) stopServer('rgw.sh');
 }
 process.exit(code);

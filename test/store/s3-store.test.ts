@@ -1,8 +1,7 @@
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { openStore, StorageError } from '../../src/index.ts';
-import { reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import { createTestBucket, reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
 import { describeStoreConformance } from './conformance.ts';
 
 const endpoint = s3Endpoint();
@@ -13,13 +12,11 @@ if (!endpoint) {
     'Run `npm test` (it starts Ceph RGW with scripts/rgw.sh) on a machine with the Debian packages ceph-mon ceph-osd radosgw ceph-common.',
   );
 } else {
-  const bucket = uniqueName('spillway').toLowerCase().slice(0, 60);
+  let bucket = '';
   const url = (prefix: string) =>
     `s3://${bucket}/${prefix}?endpoint=${encodeURIComponent(endpoint)}`;
   before(async () => {
-    const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    client.destroy();
+    bucket = await createTestBucket(endpoint, 'spillway');
   });
 
   describeStoreConformance({

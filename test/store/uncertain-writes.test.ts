@@ -3,7 +3,6 @@
  * misbehaving proxy: the adapters settle them by reading back, and report an
  * unknown outcome only when reading back cannot tell.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -15,7 +14,13 @@ import {
   StorageError,
   type ObjectStore,
 } from '../../src/index.ts';
-import { azureConnectionString, reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import {
+  createTestBucket,
+  azureConnectionString,
+  reportMissingServer,
+  s3Endpoint,
+  uniqueName,
+} from '../servers.ts';
 import { getOf, MisbehavingProxy, putOf } from './misbehaving-proxy.ts';
 
 const enc = new TextEncoder();
@@ -34,10 +39,7 @@ const targets: Target[] = [
     name: 's3 (Ceph RGW)',
     upstream: s3Endpoint,
     open: async (proxyUrl, direct) => {
-      const bucket = uniqueName('uncertain').slice(0, 60);
-      const client = new S3Client({ endpoint: direct, region: 'us-east-1', forcePathStyle: true });
-      await client.send(new CreateBucketCommand({ Bucket: bucket }));
-      client.destroy();
+      const bucket = await createTestBucket(direct, 'uncertain');
       return {
         via: new S3Store({ bucket, endpoint: proxyUrl, retry }),
         direct: new S3Store({ bucket, endpoint: direct }),
