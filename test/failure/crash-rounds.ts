@@ -2,7 +2,9 @@
  * Rounds of real processes killed with SIGKILL: in each round several
  * producer processes and one consumer process run against the same store and
  * each is killed, at a random moment or at a chosen point of its work. The
- * next round's consumer resumes where the last left off. At the end a
+ * next round's consumer resumes where the last left off, and after every
+ * round the checker runs on the logs so far (everything but "nothing lost",
+ * which needs the queue drained). At the end a
  * consumer in this process drains the queue, the invariant checker reads
  * every log, and garbage collection must keep the orphans (batch objects of
  * killed producers that never reached the manifest) until the grace period
@@ -25,6 +27,7 @@ import type { ProducerChildConfig } from './crash-producer-child.ts';
 import {
   checkInvariants,
   entryId,
+  VIOLATIONS,
   type ConsumerEvent,
   type InvariantReport,
   type ProducedCall,
@@ -64,6 +67,10 @@ export interface CrashRoundsResult {
   killsBy: Record<string, number>;
   /** Children that exited on their own (none should). */
   unexpectedExits: string[];
+  /** Rounds after which the invariants other than "nothing lost" were checked. */
+  roundsChecked: number;
+  /** Violations found by those checks (must be empty). */
+  roundViolations: string[];
   /** Manifest versions written with a location held twice, as the children saw them. */
   manifestDuplicates: string[];
   /** Batch objects left after the drain that no consumer ever received. */
@@ -114,12 +121,68 @@ function spawnChild(
   return { kind, id, crashAt: config.crashAt, logPath: config.logPath, exit };
 }
 
+/** What the children's logs say, gathered round after round. */
+interface Logs {
+  calls: ProducedCall[];
+  events: ConsumerEvent[];
+  manifestDuplicates: string[];
+}
+
+/** Adds the logs of one round's children (the consumer's events in order). */
+async function readLogs(children: readonly Child[], logs: Logs): Promise<void> {
+  const { calls, events, manifestDuplicates } = logs;
+  for (const child of children) {
+    const text = await readFile(child.logPath, 'utf8').catch(() => '');
+    const lines = text.split('\n').filter((l) => l.length > 0);
+    if (child.kind === 'producer') {
+      const id = child.id;
+      const byFirst = new Map<number, ProducedCall>();
+      for (const line of lines) {
+        const [tag, a, b] = line.split(' ');
+        if (tag === 'S') {
+          const call: ProducedCall = {
+            producer: id,
+            first: Number(a),
+            count: Number(b),
+            outcome: 'unknown',
+          };
+          byFirst.set(call.first, call);
+          calls.push(call);
+        } else if (tag === 'D' || tag === 'X') {
+          const call = byFirst.get(Number(a));
+          if (call) call.outcome = tag === 'D' ? 'resolved' : 'rejected';
+        } else if (tag === 'MDUP') {
+          manifestDuplicates.push(`${id} wrote a manifest holding ${a} twice`);
+        }
+      }
+    } else {
+      const name = child.id;
+      for (const line of lines) {
+        const [tag, a, b, c] = line.split(' ');
+        if (tag === 'R') {
+          events.push({
+            kind: 'delivered',
+            consumer: name,
+            sequence: Number(a),
+            location: b as string,
+            entries: c ? c.split(',') : [],
+          });
+        } else if (tag === 'A') {
+          events.push({ kind: 'acked', consumer: name, through: Number(a) });
+        }
+      }
+    }
+  }
+}
+
 /** Runs the rounds, drains, collects, and checks. It does not assert. */
 export async function runCrashRounds(options: CrashRoundsOptions): Promise<CrashRoundsResult> {
   const started = performance.now();
   const rng = mulberry32(options.seed);
   const dir = await mkdtemp(join(tmpdir(), 'spillway-crash-logs-'));
-  const children: Child[] = [];
+  const logs: Logs = { calls: [], events: [], manifestDuplicates: [] };
+  const roundViolations: string[] = [];
+  let roundsChecked = 0;
   const killsBy: Record<string, number> = {};
   const unexpectedExits: string[] = [];
   let producerKills = 0;
@@ -169,55 +232,16 @@ export async function runCrashRounds(options: CrashRoundsOptions): Promise<Crash
           unexpectedExits.push(`${child.kind} ${child.logPath} exited ${code}`);
         }
       }
-      children.push(...round);
-    }
-
-    // Read the logs: producers' calls, and consumer events in round order.
-    const calls: ProducedCall[] = [];
-    const events: ConsumerEvent[] = [];
-    const manifestDuplicates: string[] = [];
-    for (const child of children) {
-      const text = await readFile(child.logPath, 'utf8').catch(() => '');
-      const lines = text.split('\n').filter((l) => l.length > 0);
-      if (child.kind === 'producer') {
-        const id = child.id;
-        const byFirst = new Map<number, ProducedCall>();
-        for (const line of lines) {
-          const [tag, a, b] = line.split(' ');
-          if (tag === 'S') {
-            const call: ProducedCall = {
-              producer: id,
-              first: Number(a),
-              count: Number(b),
-              outcome: 'unknown',
-            };
-            byFirst.set(call.first, call);
-            calls.push(call);
-          } else if (tag === 'D' || tag === 'X') {
-            const call = byFirst.get(Number(a));
-            if (call) call.outcome = tag === 'D' ? 'resolved' : 'rejected';
-          } else if (tag === 'MDUP') {
-            manifestDuplicates.push(`${id} wrote a manifest holding ${a} twice`);
-          }
-        }
-      } else {
-        const name = child.id;
-        for (const line of lines) {
-          const [tag, a, b, c] = line.split(' ');
-          if (tag === 'R') {
-            events.push({
-              kind: 'delivered',
-              consumer: name,
-              sequence: Number(a),
-              location: b as string,
-              entries: c ? c.split(',') : [],
-            });
-          } else if (tag === 'A') {
-            events.push({ kind: 'acked', consumer: name, through: Number(a) });
-          }
-        }
+      // After every round of kills: everything but "lost" must already hold (what is
+      // still queued is delivered by a later round or the final drain).
+      await readLogs(round, logs);
+      const partial = checkInvariants({ ...logs, manifests: [], deletions: [] });
+      for (const k of VIOLATIONS) {
+        if (k !== 'lost') roundViolations.push(...partial[k].map((v) => `round ${r}: ${v}`));
       }
+      roundsChecked++;
     }
+    const { calls, events, manifestDuplicates } = logs;
 
     // A consumer here resumes after every kill and drains what is left.
     const final = await Consumer.open({ store: options.store, gcIntervalMs: 0 });
@@ -255,6 +279,8 @@ export async function runCrashRounds(options: CrashRoundsOptions): Promise<Crash
       consumerKills,
       killsBy,
       unexpectedExits,
+      roundsChecked,
+      roundViolations,
       manifestDuplicates,
       orphans,
       keptWithinGrace: withinGrace.kept,

@@ -19,6 +19,8 @@ import { assertInvariants } from './invariant-checker.ts';
 function check(result: CrashRoundsResult, backend: string, producerKills: number): void {
   assertInvariants(result.report, `crash rounds on ${backend}`);
   assert.deepEqual(result.unexpectedExits, []);
+  assert.deepEqual(result.roundViolations, [], 'the checker passes after every round of kills');
+  assert.ok(result.roundsChecked > 0);
   assert.deepEqual(result.manifestDuplicates, []);
   assert.ok(result.producerKills >= producerKills, `only ${result.producerKills} producer kills`);
   for (const point of [
