@@ -1,7 +1,13 @@
 import { systemClock, type Clock } from './clock.ts';
 import { ClosedError, FencedError, InvalidArgumentError } from './errors.ts';
 import type { MetadataItem } from './format/manifest.ts';
-import { describeEntry, fetchBatch, type BatchDescriptor } from './queue/batch-fetch.ts';
+import {
+  describeEntry,
+  fetchBatch,
+  fetchBatchObject,
+  type BatchDescriptor,
+} from './queue/batch-fetch.ts';
+import { declaredBlockBytes, decodeBatch, DEFAULT_MAX_BATCH_BYTES } from './format/batch.ts';
 import { GarbageCollector, type CollectionResult } from './gc.ts';
 import { noopMetrics, type Metrics } from './metrics.ts';
 import { fenced, ManifestQueue } from './queue/manifest-queue.ts';
@@ -34,8 +40,20 @@ export interface ConsumerOptions {
   gcGracePeriodMs?: number;
   /** Batches fetched ahead of `next()`. @default 8 */
   readAheadBatches?: number;
-  /** Bytes of batch objects fetched ahead of `next()` (at least one batch is). @default 67108864 (64 MiB) */
+  /**
+   * Bytes fetched ahead of `next()` (at least one batch is). A batch counts
+   * its object's size until it is fetched, then its decoded size as its
+   * headers declare it (or `maxBatchBytes` when they do not), and batches are
+   * decoded ahead only while their decoded sizes fit. @default 67108864 (64 MiB)
+   */
   readAheadBytes?: number;
+  /**
+   * Largest record block of a batch this consumer decodes, in bytes: a
+   * batch that is (or decompresses to) more is a {@link CorruptDataError},
+   * so a small object cannot cost gigabytes of memory. At least the
+   * producers' `maxBatchBytes`; at most 1 GiB. @default 268435456 (256 MiB)
+   */
+  maxBatchBytes?: number;
   metrics?: Metrics;
   clock?: Clock;
 }
@@ -50,6 +68,7 @@ export const CONSUMER_DEFAULTS = Object.freeze({
   gcGracePeriodMs: 10 * 60 * 1000,
   readAheadBatches: 8,
   readAheadBytes: 64 * 1024 * 1024,
+  maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
 });
 
 /** A fetched batch. */
@@ -94,7 +113,7 @@ export class Consumer {
   private pendingAcks = 0;
   /** Descriptors known from the last manifest read, not yet being fetched. */
   private known: BatchDescriptor[] = [];
-  private readonly ahead: { d: BatchDescriptor; batch: Promise<Batch> }[] = [];
+  private readonly ahead: Ahead[] = [];
   private flushing: Promise<void> = Promise.resolve();
   private ackTimer: NodeJS.Timeout | undefined;
   private gcTimer: NodeJS.Timeout | undefined;
@@ -167,11 +186,10 @@ export class Consumer {
     if (!head) return undefined;
     let batch: Batch;
     try {
-      batch = await head.batch;
+      batch = await this.decodeAhead(head);
     } catch (e) {
       // Stay on this batch: the next call fetches it again (a transient failure heals, corruption repeats).
-      head.batch = this.fetch(head.d);
-      head.batch.catch(() => undefined);
+      this.ahead[0] = this.startFetch(head.d);
       throw e;
     }
     this.ahead.shift();
@@ -201,8 +219,7 @@ export class Consumer {
       );
     const out: BatchDescriptor[] = [];
     // Batches already fetched ahead come first, in order.
-    while (out.length < max && this.ahead.length > 0)
-      out.push((this.ahead.shift() as { d: BatchDescriptor }).d);
+    while (out.length < max && this.ahead.length > 0) out.push((this.ahead.shift() as Ahead).d);
     if (out.length < max && this.known.length === 0) await this.readManifest();
     while (out.length < max && this.known.length > 0)
       out.push(this.known.shift() as BatchDescriptor);
@@ -221,7 +238,9 @@ export class Consumer {
   async fetch(descriptor: BatchDescriptor): Promise<Batch> {
     this.check();
     const started = performance.now();
-    const { records } = await fetchBatch(this.store, descriptor);
+    const { records } = await fetchBatch(this.store, descriptor, undefined, {
+      maxBatchBytes: this.o.maxBatchBytes,
+    });
     this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
     return {
       sequence: descriptor.sequence,
@@ -352,7 +371,10 @@ export class Consumer {
         await this.applyAcks().catch((e: unknown) => errors.push(e));
       }
       await this.gcRun;
-      for (const a of this.ahead) a.batch.catch(() => undefined);
+      for (const a of this.ahead) {
+        a.raw.catch(() => undefined);
+        a.decoded?.catch(() => undefined);
+      }
       if (this.ownsStore) await this.store.close().catch((e: unknown) => errors.push(e));
       if (errors.length > 0) throw errors[0];
     })();
@@ -393,9 +415,14 @@ export class Consumer {
     this.readAhead(min);
   }
 
+  /**
+   * Starts fetches while the read-ahead window has room. The window counts
+   * each batch's object size until it is fetched and its declared decoded
+   * size after, so compressed batches cannot blow the byte budget.
+   */
   private readAhead(min = 0): void {
     let bytes = 0;
-    for (const a of this.ahead) bytes += a.d.sizeBytes ?? 0;
+    for (const a of this.ahead) bytes += a.bytes;
     while (this.known.length > 0) {
       const d = this.known[0] as BatchDescriptor;
       const full =
@@ -403,17 +430,78 @@ export class Consumer {
         bytes + (d.sizeBytes ?? 0) > this.o.readAheadBytes;
       if (full && this.ahead.length >= min) break;
       this.known.shift();
-      bytes += d.sizeBytes ?? 0;
-      const batch = this.fetch(d);
-      batch.catch(() => undefined);
-      this.ahead.push({ d, batch });
+      const a = this.startFetch(d);
+      bytes += a.bytes;
+      this.ahead.push(a);
     }
+  }
+
+  /** Fetches and checks a batch object; decoding waits for {@link decodeReady}. */
+  private startFetch(d: BatchDescriptor): Ahead {
+    const a: Ahead = { d, bytes: d.sizeBytes ?? 0, raw: Promise.resolve(new Uint8Array()) };
+    const started = performance.now();
+    a.raw = fetchBatchObject(this.store, d).then((body) => {
+      this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
+      a.body = body;
+      a.bytes = declaredBlockBytes(body) ?? this.o.maxBatchBytes;
+      this.decodeReady();
+      return body;
+    });
+    a.raw.catch(() => undefined);
+    return a;
+  }
+
+  /**
+   * Starts decoding fetched batches in order while their decoded sizes fit
+   * in `readAheadBytes`; the first batch always may, so one large batch
+   * still goes through.
+   */
+  private decodeReady(): void {
+    let used = 0;
+    for (let i = 0; i < this.ahead.length; i++) {
+      const a = this.ahead[i] as Ahead;
+      if (a.decoded === undefined) {
+        if (a.body === undefined) return;
+        if (i > 0 && used + a.bytes > this.o.readAheadBytes) return;
+        this.decodeAhead(a).catch(() => undefined);
+      }
+      used += a.bytes;
+    }
+  }
+
+  /** The decoded batch of a read-ahead slot, decoding it now if it has not started. */
+  private decodeAhead(a: Ahead): Promise<Batch> {
+    a.decoded ??= a.raw.then(async (body) => {
+      const { records } = await decodeBatch(body, a.d.location, {
+        maxBatchBytes: this.o.maxBatchBytes,
+      });
+      return {
+        sequence: a.d.sequence,
+        location: a.d.location,
+        entries: records,
+        metadata: a.d.metadata,
+      };
+    });
+    return a.decoded;
   }
 
   private async backgroundCollect(): Promise<void> {
     if (this.closing || this.fencedError) return;
     await this.collectGarbage().catch(() => undefined);
   }
+}
+
+/** A batch fetched (or being fetched) ahead of `next()`. */
+interface Ahead {
+  d: BatchDescriptor;
+  /** Bytes it counts in the read-ahead window: object size, then declared decoded size. */
+  bytes: number;
+  /** The checked object bytes. */
+  raw: Promise<Uint8Array>;
+  /** Set once `raw` resolved. */
+  body?: Uint8Array;
+  /** Set once decoding started. */
+  decoded?: Promise<Batch>;
 }
 
 function validateConsumerOptions(o: ConsumerOptions): void {
@@ -424,6 +512,7 @@ function validateConsumerOptions(o: ConsumerOptions): void {
     ['gcGracePeriodMs', 0],
     ['readAheadBatches', 1],
     ['readAheadBytes', 1],
+    ['maxBatchBytes', 1],
     ['lastAckedSequence', -1],
   ];
   for (const [name, min] of ints) {

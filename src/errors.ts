@@ -92,6 +92,21 @@ export class CorruptDataError extends SpillwayError {
   }
 }
 
+/**
+ * The queue a call names is not there: no manifest (or, for other layouts,
+ * no index) at the path given. Raised where acting as if the queue were
+ * empty would be dangerous, such as a collection, which would otherwise take
+ * every batch object for unreferenced. Usually a typo in a path or URL.
+ */
+export class QueueNotFoundError extends SpillwayError {
+  /** The key that was looked for, relative to the store. */
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super(message, { code: 'QUEUE_NOT_FOUND', retriable: false });
+    this.key = key;
+  }
+}
+
 /** A caller passed a value that can never work: a bad URL, option or key. */
 export class InvalidArgumentError extends SpillwayError {
   constructor(message: string, cause?: unknown) {

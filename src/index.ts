@@ -13,6 +13,7 @@ export {
   InvalidArgumentError,
   FencedError,
   ClosedError,
+  QueueNotFoundError,
   hasCode,
   type SpillwayErrorOptions,
 } from './errors.ts';

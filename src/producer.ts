@@ -10,7 +10,7 @@ import {
   StorageError,
 } from './errors.ts';
 import { backoffMs, delay } from './store/retry.ts';
-import { encodeBatch } from './format/batch.ts';
+import { DEFAULT_MAX_BATCH_BYTES, encodeBatch } from './format/batch.ts';
 import type { Compression } from './format/compression.ts';
 import { crc32c } from './format/crc32c.ts';
 import { encodeTrailer } from './format/trailer.ts';
@@ -57,6 +57,14 @@ export interface ProducerOptions {
   instanceId?: string;
   /** Batch uploads in flight at once (manifest appends stay in order). @default 4 */
   maxConcurrentUploads?: number;
+  /**
+   * Largest record block of one batch (its entries as u32 length + bytes,
+   * before compression), in bytes: a batch is sealed before it would grow
+   * past this, and a single `produce()` call larger than this is refused.
+   * Readers refuse larger batches (see {@link ConsumerOptions.maxBatchBytes}),
+   * so keep it at or below theirs. At most 1 GiB. @default 268435456 (256 MiB)
+   */
+  maxBatchBytes?: number;
   /** Where metrics go. @default no metrics */
   metrics?: Metrics;
   /** Time source. @default the system clock */
@@ -73,6 +81,7 @@ export const PRODUCER_DEFAULTS = Object.freeze({
   maxBufferedBytes: 256 * 1024 * 1024,
   compression: 'none',
   maxConcurrentUploads: 4,
+  maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
 });
 
 /** Memory a `produce()` call costs besides its bytes (call record, promises, closures), as measured. */
@@ -103,6 +112,8 @@ interface Call {
   metadata: Uint8Array;
   /** Bytes the call counts against the budget (data plus overhead). */
   bytes: number;
+  /** Bytes its entries add to a batch's record block (4 + length each). */
+  blockBytes: number;
   /** Bytes of its entries and metadata. */
   dataBytes: number;
   ingestionTimeMs: number;
@@ -156,6 +167,7 @@ export class Producer {
   private readonly ulids = new UlidGenerator();
   private open: Call[] = [];
   private openBytes = 0;
+  private openBlockBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private timerDue = false;
   private readonly pipeline: Batch[] = [];
@@ -175,6 +187,12 @@ export class Producer {
     positiveInt(o.maxBufferedInputs, 'maxBufferedInputs');
     positiveInt(o.maxBufferedBytes, 'maxBufferedBytes');
     positiveInt(o.maxConcurrentUploads, 'maxConcurrentUploads');
+    positiveInt(o.maxBatchBytes, 'maxBatchBytes');
+    if (o.maxBatchBytes > 1024 ** 3) {
+      throw new InvalidArgumentError(
+        `maxBatchBytes must be at most 1073741824 (1 GiB), got ${o.maxBatchBytes}`,
+      );
+    }
     if (o.compression !== 'none' && o.compression !== 'zstd') {
       throw new InvalidArgumentError(
         `compression must be "none" or "zstd", got ${describeValue(o.compression)}`,
@@ -223,6 +241,7 @@ export class Producer {
     // costs (objects, promises), so the byte budget bounds memory for small entries too.
     let bytes = CALL_OVERHEAD_BYTES + (metadata?.byteLength ?? 0);
     let dataBytes = metadata?.byteLength ?? 0;
+    let blockBytes = 0;
     for (let i = 0; i < entries.length; i++) {
       const e: unknown = entries[i];
       if (!(e instanceof Uint8Array))
@@ -231,10 +250,16 @@ export class Producer {
         );
       bytes += ENTRY_OVERHEAD_BYTES + e.byteLength;
       dataBytes += e.byteLength;
+      blockBytes += 4 + e.byteLength;
     }
     if (metadata !== undefined && !(metadata instanceof Uint8Array)) {
       throw new InvalidArgumentError(
         `produce(): metadata must be a Uint8Array, got ${describeValue(metadata)}`,
+      );
+    }
+    if (blockBytes > this.options.maxBatchBytes) {
+      throw new InvalidArgumentError(
+        `produce(): this call's entries need a record block of ${blockBytes} bytes but maxBatchBytes is ${this.options.maxBatchBytes}; split the call (a call's entries always go into one batch)`,
       );
     }
     if (bytes > this.options.maxBufferedBytes) {
@@ -260,16 +285,21 @@ export class Producer {
     });
     // The caller may never look at `durable`; a failure still reaches flush() and close().
     durable.catch(() => undefined);
+    // A batch never grows past maxBatchBytes: seal the open one first, even
+    // beyond the upload concurrency (memory is still bounded by the budget).
+    if (this.openBlockBytes + blockBytes > this.options.maxBatchBytes) this.seal(true);
     this.open.push({
       entries: Array.from(entries as readonly Uint8Array[]),
       metadata: metadata ?? NO_METADATA,
       bytes,
+      blockBytes,
       dataBytes,
       ingestionTimeMs: this.clock.now(),
       resolve,
       reject,
     });
     this.openBytes += bytes;
+    this.openBlockBytes += blockBytes;
     this.schedule();
     return { durable };
   }
@@ -391,6 +421,7 @@ export class Producer {
     const bytes = this.openBytes;
     this.open = [];
     this.openBytes = 0;
+    this.openBlockBytes = 0;
     const location = `${this.options.dataPathPrefix}/${this.ulids.next(this.clock.now())}.batch`;
     const batch: Batch = {
       calls,
@@ -424,7 +455,9 @@ export class Producer {
         });
         for (const e of call.entries) records.push(e);
       }
-      const body = await encodeBatch(records, this.options.compression);
+      const body = await encodeBatch(records, this.options.compression, {
+        maxBatchBytes: this.options.maxBatchBytes,
+      });
       // The body holds the bytes now; let go of the entries so a stalled upload keeps one copy.
       batch.entries = records.length;
       records.length = 0;

@@ -397,8 +397,8 @@ describe('consumer', () => {
 
 describe('garbage collector', () => {
   test('deletes only unreferenced batches older than the oldest entry and the grace period; dry run deletes nothing', async () => {
-    const store = new MemoryStore();
     const clock = new ManualClock(Date.now());
+    const store = new MemoryStore(undefined, { clock });
     const producer = new Producer({ store, flushIntervalMs: 0, clock });
     await (
       await producer.produce([enc.encode('consumed')])
@@ -420,25 +420,28 @@ describe('garbage collector', () => {
     assert.equal((await objects()).length, 4);
     const early = await new GarbageCollector({ store, gcGracePeriodMs: 60_000, clock }).run();
     assert.deepEqual(early.deleted, [], 'inside the grace period');
+    // The collection wrote its clock probe next to the batches.
+    assert.equal((await objects()).length, 5);
+    await store.delete('ingest/collector.clock');
     clock.advance(120_000);
     const dry = await new GarbageCollector({ store, gcGracePeriodMs: 60_000, clock }).run({
       dryRun: true,
     });
     assert.equal(dry.deleted.length, 1);
-    assert.equal((await objects()).length, 4);
+    assert.equal((await objects()).length, 5, 'nothing deleted; the probe was written');
     const real = await new GarbageCollector({ store, gcGracePeriodMs: 60_000, clock }).run();
     assert.deepEqual(real.deleted, dry.deleted);
     assert.equal(
       (await objects()).length,
-      3,
-      'the pending batch, the manifest and the foreign file remain',
+      4,
+      'the pending batch, the manifest, the foreign file and the probe remain',
     );
   });
 
   test('the hazard: a grace period shorter than the upload-to-append gap deletes a batch that is then appended', async () => {
-    const inner = new MemoryStore();
-    const store = new FaultInjectingStore(inner);
     const clock = new ManualClock(Date.now());
+    const inner = new MemoryStore(undefined, { clock });
+    const store = new FaultInjectingStore(inner);
     // Hold the manifest append after the batch is uploaded, as a slow producer would.
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
@@ -450,6 +453,8 @@ describe('garbage collector', () => {
         await gate;
       }
     });
+    // The queue exists (a collector refuses to run without its manifest).
+    await (await Consumer.open({ store: inner, gcIntervalMs: 0 })).close();
     const producer = new Producer({ store, flushIntervalMs: 0, clock });
     const h = await producer.produce([enc.encode('late')]);
     await atGate;

@@ -5,7 +5,7 @@ import { crc32c } from '../format/crc32c.ts';
 import { ManifestQueue } from '../queue/manifest-queue.ts';
 import { describeEntry, hex, type BatchDescriptor } from '../queue/batch-fetch.ts';
 import { noopMetrics } from '../metrics.ts';
-import { redact } from '../store/open-store.ts';
+import { redactUrl } from '../redact.ts';
 import {
   asText,
   CliError,
@@ -47,7 +47,7 @@ export function batchCommand(): Command {
           body = (await store.get(location)).body;
         } catch (e) {
           if (e instanceof NotFoundError)
-            throw new CliError(`no batch object "${location}" in ${redact(url)}`);
+            throw new CliError(`no batch object "${location}" in ${redactUrl(url)}`);
           throw e;
         }
         // The manifest entry, when the batch is still queued, holds its size and checksum.
@@ -80,7 +80,15 @@ export function batchCommand(): Command {
           throw new CorruptDataError(`${e.message} (checksum: ${checksum})`, location, e);
         }
         const { records, compression } = decoded;
-        const recordBytes = records.reduce((n, r) => n + r.byteLength, 0);
+        // Loops, not Math.min(...records): a spread of a million records overflows the stack.
+        let recordBytes = 0;
+        let smallest = Infinity;
+        let largest = 0;
+        for (const r of records) {
+          recordBytes += r.byteLength;
+          smallest = Math.min(smallest, r.byteLength);
+          largest = Math.max(largest, r.byteLength);
+        }
         const shown = records.slice(0, o.records).map((r, index) => {
           const text = o.hex ? undefined : asText(r);
           return text !== undefined
@@ -96,8 +104,8 @@ export function batchCommand(): Command {
           object_bytes: body.byteLength,
           record_block_bytes: recordBytes + 4 * records.length,
           record_bytes: recordBytes,
-          record_bytes_min: records.length ? Math.min(...records.map((r) => r.byteLength)) : 0,
-          record_bytes_max: records.length ? Math.max(...records.map((r) => r.byteLength)) : 0,
+          record_bytes_min: records.length ? smallest : 0,
+          record_bytes_max: largest,
           compression_ratio:
             compression === 'none'
               ? 1

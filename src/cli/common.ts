@@ -3,7 +3,8 @@ import { InvalidArgumentError, SpillwayError } from '../errors.ts';
 import { ManifestQueue, type ManifestSnapshot } from '../queue/manifest-queue.ts';
 import { noopMetrics } from '../metrics.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { openStore, redact } from '../store/open-store.ts';
+import { openStore } from '../store/open-store.ts';
+import { redactUrl, scrubSecrets } from '../redact.ts';
 import { PRODUCER_DEFAULTS } from '../producer.ts';
 
 /** Options every command that opens a queue accepts. */
@@ -46,7 +47,7 @@ export async function readExistingManifest(
   const snapshot = await queue.read();
   if (snapshot.version === undefined) {
     throw new CliError(
-      `no manifest at "${manifestPath}" in ${redact(url)}: nothing was ever produced there, or --manifest-path / the URL is wrong`,
+      `no manifest at "${manifestPath}" in ${redactUrl(url)}: nothing was ever produced there, or --manifest-path / the URL is wrong`,
     );
   }
   return snapshot;
@@ -70,18 +71,26 @@ export function exitCodeOf(e: unknown): number {
 
 /** One line describing an error, without credentials or stack unless `verbose`. */
 export function describeError(e: unknown, verbose: boolean): string {
-  if (verbose && e instanceof Error && e.stack) return e.stack;
+  if (verbose && e instanceof Error && e.stack) return scrubSecrets(e.stack);
   const message = e instanceof Error ? e.message : String(e);
   const line = message.split('\n')[0] ?? '';
-  return e instanceof SpillwayError && !(e instanceof CliError) ? `${e.name}: ${line}` : line;
+  return scrubSecrets(
+    e instanceof SpillwayError && !(e instanceof CliError) ? `${e.name}: ${line}` : line,
+  );
 }
 
-/** Parses a non-negative integer option. */
+/**
+ * Parses an integer option written in decimal digits only: an empty value
+ * (an unset shell variable), a sign, `1e3`, `0x10` or `1.0` is a usage error
+ * naming the option, never a silent 0.
+ */
 export function intOption(name: string, min = 0): (value: string) => number {
   return (value: string) => {
-    const n = Number(value);
+    const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
     if (!Number.isSafeInteger(n) || n < min) {
-      throw new UsageError(`${name} must be an integer >= ${min}, got "${value}"`);
+      throw new UsageError(
+        `${name} expects an integer >= ${min} written in decimal digits, got ${JSON.stringify(value)}`,
+      );
     }
     return n;
   };

@@ -7,16 +7,21 @@ import { delay } from '../store/retry.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import {
   asText,
+  CliError,
   intOption,
   openCliStore,
   queueOptions,
-  writeOut,
+  UsageError,
   type QueueOptions,
 } from './common.ts';
+import { PipeReaders } from './pipe-reader.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
+import { StopSignals } from './stop-signals.ts';
+
+type OutputFormat = 'lines' | 'ndjson' | 'frames';
 
 interface ConsumeOptions extends QueueOptions {
-  format: 'lines' | 'ndjson';
+  format: OutputFormat;
   json?: boolean;
   peek?: boolean;
   follow?: boolean;
@@ -24,42 +29,104 @@ interface ConsumeOptions extends QueueOptions {
   pollIntervalMs: number;
 }
 
-function render(
+/** Longest time written output waits before it is acknowledged, in ms. */
+const ACK_INTERVAL_MS = 1000;
+/** Batches written that trigger an acknowledgement at once. */
+const ACK_EVERY_BATCHES = 100;
+
+/**
+ * The bytes a batch prints as. `lines`: each entry's bytes unchanged and a
+ * `\n`; an entry holding `\n` (or ending in `\r`, which reading it back as a
+ * line would drop) cannot be a line, and the whole batch is refused before
+ * any of it is written. `frames`: each entry as a u32 little-endian length
+ * and its bytes, which round-trips anything. `ndjson`: one JSON object per
+ * entry with its position and ingestion time.
+ */
+export function renderBatch(
   batch: Pick<Batch, 'sequence' | 'entries' | 'metadata'>,
-  format: ConsumeOptions['format'],
-): string {
+  format: OutputFormat,
+): Buffer {
   if (format === 'lines') {
-    return batch.entries.map((e) => `${Buffer.from(e).toString('utf8')}\n`).join('');
+    let size = 0;
+    batch.entries.forEach((e, index) => {
+      if (e.includes(0x0a) || e[e.byteLength - 1] === 0x0d) {
+        throw new CliError(
+          `entry ${index} of batch ${batch.sequence} contains a line break ("\\n", or a "\\r" at its end), so it cannot be written as one line; nothing of this batch was written or acknowledged: use --format ndjson or --format frames`,
+        );
+      }
+      size += e.byteLength + 1;
+    });
+    const out = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const e of batch.entries) {
+      out.set(e, at);
+      at += e.byteLength;
+      out[at++] = 0x0a;
+    }
+    return out;
+  }
+  if (format === 'frames') {
+    let size = 0;
+    for (const e of batch.entries) size += 4 + e.byteLength;
+    const out = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const e of batch.entries) {
+      out.writeUInt32LE(e.byteLength, at);
+      out.set(e, at + 4);
+      at += 4 + e.byteLength;
+    }
+    return out;
   }
   let item = 0;
-  return batch.entries
-    .map((e, index) => {
-      while (
-        item + 1 < batch.metadata.length &&
-        (batch.metadata[item + 1]?.startIndex ?? Infinity) <= index
-      )
-        item++;
-      const text = asText(e);
-      return `${JSON.stringify({
-        sequence: batch.sequence,
-        index,
-        ingestion_time_ms: batch.metadata[item]?.ingestionTimeMs ?? null,
-        ...(text !== undefined
-          ? { data: text }
-          : { data_base64: Buffer.from(e).toString('base64') }),
-      })}\n`;
-    })
-    .join('');
+  return Buffer.from(
+    batch.entries
+      .map((e, index) => {
+        while (
+          item + 1 < batch.metadata.length &&
+          (batch.metadata[item + 1]?.startIndex ?? Infinity) <= index
+        )
+          item++;
+        const text = asText(e);
+        return `${JSON.stringify({
+          sequence: batch.sequence,
+          index,
+          ingestion_time_ms: batch.metadata[item]?.ingestionTimeMs ?? null,
+          ...(text !== undefined
+            ? { data: text }
+            : { data_base64: Buffer.from(e).toString('base64') }),
+        })}\n`;
+      })
+      .join(''),
+  );
+}
+
+/** Writes bytes to stdout; resolves once handed to the OS, rejects on a closed pipe. */
+function writeBytes(bytes: Buffer): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (bytes.byteLength === 0) resolve();
+    else process.stdout.write(bytes, (e) => (e ? reject(e) : resolve()));
+  });
+}
+
+/** Refuses a start beyond the end of the queue: it would skip what is appended meanwhile. */
+async function checkFromSequence(queue: ManifestQueue, from: number | undefined): Promise<void> {
+  if (from === undefined) return;
+  const { manifest } = await queue.read();
+  if (from > manifest.nextSequence) {
+    throw new UsageError(
+      `--from-sequence ${from} is past the end of the queue (its next sequence is ${manifest.nextSequence}); expected at most ${manifest.nextSequence}`,
+    );
+  }
 }
 
 /** Prints batches without acknowledging them, and without fencing the queue's consumer. */
 async function peek(
   store: ObjectStore,
+  queue: ManifestQueue,
   o: ConsumeOptions,
   signal: AbortSignal,
   count: (b: Batch) => void,
 ): Promise<void> {
-  const queue = new ManifestQueue({ store, manifestPath: o.manifestPath, metrics: noopMetrics });
   let after = (o.fromSequence ?? 0) - 1;
   while (!signal.aborted) {
     const { manifest } = await queue.read(signal);
@@ -73,7 +140,7 @@ async function peek(
         entries: records,
         metadata: d.metadata,
       };
-      await writeOut(render(batch, o.format));
+      await writeBytes(renderBatch(batch, o.format));
       count(batch);
       after = e.sequence;
     }
@@ -82,17 +149,64 @@ async function peek(
   }
 }
 
+/**
+ * Acknowledges what was written to stdout, and only that: every
+ * {@link ACK_EVERY_BATCHES} batches, after {@link ACK_INTERVAL_MS}, and at
+ * the end. When stdout is a pipe, each acknowledgement first checks that a
+ * reader still holds it; if the reader went away (`| head`), nothing written
+ * since the last acknowledgement is acknowledged and the command stops.
+ */
+class WrittenAcks {
+  private written = -1;
+  private acked = -1;
+  private sinceAck = 0;
+  private lastAckAt = performance.now();
+  /** Set once the reader of stdout went away; nothing more is acknowledged. */
+  readerGone = false;
+  private readonly readers = new PipeReaders(1);
+
+  constructor(private readonly consumer: Consumer) {}
+
+  /** Records that a batch reached stdout; acknowledges if one is due. */
+  async wrote(sequence: number): Promise<void> {
+    this.written = sequence;
+    this.sinceAck++;
+    if (
+      this.sinceAck >= ACK_EVERY_BATCHES ||
+      performance.now() - this.lastAckAt >= ACK_INTERVAL_MS
+    ) {
+      await this.ack();
+    }
+  }
+
+  /** Acknowledges everything written so far, if its reader is still there. */
+  async ack(): Promise<void> {
+    if (this.readerGone || this.written <= this.acked) return;
+    if ((await this.readers.status()) === 'gone') {
+      this.readerGone = true;
+      return;
+    }
+    await this.consumer.ackThrough(this.written);
+    this.acked = this.written;
+    this.sinceAck = 0;
+    this.lastAckAt = performance.now();
+  }
+}
+
 /** `spillway consume`. */
 export function consumeCommand(): Command {
   return queueOptions(
     new Command('consume')
       .description(
-        "write entries to stdout, acknowledging each batch once written (this takes over as the queue's consumer and fences the previous one), or --peek without acknowledging",
+        "write entries to stdout, acknowledging what was written (this takes over as the queue's consumer and fences the previous one), or --peek without acknowledging",
       )
       .argument('<url>', 'store URL')
       .addOption(
-        new Option('--format <format>', 'one entry per line, or one JSON object per entry')
-          .choices(['lines', 'ndjson'])
+        new Option(
+          '--format <format>',
+          'lines: each entry\'s bytes and "\\n" (entries holding a line break are refused); ndjson: one JSON object per entry; frames: u32 little-endian length and bytes (any entry)',
+        )
+          .choices(['lines', 'ndjson', 'frames'])
           .default('lines'),
       )
       .option('--json', 'same as --format ndjson')
@@ -100,7 +214,7 @@ export function consumeCommand(): Command {
       .option('--follow', 'keep waiting for new batches (until Ctrl-C)')
       .option(
         '--from-sequence <n>',
-        'start at this sequence; without --peek, the batches before it count as acknowledged',
+        'start at this sequence (at most the next sequence); without --peek, the batches before it count as acknowledged',
         intOption('--from-sequence'),
       )
       .option(
@@ -112,10 +226,7 @@ export function consumeCommand(): Command {
   ).action(async (url: string, o: ConsumeOptions) => {
     if (o.json) o.format = 'ndjson';
     const store = openCliStore(url);
-    const stop = new AbortController();
-    const onSignal = (): void => stop.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    const stop = new StopSignals();
     let entries = 0;
     let batches = 0;
     const rate = new RateMeter();
@@ -127,9 +238,11 @@ export function consumeCommand(): Command {
       entries += b.entries.length;
       batches++;
     };
+    const queue = new ManifestQueue({ store, manifestPath: o.manifestPath, metrics: noopMetrics });
     try {
+      await checkFromSequence(queue, o.fromSequence);
       if (o.peek) {
-        await peek(store, o, stop.signal, count);
+        await peek(store, queue, o, stop.signal, count);
         return;
       }
       const consumer = await Consumer.open({
@@ -139,26 +252,27 @@ export function consumeCommand(): Command {
         gcIntervalMs: 0,
         ...(o.fromSequence !== undefined ? { lastAckedSequence: o.fromSequence - 1 } : {}),
       });
+      const acks = new WrittenAcks(consumer);
       try {
-        while (!stop.signal.aborted) {
+        while (!stop.signal.aborted && !acks.readerGone) {
           const batch = await consumer.next();
           if (!batch) {
+            await acks.ack();
             if (!o.follow) break;
             await delay(o.pollIntervalMs, stop.signal).catch(() => undefined);
             continue;
           }
-          // Acknowledge only what reached stdout.
-          await writeOut(render(batch, o.format));
+          await writeBytes(renderBatch(batch, o.format));
           count(batch);
-          await consumer.ack(batch.sequence);
+          await acks.wrote(batch.sequence);
         }
+        await acks.ack();
       } finally {
         await consumer.close();
       }
     } finally {
+      stop.dispose();
       status.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
       await store.close();
       if (process.stderr.isTTY)
         process.stderr.write(

@@ -6,10 +6,12 @@ import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
 import type { Metrics } from '../metrics.ts';
 import { Producer } from '../producer.ts';
 import type { Compression } from '../format/compression.ts';
-import { openStore, redact } from '../store/open-store.ts';
+import { openStore } from '../store/open-store.ts';
+import { redactUrl } from '../redact.ts';
 import { delay } from '../store/retry.ts';
 import { formatBytes, formatDuration, intOption, printJson, writeOut } from './common.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
+import { StopSignals } from './stop-signals.ts';
 
 /** Where `spillway demo` keeps its queue unless told otherwise. */
 export const DEMO_STORE = 'file:./.spillway-demo';
@@ -111,15 +113,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
     },
   };
 
-  const stopProducing = new AbortController();
-  let interrupts = 0;
-  const onSignal = (): void => {
-    interrupts++;
-    if (interrupts > 1) process.exit(130);
-    stopProducing.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // The first Ctrl-C ends production; a second exits at once (see StopSignals).
+  const stopProducing = new StopSignals();
 
   const producedRate = new RateMeter();
   const consumedRate = new RateMeter();
@@ -135,7 +130,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     state.recentLatenciesMs = recent.slice(-2000);
     const elapsed = performance.now() - state.started;
     return [
-      `spillway demo: ${o.producers} producers -> 1 consumer on ${redact(o.store)}  [${phase}, ${formatDuration(elapsed)}${o.durationS === 0 ? ', Ctrl-C to stop' : ` of ${o.durationS} s`}]`,
+      `spillway demo: ${o.producers} producers -> 1 consumer on ${redactUrl(o.store)}  [${phase}, ${formatDuration(elapsed)}${o.durationS === 0 ? ', Ctrl-C to stop' : ` of ${o.durationS} s`}]`,
       `  durable   ${fmt(state.durable).padStart(11)} entries  ${fmt(rates.durable).padStart(9)}/s   latency p50 ${percentile(recent, 0.5).toFixed(1)} ms, p99 ${percentile(recent, 0.99).toFixed(1)} ms`,
       `  consumed  ${fmt(state.consumed).padStart(11)} entries  ${fmt(rates.consumed).padStart(9)}/s   lag ${formatDuration(state.lagMs)}`,
       `  queue     ${fmt(state.batchesPending).padStart(11)} batches pending, ${fmt(Math.max(0, state.durable - state.consumed))} entries behind`,
@@ -164,7 +159,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const filler = 'x'.repeat(o.entryBytes);
   const enc = new TextEncoder();
   const deadline =
-    o.durationS > 0 ? setTimeout(() => stopProducing.abort(), o.durationS * 1000) : undefined;
+    o.durationS > 0 ? setTimeout(() => stopProducing.stop(), o.durationS * 1000) : undefined;
   const producers = Array.from(
     { length: o.producers },
     (_, p) =>
@@ -219,12 +214,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
   await store.close();
   status.stop();
   clearInterval(ticker);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
+  stopProducing.dispose();
 
   const all = state.latenciesMs.sort((a, b) => a - b);
   const summary = {
-    store: redact(o.store),
+    store: redactUrl(o.store),
     producers: o.producers,
     produced_for_ms: Math.round(producedFor),
     entries_durable: state.durable,

@@ -1,10 +1,9 @@
 import { asError } from '../errors.ts';
 import { Command, Option } from 'commander';
-import { createInterface } from 'node:readline';
-import { Producer } from '../producer.ts';
+import { Producer, PRODUCER_DEFAULTS } from '../producer.ts';
+import { DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
 import type { Compression } from '../format/compression.ts';
 import {
-  CliError,
   formatBytes,
   formatDuration,
   intOption,
@@ -16,57 +15,18 @@ import {
   writeOut,
   type QueueOptions,
 } from './common.ts';
+import { readEntries } from './entry-input.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
+import { StopSignals } from './stop-signals.ts';
+
+/** What one produce() call costs besides its entries (see Producer's byte budget). */
+const ONE_ENTRY_CALL_OVERHEAD_BYTES = 512 + 96;
 
 interface ProduceOptions extends QueueOptions {
   format: 'lines' | 'ndjson' | 'frames';
   entriesPerCall: number;
   flushIntervalMs: number;
   compression: Compression;
-}
-
-/** Entries read from stdin, in the chosen framing. */
-async function* readEntries(
-  input: NodeJS.ReadableStream,
-  format: ProduceOptions['format'],
-): AsyncGenerator<Uint8Array> {
-  if (format === 'frames') {
-    // Each frame: a u32 little-endian length, then that many bytes (as in a batch's record block).
-    let pending = Buffer.alloc(0);
-    let offset = 0;
-    for await (const chunk of input) {
-      pending = Buffer.concat([pending.subarray(offset), chunk as Buffer]);
-      offset = 0;
-      while (pending.length - offset >= 4) {
-        const len = pending.readUInt32LE(offset);
-        if (pending.length - offset - 4 < len) break;
-        yield Uint8Array.prototype.slice.call(pending, offset + 4, offset + 4 + len);
-        offset += 4 + len;
-      }
-    }
-    if (pending.length - offset > 0) {
-      throw new CliError(
-        `stdin ends inside a frame: ${pending.length - offset} bytes left over; frames are a u32 little-endian length followed by that many bytes`,
-      );
-    }
-    return;
-  }
-  const lines = createInterface({ input, crlfDelay: Infinity });
-  let n = 0;
-  for await (const line of lines) {
-    n++;
-    if (format === 'ndjson') {
-      if (line.trim() === '') continue;
-      try {
-        JSON.parse(line);
-      } catch (e) {
-        throw new CliError(
-          `stdin line ${n} is not valid JSON (${(e as Error).message}); expected one JSON value per line with --format ndjson`,
-        );
-      }
-    }
-    yield Buffer.from(line, 'utf8');
-  }
 }
 
 /** `spillway produce`. */
@@ -124,6 +84,11 @@ export function produceCommand(): Command {
       () =>
         `produce: ${read} read (${formatBytes(readBytes)}), ${durable} durable, ${Math.round(rate.sample(durable))} entries/s`,
     );
+    const stop = new StopSignals(() =>
+      process.stderr.write(
+        `\nspillway: stopping: no more input is read; making the ${read} entries read so far durable (press Ctrl-C again to abandon them)\n`,
+      ),
+    );
     const pending: Promise<void>[] = [];
     let chunk: Uint8Array[] = [];
     const send = async (): Promise<void> => {
@@ -143,7 +108,14 @@ export function produceCommand(): Command {
     };
     let inputError: unknown;
     try {
-      for await (const entry of readEntries(process.stdin, o.format)) {
+      for await (const entry of readEntries(process.stdin, o.format, {
+        // An entry must fit in one produce() call's budget and alone in a batch.
+        maxEntryBytes: Math.min(
+          PRODUCER_DEFAULTS.maxBufferedBytes - ONE_ENTRY_CALL_OVERHEAD_BYTES,
+          DEFAULT_MAX_BATCH_BYTES - 4,
+        ),
+        signal: stop.signal,
+      })) {
         chunk.push(entry);
         read++;
         readBytes += entry.byteLength;
@@ -152,23 +124,46 @@ export function produceCommand(): Command {
     } catch (e) {
       inputError = e;
     }
-    if (chunk.length > 0) await send();
-    await Promise.all(pending);
-    await producer.close().catch((e: unknown) => void (failure ??= e));
-    status.stop();
+    // Reading is over (the end, an error or a stop): release stdin, which an open pipe would keep alive.
+    process.stdin.destroy();
+    try {
+      if (chunk.length > 0) await send();
+      await Promise.all(pending);
+      await producer.close().catch((e: unknown) => void (failure ??= e));
+    } finally {
+      stop.dispose();
+      status.stop();
+    }
+    const allDurable = durable === read && failure === undefined;
     const summary = {
       entries: durable,
+      entries_read: read,
       bytes: readBytes,
       produce_calls: calls,
       batches: batches.size,
-      all_durable: durable === read && failure === undefined && inputError === undefined,
+      all_durable: allDurable,
+      input_complete: inputError === undefined && stop.received === undefined,
+      ...(stop.received ? { stopped_by: stop.received } : {}),
       elapsed_ms: Math.round(performance.now() - started),
     };
     if (o.json) await printJson(summary);
-    else
+    else {
+      const counts = `${durable.toLocaleString('en-US')} of ${read.toLocaleString('en-US')} entries (${formatBytes(readBytes)}) in ${plural(batches.size, 'batch', 'batches')}`;
+      const state = allDurable
+        ? 'all durable'
+        : `${(read - durable).toLocaleString('en-US')} NOT durable`;
+      const stopped =
+        inputError !== undefined
+          ? 'stopped at an input error (below)'
+          : stop.received !== undefined
+            ? `stopped by ${stop.received}`
+            : undefined;
       await writeOut(
-        `produced ${durable} of ${read} entries (${formatBytes(readBytes)}) in ${plural(batches.size, 'batch', 'batches')}, ${durable === read ? 'all durable' : `${read - durable} NOT durable`}, ${formatDuration(summary.elapsed_ms)}\n`,
+        stopped === undefined
+          ? `produced ${counts}, ${state}, ${formatDuration(summary.elapsed_ms)}\n`
+          : `${stopped}: produced ${counts} read before it, ${state}; the rest of the input was not read, ${formatDuration(summary.elapsed_ms)}\n`,
       );
+    }
     if (inputError !== undefined) throw asError(inputError);
     if (failure !== undefined) throw asError(failure);
   });

@@ -1,15 +1,15 @@
 import { Command } from 'commander';
-import { isUlid, ulidTimeMs } from '../format/ulid.ts';
 import { describeEntry } from '../queue/batch-fetch.ts';
-import type { ObjectStore } from '../store/object-store.ts';
-import { redact } from '../store/open-store.ts';
-import { GC_DEFAULTS } from '../gc.ts';
+import type { ObjectMeta, ObjectStore } from '../store/object-store.ts';
+import { redactUrl } from '../redact.ts';
+import { classifyBatchObject, GC_DEFAULTS, oldestUlidTime, type CollectionContext } from '../gc.ts';
 import {
   formatBytes,
   formatDuration,
   intOption,
   jsonOption,
   openCliStore,
+  plural,
   printJson,
   queueOptions,
   readExistingManifest,
@@ -48,7 +48,11 @@ async function collectStats(
   o: QueueOptions,
   gracePeriodMs: number,
 ): Promise<QueueStats> {
-  const { manifest, sizeBytes } = await readExistingManifest(store, url, o.manifestPath);
+  const { manifest, sizeBytes, lastModified } = await readExistingManifest(
+    store,
+    url,
+    o.manifestPath,
+  );
   const now = Date.now();
   const referenced = new Map<string, number | undefined>();
   let oldest: number | undefined;
@@ -62,26 +66,37 @@ async function collectStats(
   const prefix = `${o.dataPrefix}/`;
   let objects = 0;
   let objectBytes = 0;
-  let orphans = 0;
-  let orphanBytes = 0;
-  let collectable = 0;
   const stored = new Map<string, number>();
+  const unreferenced: ObjectMeta[] = [];
+  // A read-only command cannot probe the store's clock as a collection does; the
+  // newest last-modified time it sees is a lower bound of the store's now.
+  let storeNowMs = lastModified?.getTime() ?? 0;
   for await (const meta of store.list(prefix)) {
+    storeNowMs = Math.max(storeNowMs, meta.lastModified.getTime());
     if (!meta.key.endsWith('.batch')) continue;
     objects++;
     objectBytes += meta.size;
     stored.set(meta.key, meta.size);
-    if (!referenced.has(meta.key)) {
-      orphans++;
-      orphanBytes += meta.size;
-      const ulid = meta.key.slice(prefix.length, -'.batch'.length);
-      if (isUlid(ulid) && now - ulidTimeMs(ulid) >= gracePeriodMs) collectable++;
-    }
+    if (!referenced.has(meta.key)) unreferenced.push(meta);
+  }
+  const context: CollectionContext = {
+    prefix,
+    referenced: new Set(referenced.keys()),
+    oldestReferencedMs: oldestUlidTime(manifest.entries, prefix),
+    nowMs: now,
+    storeNowMs,
+    gracePeriodMs,
+  };
+  let orphanBytes = 0;
+  let collectable = 0;
+  for (const meta of unreferenced) {
+    orphanBytes += meta.size;
+    if (classifyBatchObject(meta, context) === 'collectable') collectable++;
   }
   let pendingBytes = 0;
   for (const [location, size] of referenced) pendingBytes += size ?? stored.get(location) ?? 0;
   return {
-    url: redact(url),
+    url: redactUrl(url),
     manifest_path: o.manifestPath,
     manifest_bytes: sizeBytes,
     epoch: manifest.epoch,
@@ -93,7 +108,7 @@ async function collectStats(
     first_pending_sequence: manifest.entries[0]?.sequence ?? null,
     batch_objects: objects,
     batch_object_bytes: objectBytes,
-    orphans,
+    orphans: unreferenced.length,
     orphan_bytes: orphanBytes,
     orphans_collectable: collectable,
   };
@@ -106,7 +121,7 @@ function statsText(s: QueueStats): string {
     ['next sequence', String(s.next_sequence)],
     [
       'pending',
-      `${s.batches_pending} batches, ${s.produce_calls_pending} produce calls, ${formatBytes(s.bytes_pending)}`,
+      `${plural(s.batches_pending, 'batch', 'batches')}, ${plural(s.produce_calls_pending, 'produce call')}, ${formatBytes(s.bytes_pending)}`,
     ],
     [
       'oldest pending',
@@ -114,10 +129,13 @@ function statsText(s: QueueStats): string {
         ? '-'
         : `${formatDuration(s.oldest_entry_age_ms)} ago (sequence ${s.first_pending_sequence})`,
     ],
-    ['batch objects', `${s.batch_objects} (${formatBytes(s.batch_object_bytes)})`],
+    [
+      'batch objects',
+      `${s.batch_objects.toLocaleString('en-US')} (${formatBytes(s.batch_object_bytes)})`,
+    ],
     [
       'unreferenced',
-      `${s.orphans} (${formatBytes(s.orphan_bytes)}; acknowledged or orphaned), ${s.orphans_collectable} past the grace period`,
+      `${s.orphans.toLocaleString('en-US')} (${formatBytes(s.orphan_bytes)}; acknowledged or orphaned), ${s.orphans_collectable.toLocaleString('en-US')} past the grace period`,
     ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));

@@ -1,6 +1,11 @@
 import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
 import { ByteReader, ByteWriter } from './binary.ts';
-import { zstdCompress, zstdDecompress, type Compression } from './compression.ts';
+import {
+  zstdCompress,
+  zstdDeclaredBytes,
+  zstdDecompress,
+  type Compression,
+} from './compression.ts';
 
 /** Bytes of the batch footer: compression u8, record count u32, version u16. */
 export const BATCH_FOOTER_BYTES = 7;
@@ -8,28 +13,117 @@ export const BATCH_FOOTER_BYTES = 7;
 export const BATCH_VERSION = 1;
 const COMPRESSION_CODES: Record<Compression, number> = { none: 0, zstd: 1 };
 
+/**
+ * The largest record block Spillway writes or reads, in bytes: 256 MiB. The
+ * record block is the batch's records, each as u32 length + bytes, before
+ * compression. Producers refuse to build a larger batch and readers refuse to
+ * decode one, so a small object that decompresses to gigabytes (a zstd bomb)
+ * costs a reader at most this much memory.
+ */
+export const DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024;
+/**
+ * The highest `maxBatchBytes` accepted, in bytes: 1 GiB. The WebAssembly zstd
+ * decoder's heap stops at 2 GiB and must hold the compressed bytes too.
+ */
+const MAX_BATCH_BYTES_LIMIT = 1024 * 1024 * 1024;
+
+/** Options of {@link encodeBatch} and {@link decodeBatch}. */
+export interface BatchLimitOptions {
+  /**
+   * The largest record block (records as u32 length + bytes, before
+   * compression) to write or read, in bytes, inclusive. Writers and readers
+   * of one queue must agree: a reader refuses a batch larger than its limit.
+   * At most 1 GiB.
+   * @default DEFAULT_MAX_BATCH_BYTES (256 MiB)
+   */
+  maxBatchBytes?: number;
+}
+
 /** A decoded batch object. */
 export interface DecodedBatch {
+  /** The records, as views into the decoded record block. */
   records: Uint8Array[];
+  /** How the record block was stored. */
   compression: Compression;
+  /** Bytes of the decoded record block (records as u32 length + bytes). */
+  blockBytes: number;
+}
+
+/**
+ * Bytes of the record block that holds `records`: each record as u32 length
+ * plus its bytes, before compression. This is what `maxBatchBytes` limits.
+ */
+export function recordBlockBytes(records: readonly Uint8Array[]): number {
+  let size = 0;
+  for (const r of records) size += 4 + r.byteLength;
+  return size;
+}
+
+/**
+ * The size of a batch object's decoded record block as known without
+ * decompressing it: from the object's size when it is uncompressed, from the
+ * zstd frame headers (the sum of their content sizes) when every frame
+ * declares one. Readers use it to budget memory before they decode. The size
+ * is what the headers claim: {@link decodeBatch} still checks it.
+ *
+ * @returns undefined when the size is not declared, or the object is not a
+ * version-1 batch whose frame headers parse.
+ */
+export function declaredBlockBytes(bytes: Uint8Array): number | undefined {
+  if (bytes.byteLength < BATCH_FOOTER_BYTES) return undefined;
+  const end = bytes.byteLength;
+  const version = (bytes[end - 2] as number) | ((bytes[end - 1] as number) << 8);
+  if (version !== BATCH_VERSION) return undefined;
+  const stored = bytes.subarray(0, end - BATCH_FOOTER_BYTES);
+  const code = bytes[end - BATCH_FOOTER_BYTES];
+  if (code === COMPRESSION_CODES.none) return stored.byteLength;
+  if (code === COMPRESSION_CODES.zstd) return zstdDeclaredBytes(stored);
+  return undefined;
+}
+
+/** The limit from options, validated. */
+function maxBatchBytesOf(options: BatchLimitOptions | undefined): number {
+  const max = options?.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+  if (!Number.isSafeInteger(max) || max < 0 || max > MAX_BATCH_BYTES_LIMIT) {
+    throw new InvalidArgumentError(
+      `maxBatchBytes must be a whole number of bytes from 0 to ${MAX_BATCH_BYTES_LIMIT} (1 GiB), got ${String(max)}`,
+    );
+  }
+  return max;
 }
 
 /**
  * Encodes records as a version-1 batch object: the record block (each record
  * as u32 length + bytes), compressed as one unit if asked, then the 7-byte
  * footer.
+ *
+ * @param options.maxBatchBytes the largest record block to build, in bytes
+ * (default {@link DEFAULT_MAX_BATCH_BYTES})
+ * @throws {InvalidArgumentError} for an unknown compression, an invalid
+ * `maxBatchBytes`, or a record block larger than `maxBatchBytes`.
+ *
+ * @example
+ * ```ts
+ * const body = await encodeBatch([record], 'zstd');
+ * ```
  */
 export async function encodeBatch(
   records: readonly Uint8Array[],
   compression: Compression = 'none',
+  options?: BatchLimitOptions,
 ): Promise<Uint8Array> {
   if (!(compression in COMPRESSION_CODES)) {
     throw new InvalidArgumentError(
       `compression must be "none" or "zstd", got ${JSON.stringify(compression)}`,
     );
   }
-  let size = 0;
-  for (const r of records) size += 4 + r.byteLength;
+  const max = maxBatchBytesOf(options);
+  const size = recordBlockBytes(records);
+  if (size > max) {
+    throw new InvalidArgumentError(
+      `a batch of ${records.length} records has a ${size}-byte record block, more than ${max} (maxBatchBytes); split the records into smaller batches, or raise maxBatchBytes here and on every reader`,
+    );
+  }
   if (compression === 'none') {
     // One allocation, not zero-filled: every byte is written below.
     const out = new ByteWriter(uninitialized(size + BATCH_FOOTER_BYTES));
@@ -68,11 +162,35 @@ function writeFooter(w: ByteWriter, compression: Compression, count: number): vo
 /**
  * Decodes a version-1 batch object. Records are views into the decoded block.
  *
+ * A record block larger than `maxBatchBytes` is refused before memory is
+ * allocated for it: an uncompressed one by its size; a zstd one by the
+ * content sizes its frame headers declare, or, when a frame declares none,
+ * by decompressing into a buffer of at most `maxBatchBytes` and stopping as
+ * soon as the output would pass it. So a zstd bomb costs at most about
+ * `maxBatchBytes` of memory, whatever it claims; a block within the limit
+ * costs about twice its size while it decodes (libzstd's output buffer, whose
+ * WebAssembly heap keeps its largest size for reuse, and the copy returned).
+ *
  * @param what the object's location, for error messages
+ * @param options.maxBatchBytes the largest record block to decode, in bytes
+ * (default {@link DEFAULT_MAX_BATCH_BYTES})
  * @throws {CorruptDataError} for a short object, another version, an unknown
- * compression, a truncated record block, or bytes after the last record.
+ * compression, invalid zstd, a zstd frame whose declared size is wrong, a
+ * record block larger than `maxBatchBytes`, a truncated record block, or
+ * bytes after the last record.
+ * @throws {InvalidArgumentError} for an invalid `maxBatchBytes`.
+ *
+ * @example
+ * ```ts
+ * const { records } = await decodeBatch(body, location, { maxBatchBytes: 64 * 1024 * 1024 });
+ * ```
  */
-export async function decodeBatch(bytes: Uint8Array, what = 'batch'): Promise<DecodedBatch> {
+export async function decodeBatch(
+  bytes: Uint8Array,
+  what = 'batch',
+  options?: BatchLimitOptions,
+): Promise<DecodedBatch> {
+  const max = maxBatchBytesOf(options);
   if (bytes.byteLength < BATCH_FOOTER_BYTES) {
     throw new CorruptDataError(
       `${what}: a batch object has at least ${BATCH_FOOTER_BYTES} bytes (its footer), this one has ${bytes.byteLength}`,
@@ -99,7 +217,13 @@ export async function decodeBatch(bytes: Uint8Array, what = 'batch'): Promise<De
     );
   }
   const stored = bytes.subarray(0, bytes.byteLength - BATCH_FOOTER_BYTES);
-  const block = compression === 'zstd' ? await zstdDecompress(stored, what) : stored;
+  if (compression === 'none' && stored.byteLength > max) {
+    throw new CorruptDataError(
+      `${what}: the record block has ${stored.byteLength} bytes, more than ${max} (maxBatchBytes); refusing it (a batch from a writer with a larger limit: raise maxBatchBytes to read it)`,
+      what,
+    );
+  }
+  const block = compression === 'zstd' ? await zstdDecompress(stored, what, max) : stored;
   // Each record takes at least 4 bytes: a count the block cannot hold is corrupt before we allocate for it.
   if (count > block.byteLength / 4) {
     throw new CorruptDataError(
@@ -119,5 +243,5 @@ export async function decodeBatch(bytes: Uint8Array, what = 'batch'): Promise<De
       what,
     );
   }
-  return { records, compression };
+  return { records, compression, blockBytes: block.byteLength };
 }

@@ -1,5 +1,5 @@
 import { CorruptDataError, NotFoundError } from '../errors.ts';
-import { decodeBatch, type DecodedBatch } from '../format/batch.ts';
+import { decodeBatch, type BatchLimitOptions, type DecodedBatch } from '../format/batch.ts';
 import { crc32c } from '../format/crc32c.ts';
 import { entryTrailer, type ManifestEntry, type MetadataItem } from '../format/manifest.ts';
 import type { ObjectStore } from '../store/object-store.ts';
@@ -30,16 +30,16 @@ export function describeEntry(e: ManifestEntry): BatchDescriptor {
 
 /**
  * Reads a batch object and checks it against its descriptor (size and CRC32C
- * when the manifest entry has a trailer), then decodes it.
+ * when the manifest entry has a trailer), without decoding it.
  *
- * @throws {CorruptDataError} naming the location when the object is missing,
- * has another size or checksum than its manifest entry records, or does not decode.
+ * @throws {CorruptDataError} naming the location when the object is missing
+ * or has another size or checksum than its manifest entry records.
  */
-export async function fetchBatch(
+export async function fetchBatchObject(
   store: ObjectStore,
   descriptor: BatchDescriptor,
   signal?: AbortSignal,
-): Promise<DecodedBatch & { sizeBytes: number }> {
+): Promise<Uint8Array> {
   let body: Uint8Array;
   try {
     body = (await store.get(descriptor.location, { signal })).body;
@@ -68,7 +68,25 @@ export async function fetchBatch(
       );
     }
   }
-  const decoded = await decodeBatch(body, descriptor.location);
+  return body;
+}
+
+/**
+ * Reads, checks and decodes a batch object ({@link fetchBatchObject}, then
+ * {@link decodeBatch} bounded by `maxBatchBytes`).
+ *
+ * @throws {CorruptDataError} naming the location when the object is missing,
+ * has another size or checksum than its manifest entry records, does not
+ * decode, or decodes to more than `maxBatchBytes`.
+ */
+export async function fetchBatch(
+  store: ObjectStore,
+  descriptor: BatchDescriptor,
+  signal?: AbortSignal,
+  limits?: BatchLimitOptions,
+): Promise<DecodedBatch & { sizeBytes: number }> {
+  const body = await fetchBatchObject(store, descriptor, signal);
+  const decoded = await decodeBatch(body, descriptor.location, limits);
   return { ...decoded, sizeBytes: body.byteLength };
 }
 

@@ -25,6 +25,8 @@ export interface ManifestSnapshot {
   version: string | undefined;
   /** Size of the stored object in bytes (0 when absent). */
   sizeBytes: number;
+  /** When the store last wrote the manifest; undefined when absent. */
+  lastModified: Date | undefined;
 }
 
 /** An entry to append; its sequence is assigned by the append. */
@@ -83,15 +85,21 @@ export class ManifestQueue {
   /** Reads and decodes the manifest; an absent manifest is an empty queue. */
   async read(signal?: AbortSignal): Promise<ManifestSnapshot> {
     try {
-      const { body, version } = await this.store.get(this.manifestPath, { signal });
+      const { body, version, lastModified } = await this.store.get(this.manifestPath, { signal });
       return {
         manifest: decodeManifest(body, this.manifestPath),
         version,
         sizeBytes: body.byteLength,
+        lastModified,
       };
     } catch (e) {
       if (e instanceof NotFoundError)
-        return { manifest: emptyManifest(), version: undefined, sizeBytes: 0 };
+        return {
+          manifest: emptyManifest(),
+          version: undefined,
+          sizeBytes: 0,
+          lastModified: undefined,
+        };
       throw e;
     }
   }

@@ -1,3 +1,4 @@
+import { systemClock, type Clock } from '../clock.ts';
 import { ClosedError, NotFoundError, PreconditionFailedError } from '../errors.ts';
 import { compareKeys, validateKey, validatePrefix } from './keys.ts';
 import type {
@@ -29,10 +30,20 @@ let nextVersion = 1;
 export class MemoryStore implements ObjectStore {
   readonly description: string;
   private readonly objects: Map<string, StoredObject>;
+  private readonly clock: Clock;
   private closed = false;
 
-  /** @param name Stores with the same name share their objects. */
-  constructor(readonly name: string = `anonymous-${Math.random().toString(36).slice(2)}`) {
+  /**
+   * @param name Stores with the same name share their objects.
+   * @param options.clock where writes through this handle take their
+   * last-modified time, as a server's clock would; tests pass a manual clock
+   * to age objects without sleeping. @default the system clock
+   */
+  constructor(
+    readonly name: string = `anonymous-${Math.random().toString(36).slice(2)}`,
+    options: { clock?: Clock } = {},
+  ) {
+    this.clock = options.clock ?? systemClock;
     this.description = `memory://${name}`;
     let objects = namedStores.get(name);
     if (!objects) {
@@ -98,7 +109,7 @@ export class MemoryStore implements ObjectStore {
     this.objects.set(key, {
       body: Uint8Array.prototype.slice.call(body),
       version,
-      lastModified: new Date(),
+      lastModified: new Date(this.clock.now()),
     });
     return { version };
   }

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from '../errors.ts';
+import { redactUrl } from '../redact.ts';
 import { AzureStore, azureOptionsFromUrl } from './azure-store.ts';
 import { FileStore } from './file-store.ts';
 import { MemoryStore } from './memory-store.ts';
@@ -35,6 +36,21 @@ const SCHEMES =
  * await store.put('greeting', new TextEncoder().encode('hello'), { mode: 'create' });
  */
 export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
+  try {
+    return openStoreUnchecked(url, options);
+  } catch (e) {
+    // decodeURIComponent and fileURLToPath throw bare URIError / TypeError on malformed input.
+    if (e instanceof URIError || (e instanceof TypeError && !(e instanceof InvalidArgumentError))) {
+      throw new InvalidArgumentError(
+        `store URL "${redactUrl(String(url))}" is malformed: ${e instanceof URIError ? 'bad percent-encoding (a "%" must be followed by two hex digits; write "%25" for a literal "%")' : 'it does not name a usable path'}`,
+        e,
+      );
+    }
+    throw e;
+  }
+}
+
+function openStoreUnchecked(url: string, options: OpenStoreOptions): ObjectStore {
   if (typeof url !== 'string' || url.length === 0) {
     throw new InvalidArgumentError(
       `expected a store URL (${SCHEMES}), got ${url === '' ? 'an empty string' : typeof url}`,
@@ -43,14 +59,14 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'file') return new FileStore(filePath(url));
   if (scheme === undefined || !URL.canParse(url)) {
-    throw new InvalidArgumentError(`expected a store URL (${SCHEMES}), got "${redact(url)}"`);
+    throw new InvalidArgumentError(`expected a store URL (${SCHEMES}), got "${redactUrl(url)}"`);
   }
   const parsed = new URL(url);
   switch (scheme) {
     case 'memory': {
-      if (!parsed.hostname)
+      if (!parsed.hostname || parsed.username || parsed.password || parsed.search || parsed.hash)
         throw new InvalidArgumentError(
-          `memory URL: expected memory://<name>[/prefix], got "${url}"`,
+          `memory URL: expected memory://<name>[/prefix] with no credentials or parameters, got "${redactUrl(url)}"`,
         );
       return withPrefix(
         new MemoryStore(parsed.hostname),
@@ -72,7 +88,7 @@ export function openStore(url: string, options: OpenStoreOptions = {}): ObjectSt
       );
     default:
       throw new InvalidArgumentError(
-        `unknown store URL scheme "${scheme}:" in "${redact(url)}"; expected ${SCHEMES}`,
+        `unknown store URL scheme "${scheme}:" in "${redactUrl(url)}"; expected ${SCHEMES}`,
       );
   }
 }
@@ -97,16 +113,21 @@ function filePath(url: string): string {
     try {
       parsed = new URL(url);
     } catch (e) {
-      throw new InvalidArgumentError(`file URL: cannot parse "${url}"`, e);
+      throw new InvalidArgumentError(`file URL: cannot parse "${redactUrl(url)}"`, e);
+    }
+    if (parsed.username || parsed.password) {
+      throw new InvalidArgumentError(
+        `file URL "${redactUrl(url)}": credentials in the URL are not accepted (a local folder needs none)`,
+      );
     }
     if (parsed.hostname !== '' && parsed.hostname !== 'localhost') {
       throw new InvalidArgumentError(
-        `file URL: expected file:///absolute/path or file:./relative/path, got host "${parsed.hostname}" in "${url}"`,
+        `file URL: expected file:///absolute/path or file:./relative/path, got host "${parsed.hostname}" in "${redactUrl(url)}"`,
       );
     }
     if (parsed.search || parsed.hash)
       throw new InvalidArgumentError(
-        `file URL: "${url}" has a query or fragment; expected a plain path`,
+        `file URL: "${redactUrl(url)}" has a query or fragment; expected a plain path`,
       );
     const path = fileURLToPath(parsed);
     if (path === '/')
@@ -114,17 +135,10 @@ function filePath(url: string): string {
     return path;
   }
   const rest = decodeURIComponent(url.slice('file:'.length));
-  if (rest === '' || rest.includes('\0')) {
+  if (rest === '' || rest.includes('\0') || rest.includes('?') || rest.includes('#')) {
     throw new InvalidArgumentError(
-      `file URL: expected file:///absolute/path or file:./relative/path, got "${url}"`,
+      `file URL: expected file:///absolute/path or file:./relative/path, got "${redactUrl(url)}"`,
     );
   }
   return resolve(rest);
-}
-
-/** Removes anything that looks like credentials from a URL before it goes into a message. */
-export function redact(url: string): string {
-  return url
-    .replace(/\/\/[^/@]*@/, '//***@')
-    .replace(/([?&](?:sig|signature|secret|key|token)[^=]*=)[^&]*/gi, '$1***');
 }

@@ -1,5 +1,6 @@
 import type * as S3Sdk from '@aws-sdk/client-s3';
 import { InvalidArgumentError, StorageError } from '../errors.ts';
+import { redactUrl } from '../redact.ts';
 import type { ByteRange, GetResult, ObjectMeta, PutMode, PutResult } from './object-store.ts';
 import {
   collectStream,
@@ -314,8 +315,16 @@ export function s3OptionsFromUrl(
   const endpoint = q.get('endpoint') ?? undefined;
   if (endpoint !== undefined && !URL.canParse(endpoint)) {
     throw new InvalidArgumentError(
-      `s3://${bucket}: endpoint must be a URL such as http://127.0.0.1:7480, got "${endpoint}"`,
+      `s3://${bucket}: endpoint must be a URL such as http://127.0.0.1:7480, got "${redactUrl(endpoint)}"`,
     );
+  }
+  if (endpoint !== undefined) {
+    const e = new URL(endpoint);
+    if (e.username || e.password) {
+      throw new InvalidArgumentError(
+        `s3://${bucket}: the endpoint "${redactUrl(endpoint)}" carries credentials; they are not accepted in URLs: use the standard AWS chain (environment, profile, instance role)`,
+      );
+    }
   }
   return {
     options: {

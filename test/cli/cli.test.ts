@@ -10,40 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTestBucket, reportMissingServer, s3Endpoint } from '../servers.ts';
-
-const bin = new URL('../../dist/cli/main.js', import.meta.url).pathname;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function spillway(
-  args: string[],
-  input?: string | Buffer,
-  env: NodeJS.ProcessEnv = {},
-): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
-
-function ok(r: Run): Run {
-  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
-  return r;
-}
-
-function json<T = Record<string, unknown>>(r: Run): T {
-  return JSON.parse(ok(r).stdout) as T;
-}
+import { bin, json, ok, spillway } from '../support/cli.ts';
 
 interface Dump {
   version: number;
@@ -281,7 +248,7 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
         Buffer.from([5, 0, 0, 0, 1]),
       );
       assert.equal(torn.code, 1);
-      assert.match(torn.stderr, /ends inside a frame/);
+      assert.match(torn.stderr, /ends inside frame/);
       const r = ok(await spillway(['consume', url, '--format', 'ndjson']));
       assert.deepEqual(
         r.stdout
