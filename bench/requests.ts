@@ -1,11 +1,6 @@
 /** Case (g): store requests per GB ingested at default settings, produce to collection. */
-import {
-  Consumer,
-  FaultInjectingStore,
-  GarbageCollector,
-  Producer,
-  type ObjectStore,
-} from '../src/index.ts';
+import { Consumer, GarbageCollector, Producer, type ObjectStore } from '../src/index.ts';
+import { FaultInjectingStore } from '../src/testing.ts';
 import { entryPool } from './stats.ts';
 
 /** Requests by kind per GB of entry bytes. */

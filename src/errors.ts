@@ -5,10 +5,59 @@
  * `cause`. Nothing above `src/store/` sees an SDK error or an HTTP status.
  */
 
+/**
+ * Every `code` a Spillway error carries, and when it occurs. Codes are stable:
+ * match on them (with {@link hasCode}) rather than on messages.
+ *
+ * | code | class | when |
+ * | --- | --- | --- |
+ * | `STORAGE` | StorageError | a store call failed (network, server, OS); `retriable` says whether trying later may help |
+ * | `NOT_FOUND` | NotFoundError | the object does not exist |
+ * | `PRECONDITION_FAILED` | PreconditionFailedError | a conditional write found another version (or the key present, for a create) |
+ * | `OUTCOME_UNKNOWN` | OutcomeUnknownError | a write may or may not have landed, and reading back could not tell |
+ * | `ACCESS_DENIED` | StorageError | the store refused (HTTP 401/403, EACCES, EPERM, EROFS) |
+ * | `CREDENTIALS_MISSING` | StorageError | no credentials in the SDK's chain |
+ * | `CREDENTIALS_INVALID` | StorageError | the credentials were refused |
+ * | `BUCKET_NOT_FOUND` | StorageError | the S3 bucket does not exist |
+ * | `CONTAINER_NOT_FOUND` | StorageError | the Azure container does not exist |
+ * | `NO_SPACE` | StorageError | the local disk or quota is full |
+ * | `UNSAFE_PATH` | StorageError | a symbolic link inside a `file://` store's folder |
+ * | `INJECTED` | StorageError | a fault injected by `FaultInjectingStore` (tests) |
+ * | `DEPENDENCY_MISSING` | SpillwayError | the optional package a store URL needs is not installed |
+ * | `CORRUPT_DATA` | CorruptDataError | stored bytes do not decode or do not match their checksum or size, or exceed `maxBatchBytes` |
+ * | `QUEUE_NOT_FOUND` | QueueNotFoundError | no manifest where one must be (a typo in a path) |
+ * | `INVALID_ARGUMENT` | InvalidArgumentError | a value that can never work: a bad URL, option or key |
+ * | `FENCED` | FencedError | a newer consumer took over |
+ * | `CLOSED` | ClosedError | a call after `close()` or `destroy()` |
+ * | `TIMEOUT` | TimeoutError | `close({ timeoutMs })` ran out of time; what was pending was given up |
+ * | `CLI` | (command line) | a command failed; the message says why |
+ */
+export type ErrorCode =
+  | 'STORAGE'
+  | 'NOT_FOUND'
+  | 'PRECONDITION_FAILED'
+  | 'OUTCOME_UNKNOWN'
+  | 'ACCESS_DENIED'
+  | 'CREDENTIALS_MISSING'
+  | 'CREDENTIALS_INVALID'
+  | 'BUCKET_NOT_FOUND'
+  | 'CONTAINER_NOT_FOUND'
+  | 'NO_SPACE'
+  | 'UNSAFE_PATH'
+  | 'INJECTED'
+  | 'DEPENDENCY_MISSING'
+  | 'CORRUPT_DATA'
+  | 'QUEUE_NOT_FOUND'
+  | 'INVALID_ARGUMENT'
+  | 'FENCED'
+  | 'CLOSED'
+  | 'TIMEOUT'
+  | 'CLI';
+
 /** Options shared by every Spillway error constructor. */
 export interface SpillwayErrorOptions {
   /** Stable machine-readable code; each class has a default. */
-  code?: string;
+  code?: ErrorCode;
   /** Whether repeating the call may succeed and is safe. */
   retriable?: boolean;
   /** The underlying error, if any. */
@@ -17,15 +66,15 @@ export interface SpillwayErrorOptions {
 
 /** Base class of every error Spillway raises. */
 export class SpillwayError extends Error {
-  /** Stable machine-readable code, for example `NOT_FOUND`. */
-  readonly code: string;
+  /** Stable machine-readable code, for example `NOT_FOUND`; see {@link ErrorCode}. */
+  readonly code: ErrorCode;
   /** True when repeating the same call later may succeed and is safe. */
   readonly retriable: boolean;
 
   constructor(message: string, options: SpillwayErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
-    this.code = options.code ?? 'SPILLWAY';
+    this.code = options.code ?? 'STORAGE';
     this.retriable = options.retriable ?? false;
   }
 }
@@ -128,9 +177,24 @@ export class ClosedError extends SpillwayError {
   }
 }
 
-/** Returns true when `error` is a Spillway error with the given code. */
-export function hasCode(error: unknown, code: string): boolean {
-  return error instanceof SpillwayError && error.code === code;
+/**
+ * A graceful `close({ timeoutMs })` ran out of time: the role was destroyed,
+ * and what was still pending (entries not yet durable, acknowledgements not
+ * yet applied) was given up and rejected with this error.
+ */
+export class TimeoutError extends SpillwayError {
+  constructor(message: string) {
+    super(message, { code: 'TIMEOUT', retriable: false });
+  }
+}
+
+/**
+ * Whether `error` carries the given code: any error object with that `code`
+ * (a Spillway error, or one that crossed a boundary where its class was
+ * lost, such as a worker or a second copy of the package).
+ */
+export function hasCode(error: unknown, code: ErrorCode): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
 }
 
 /** The value as an Error, for rethrowing stored failures of unknown type. */

@@ -1,19 +1,22 @@
+import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from './clock.ts';
-import { InvalidArgumentError, QueueNotFoundError } from './errors.ts';
-import { isUlid, ulidTimeMs } from './format/ulid.ts';
+import { classifyBatchObject, oldestUlidTime, type CollectionContext } from './collection-rule.ts';
+import { ClosedError, InvalidArgumentError, NotFoundError, QueueNotFoundError } from './errors.ts';
+import { silentLogger, type Logger } from './logger.ts';
 import { noopMetrics, type Metrics } from './metrics.ts';
-import { ManifestQueue } from './queue/manifest-queue.ts';
-import type { ObjectMeta, ObjectStore } from './store/object-store.ts';
-import { resolveStore } from './store/open-store.ts';
+import { resolveOptions, type OptionSpecs } from './options.ts';
+import type { ManifestQueue } from './queue/manifest-queue.ts';
+import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from './queue/queue.ts';
+import type { ObjectStore, StoreCallOptions } from './store/object-store.ts';
+
+export {
+  classifyBatchObject,
+  type BatchObjectState,
+  type CollectionContext,
+} from './collection-rule.ts';
 
 /** Options of {@link GarbageCollector}. */
-export interface GarbageCollectorOptions {
-  /** The store, as a URL or an {@link ObjectStore}. */
-  store: string | ObjectStore;
-  /** Folder of the batch objects. @default "ingest" */
-  dataPathPrefix?: string;
-  /** Key of the queue manifest. @default "ingest/manifest" */
-  manifestPath?: string;
+export interface GarbageCollectorOptions extends QueueSelector {
   /**
    * Minimum age of an unreferenced batch object before it may be deleted. It
    * must exceed the longest time between the start of a producer's batch
@@ -24,19 +27,33 @@ export interface GarbageCollectorOptions {
    * {@link GarbageCollector}). @default 600000 (10 minutes)
    */
   gcGracePeriodMs?: number;
+  /** Where collections are counted. @default no metrics */
   metrics?: Metrics;
+  /** Where each collection is reported (debug) and failures (warn). @default silent */
+  logger?: Logger;
+  /** The collector's clock. @default the system clock */
   clock?: Clock;
 }
 
 /** Defaults of {@link GarbageCollectorOptions}. */
 export const GC_DEFAULTS = Object.freeze({
-  dataPathPrefix: 'ingest',
-  manifestPath: 'ingest/manifest',
   gcGracePeriodMs: 10 * 60 * 1000,
 });
 
-/** Name, under the data prefix, of the object a collection writes to read the store's clock. */
-export const CLOCK_PROBE_NAME = 'collector.clock';
+const GC_SPECS: OptionSpecs<GarbageCollectorOptions> = {
+  ...QUEUE_SELECTOR_SPECS,
+  gcGracePeriodMs: { kind: 'int', min: 0 },
+  metrics: { kind: 'any' },
+  logger: { kind: 'any' },
+  clock: { kind: 'any' },
+};
+
+/**
+ * Start of the name, under the data prefix, of the object a collection
+ * writes (and deletes) to read the store's clock; a UUID follows.
+ */
+export const CLOCK_PROBE_PREFIX = 'collector.clock.';
+const PROBE_NAME = /^collector\.clock\.[0-9a-f-]{36}$/;
 
 /** What one collection did (or, in a dry run, would do). */
 export interface CollectionResult {
@@ -51,130 +68,135 @@ export interface CollectionResult {
   kept: number;
 }
 
-/** How the collector sees one object under the data prefix. */
-export type BatchObjectState =
-  /** Not named `{ULID}.batch` directly under the data prefix: never touched. */
-  | 'foreign'
-  /** The manifest references it. */
-  | 'referenced'
-  /** Unreferenced, but too young by one of the two clocks, or newer than the oldest entry. */
-  | 'young'
-  /** Unreferenced and old enough by both clocks: a collection deletes it. */
-  | 'collectable';
-
-/** What {@link classifyBatchObject} needs to know about the queue and the time. */
-export interface CollectionContext {
-  /** The data prefix with its trailing "/". */
-  prefix: string;
-  /** Locations the manifest references. */
-  referenced: ReadonlySet<string>;
-  /** ULID time of the oldest referenced batch, or Infinity. */
-  oldestReferencedMs: number;
-  /** The collector's clock. */
-  nowMs: number;
-  /** The store's clock, read before the manifest (never later than the manifest read). */
-  storeNowMs: number;
-  gracePeriodMs: number;
-}
-
-/**
- * The collector's rule for one listed object, shared with `queue stats`.
- * A batch object is collectable only when every condition holds: its name
- * is `{ULID}.batch` directly under the data prefix; the manifest does not
- * reference it; its ULID time is older than the oldest referenced batch's;
- * its ULID time is at least the grace period behind the collector's clock;
- * and its last-modified time is at least the grace period behind the store's
- * clock. The last condition is what makes skew harmless: a producer whose
- * clock runs behind writes old-looking ULIDs, and a collector whose clock
- * runs ahead sees everything as old, but neither moves the store's clock.
- */
-export function classifyBatchObject(meta: ObjectMeta, c: CollectionContext): BatchObjectState {
-  if (!meta.key.startsWith(c.prefix)) return 'foreign';
-  const rest = meta.key.slice(c.prefix.length);
-  if (!rest.endsWith('.batch')) return 'foreign';
-  const ulid = rest.slice(0, -'.batch'.length);
-  if (!isUlid(ulid)) return 'foreign';
-  if (c.referenced.has(meta.key)) return 'referenced';
-  const t = ulidTimeMs(ulid);
-  if (t >= c.oldestReferencedMs) return 'young';
-  if (c.nowMs - t < c.gracePeriodMs) return 'young';
-  if (c.storeNowMs - meta.lastModified.getTime() < c.gracePeriodMs) return 'young';
-  return 'collectable';
-}
-
 /**
  * Deletes batch objects nobody needs, by the rule of
  * {@link classifyBatchObject}.
  *
- * Order of one collection: write a small probe object
- * (`{dataPathPrefix}/collector.clock`) and read back its last-modified time,
- * the store's "now"; then read the manifest; then list. A batch uploaded at
- * store time U and appended at store time A, with A - U below the grace
- * period, is safe: if the manifest read missed its entry, the append came
- * after the read, so the store's now as probed (before the read) is below
- * A, and less than the grace period past U.
+ * Order of one collection: check that the manifest exists and that the data
+ * prefix belongs to it (its marker, see `Queue.checkOwnership`), writing
+ * nothing before; write a fresh probe object
+ * (`{dataPathPrefix}/collector.clock.{uuid}`) and read its last-modified time
+ * from a listing, the store's "now"; read the manifest; list and delete; delete
+ * the probe. A batch uploaded at store time U and appended at store time A,
+ * with A - U below the grace period, is safe: if the manifest read missed its
+ * entry, the append came after the read, so the store's now as probed
+ * (before the read) is below A, and less than the grace period past U. The
+ * probe is a new object each time, so its time is the store's now even if an
+ * earlier object was stamped in the future.
  *
- * What is still assumed: the store gives every object its last-modified time
- * from one clock that does not jump back by more than the grace period (true
- * of S3, Azure and GCS, of one machine's file system, and of the memory
- * store); batch objects are written once (create-only) and never touched
- * again, so their last-modified time is their upload's; and no producer
- * takes longer than the grace period from the start of a batch upload to the
- * end of its append. Clocks of producer and collector hosts may be wrong by
- * any amount. Stores that keep last-modified times to the second (S3) make
- * the effective grace up to a second shorter.
+ * What is still assumed: the store stamps every new object from one clock
+ * that does not jump back by more than the grace period (true of S3, Azure
+ * and GCS, of one machine's file system, and of the memory store); batch
+ * objects are written once (create-only) and never touched again, so their
+ * last-modified time is their upload's; and no producer takes longer than the
+ * grace period from the start of a batch upload to the end of its append.
+ * Clocks of producer and collector hosts may be wrong by any amount. Stores
+ * that keep last-modified times to the second make the effective grace up to
+ * a second shorter.
  *
- * A collection refuses to run, with {@link QueueNotFoundError}, when the
- * manifest does not exist: without it every batch object would look
- * unreferenced, so a typo in the manifest path would delete the backlog.
+ * Refusals, so that a mistyped path never deletes a backlog: no manifest at
+ * the path ({@link QueueNotFoundError}); a data prefix whose marker names
+ * another manifest, or a manifest whose entries all lie under another prefix
+ * ({@link InvalidArgumentError}). A manifest that never had an entry (next
+ * sequence 0, as one a consumer created at a mistyped path) references
+ * nothing, and nothing is collected for it.
  */
 export class GarbageCollector {
+  /** The queue collected. */
+  readonly queue: Queue;
   private readonly store: ObjectStore;
-  private readonly queue: ManifestQueue;
+  private readonly manifest: ManifestQueue;
+  private readonly ownsQueue: boolean;
   private readonly prefix: string;
   private readonly gracePeriodMs: number;
   private readonly metrics: Metrics;
+  private readonly logger: Logger;
   private readonly clock: Clock;
+  private closed = false;
 
+  /** @throws {InvalidArgumentError} for bad options. */
   constructor(options: GarbageCollectorOptions) {
-    const grace = options.gcGracePeriodMs ?? GC_DEFAULTS.gcGracePeriodMs;
-    if (!Number.isSafeInteger(grace) || grace < 0) {
-      throw new InvalidArgumentError(
-        `gcGracePeriodMs must be an integer >= 0, got ${String(grace)}`,
-      );
-    }
-    this.store = resolveStore(options.store);
-    this.metrics = options.metrics ?? noopMetrics;
-    this.clock = options.clock ?? systemClock;
-    this.prefix = `${options.dataPathPrefix ?? GC_DEFAULTS.dataPathPrefix}/`;
-    this.gracePeriodMs = grace;
-    this.queue = new ManifestQueue({
-      store: this.store,
-      manifestPath: options.manifestPath ?? GC_DEFAULTS.manifestPath,
+    const o = resolveOptions('GarbageCollector', GC_SPECS, GC_DEFAULTS, options);
+    const { queue, owned } = Queue.select('GarbageCollector', o);
+    this.queue = queue;
+    this.ownsQueue = owned;
+    this.store = queue.store;
+    this.metrics = o.metrics ?? noopMetrics;
+    this.logger = o.logger ?? silentLogger;
+    this.clock = o.clock ?? systemClock;
+    this.prefix = `${queue.dataPathPrefix}/`;
+    this.gracePeriodMs = o.gcGracePeriodMs as number;
+    this.manifest = queue.manifestQueue({
       metrics: this.metrics,
+      logger: this.logger,
+      clock: this.clock,
     });
   }
 
   /**
    * Runs one collection. With `dryRun`, deletes nothing and reports what it
-   * would delete (it still writes the clock probe).
+   * would delete (it still writes, and deletes, its clock probe).
    *
    * @throws {QueueNotFoundError} when there is no manifest at the path given.
+   * @throws {InvalidArgumentError} when the data prefix does not go with the manifest.
    */
-  async run(options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<CollectionResult> {
+  async run(options: StoreCallOptions & { dryRun?: boolean } = {}): Promise<CollectionResult> {
+    if (this.closed) throw new ClosedError('garbage collector');
     const started = performance.now();
-    const storeNowMs = await this.probeStoreClock(options.signal);
-    const snapshot = await this.queue.read(options.signal);
-    if (snapshot.version === undefined) {
-      throw new QueueNotFoundError(
-        this.queue.manifestPath,
-        `${this.store.description}: no manifest at "${this.queue.manifestPath}"; refusing to collect, since every batch object under "${this.prefix}" would look unreferenced (check the manifest path and the URL)`,
+    // Nothing is written before the queue is known to exist and to own the data prefix.
+    try {
+      await this.store.head(this.queue.manifestPath, options);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw this.noManifest();
+      throw e;
+    }
+    await this.queue.checkOwnership(options);
+    const probe = await this.probeStoreClock(options.signal);
+    try {
+      return await this.collect(probe.storeNowMs, probe.key, started, options);
+    } finally {
+      await this.store.delete(probe.key).catch(() => undefined);
+    }
+  }
+
+  /** Releases what the collector opened (a store given as a URL). Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsQueue) await this.queue.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private noManifest(): QueueNotFoundError {
+    return new QueueNotFoundError(
+      this.queue.manifestPath,
+      `${this.store.description}: no manifest at "${this.queue.manifestPath}"; refusing to collect, since every batch object under "${this.prefix}" would look unreferenced (check the manifest path and the URL)`,
+    );
+  }
+
+  private async collect(
+    storeNowMs: number,
+    probeKey: string,
+    started: number,
+    options: StoreCallOptions & { dryRun?: boolean },
+  ): Promise<CollectionResult> {
+    const snapshot = await this.manifest.read(options.signal);
+    if (snapshot.version === undefined) throw this.noManifest();
+    const { entries, nextSequence } = snapshot.manifest;
+    if (entries.length > 0 && !entries.some((e) => e.location.startsWith(this.prefix))) {
+      throw new InvalidArgumentError(
+        `${this.store.description}: the manifest "${this.queue.manifestPath}" references no batch under "${this.prefix}" (its batches are under "${entries[0]?.location.replace(/[^/]*$/, '')}"); refusing to collect: the data prefix does not go with this manifest`,
       );
     }
     const context: CollectionContext = {
       prefix: this.prefix,
-      referenced: new Set(snapshot.manifest.entries.map((e) => e.location)),
-      oldestReferencedMs: oldestUlidTime(snapshot.manifest.entries, this.prefix),
+      referenced: new Set(entries.map((e) => e.location)),
+      // A manifest that never had an entry is the queue of no batch here: nothing is
+      // older than its oldest batch, so nothing is collected.
+      oldestReferencedMs: nextSequence === 0 ? -Infinity : oldestUlidTime(entries, this.prefix),
       nowMs: this.clock.now(),
       storeNowMs,
       gracePeriodMs: this.gracePeriodMs,
@@ -186,15 +208,29 @@ export class GarbageCollector {
       failed: [],
       kept: 0,
     };
+    const staleProbes: string[] = [];
     for await (const meta of this.store.list(this.prefix, options)) {
       const state = classifyBatchObject(meta, context);
-      if (state === 'foreign') continue;
+      if (state === 'foreign') {
+        // Probes of collectors that died before deleting theirs.
+        const name = meta.key.slice(this.prefix.length);
+        if (
+          PROBE_NAME.test(name) &&
+          meta.key !== probeKey &&
+          storeNowMs - meta.lastModified.getTime() >= this.gracePeriodMs
+        )
+          staleProbes.push(meta.key);
+        continue;
+      }
       if (state !== 'collectable') {
         result.kept++;
         continue;
       }
       result.deleted.push(meta.key);
       result.bytesDeleted += meta.size;
+    }
+    if (!result.dryRun && staleProbes.length > 0) {
+      await this.store.deleteMany(staleProbes, options).catch(() => undefined);
     }
     if (!result.dryRun && result.deleted.length > 0) {
       try {
@@ -208,36 +244,45 @@ export class GarbageCollector {
         result.bytesDeleted = 0;
         this.metrics.increment('buffer.gc_files_failed', result.failed.length);
         this.metrics.observe('buffer.gc_duration_seconds', (performance.now() - started) / 1000);
+        this.logger.warn(
+          { queue: this.queue.description, objects: result.failed.length, error: String(e) },
+          'collection: deleting failed',
+        );
         throw e;
       }
     }
     this.metrics.observe('buffer.gc_duration_seconds', (performance.now() - started) / 1000);
+    this.logger.debug(
+      {
+        queue: this.queue.description,
+        dryRun: result.dryRun,
+        deleted: result.deleted.length,
+        bytesDeleted: result.bytesDeleted,
+        kept: result.kept,
+      },
+      'collection done',
+    );
     return result;
   }
 
-  /** Writes the probe object and returns the last-modified time the store gave it, as listed. */
-  private async probeStoreClock(signal?: AbortSignal): Promise<number> {
-    const key = `${this.prefix}${CLOCK_PROBE_NAME}`;
-    await this.store.put(key, new TextEncoder().encode(String(this.clock.now())), { signal });
-    // Another collector may overwrite the probe in between: its time is also
-    // one the store gave before our manifest read, so either reading is safe.
+  /**
+   * Writes a fresh probe object and returns its key and the last-modified
+   * time the store gave it, as listed. Fresh: an object written once, so its
+   * time is the store's now, whatever time an earlier object was given.
+   */
+  private async probeStoreClock(
+    signal: AbortSignal | undefined,
+  ): Promise<{ key: string; storeNowMs: number }> {
+    const key = `${this.prefix}${CLOCK_PROBE_PREFIX}${randomUUID()}`;
+    await this.store.put(key, new TextEncoder().encode(String(this.clock.now())), {
+      mode: 'create',
+      signal,
+    });
     // The time is read from a listing, as the batches' are: S3 servers list
     // times to the millisecond but HEAD them to the second.
     for await (const meta of this.store.list(key, { signal })) {
-      if (meta.key === key) return meta.lastModified.getTime();
+      if (meta.key === key) return { key, storeNowMs: meta.lastModified.getTime() };
     }
-    return (await this.store.head(key, { signal })).lastModified.getTime();
+    return { key, storeNowMs: (await this.store.head(key, { signal })).lastModified.getTime() };
   }
-}
-
-/** ULID time of the oldest batch named `{prefix}{ULID}.batch` among `entries`, or Infinity. */
-export function oldestUlidTime(entries: readonly { location: string }[], prefix: string): number {
-  let oldest = Infinity;
-  for (const e of entries) {
-    const name = e.location.startsWith(prefix)
-      ? e.location.slice(prefix.length, -'.batch'.length)
-      : '';
-    if (isUlid(name)) oldest = Math.min(oldest, ulidTimeMs(name));
-  }
-  return oldest;
 }

@@ -1,6 +1,10 @@
 /**
  * Spillway: a durable ingestion buffer on object storage.
  *
+ * The main entry point: queues, producers, consumers, the collector, the
+ * stores. Test tools live in `spillway/testing`; codecs and other pieces the
+ * command line and benchmarks use live in `spillway/internal`.
+ *
  * @packageDocumentation
  */
 export {
@@ -14,7 +18,9 @@ export {
   FencedError,
   ClosedError,
   QueueNotFoundError,
+  TimeoutError,
   hasCode,
+  type ErrorCode,
   type SpillwayErrorOptions,
 } from './errors.ts';
 export type {
@@ -31,35 +37,37 @@ export type {
 } from './store/object-store.ts';
 export { openStore, resolveStore, type OpenStoreOptions } from './store/open-store.ts';
 export { MemoryStore } from './store/memory-store.ts';
-export { FileStore } from './store/file-store.ts';
+export { FileStore, type FileStoreOptions } from './store/file-store.ts';
 export { S3Store, type S3StoreOptions } from './store/s3-store.ts';
 export { AzureStore, type AzureStoreOptions } from './store/azure-store.ts';
 export { PrefixStore } from './store/prefix-store.ts';
-export {
-  FaultInjectingStore,
-  type FaultInjectingStoreOptions,
-  type FaultStats,
-  type RandomFaults,
-  type StoreCall,
-  type StoreHook,
-  type StoreOperation,
-} from './store/fault-injecting-store.ts';
-export { RETRY_DEFAULTS, type RetryOptions } from './store/retry.ts';
+export { RetryingStore, type RetryingStoreOptions } from './store/retrying-store.ts';
 export type { RemoteStoreOptions } from './store/remote-store.ts';
+export { RETRY_DEFAULTS, type RetryPolicy } from './retry.ts';
+export {
+  Queue,
+  QUEUE_DEFAULTS,
+  type QueueOptions,
+  type QueueSelector,
+  type QueueStats,
+  type PeekOptions,
+  type Batch,
+} from './queue/queue.ts';
 export {
   Producer,
   PRODUCER_DEFAULTS,
   type ProducerOptions,
+  type ProduceOptions,
   type ProduceHandle,
   type DurableResult,
-} from './producer.ts';
+} from './producer/producer.ts';
 export {
   Consumer,
   CONSUMER_DEFAULTS,
   type ConsumerOptions,
-  type Batch,
+  type CallOptions,
   type BatchDescriptor,
-} from './consumer.ts';
+} from './consumer/consumer.ts';
 export {
   GarbageCollector,
   GC_DEFAULTS,
@@ -67,6 +75,8 @@ export {
   type CollectionResult,
 } from './gc.ts';
 export { type Metrics, type MetricLabels, noopMetrics, InMemoryMetrics } from './metrics.ts';
-export { type Clock, systemClock, ManualClock } from './clock.ts';
+export { type Logger, type LogFields, silentLogger } from './logger.ts';
+export { type Clock, type ClockTimer, type TimerOptions, systemClock } from './clock.ts';
+export { DEFAULT_MAX_BATCH_BYTES } from './format/batch.ts';
 export type { Compression } from './format/compression.ts';
 export type { MetadataItem } from './format/manifest.ts';

@@ -2,9 +2,7 @@ import { Command } from 'commander';
 import { CorruptDataError, NotFoundError } from '../errors.ts';
 import { BATCH_FOOTER_BYTES, decodeBatch } from '../format/batch.ts';
 import { crc32c } from '../format/crc32c.ts';
-import { ManifestQueue } from '../queue/manifest-queue.ts';
 import { describeEntry, hex, type BatchDescriptor } from '../queue/batch-fetch.ts';
-import { noopMetrics } from '../metrics.ts';
 import { redactUrl } from '../redact.ts';
 import {
   asText,
@@ -12,7 +10,7 @@ import {
   formatBytes,
   intOption,
   jsonOption,
-  openCliStore,
+  openCliQueue,
   printJson,
   queueOptions,
   writeOut,
@@ -40,7 +38,8 @@ export function batchCommand(): Command {
           .option('--hex', 'show records as hex even when they are text'),
       ),
     ).action(async (url: string, location: string, o: InspectOptions) => {
-      const store = openCliStore(url);
+      const queue = openCliQueue(url, o);
+      const store = queue.store;
       try {
         let body: Uint8Array;
         try {
@@ -51,13 +50,7 @@ export function batchCommand(): Command {
           throw e;
         }
         // The manifest entry, when the batch is still queued, holds its size and checksum.
-        const { manifest } = await new ManifestQueue({
-          store,
-          manifestPath: o.manifestPath,
-          metrics: noopMetrics,
-        })
-          .read()
-          .catch(() => ({ manifest: undefined }));
+        const { manifest } = await queue.readManifest().catch(() => ({ manifest: undefined }));
         const entry = manifest?.entries.find((e) => e.location === location);
         const d: BatchDescriptor | undefined = entry ? describeEntry(entry) : undefined;
         const actualCrc = crc32c(body);
@@ -139,7 +132,7 @@ export function batchCommand(): Command {
         ];
         await writeOut(lines.join('\n') + '\n');
       } finally {
-        await store.close();
+        await queue.close();
       }
     }),
   );

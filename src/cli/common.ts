@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
-import { InvalidArgumentError, SpillwayError } from '../errors.ts';
-import { ManifestQueue, type ManifestSnapshot } from '../queue/manifest-queue.ts';
-import { noopMetrics } from '../metrics.ts';
+import { InvalidArgumentError, QueueNotFoundError, SpillwayError } from '../errors.ts';
+import type { ManifestSnapshot } from '../queue/manifest-queue.ts';
+import { Queue, QUEUE_DEFAULTS } from '../queue/queue.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { openStore } from '../store/open-store.ts';
 import { redactUrl, scrubSecrets } from '../redact.ts';
-import { PRODUCER_DEFAULTS } from '../producer.ts';
 
 /** Options every command that opens a queue accepts. */
 export interface QueueOptions {
@@ -18,12 +17,8 @@ export interface QueueOptions {
 /** Adds `--manifest-path`, `--data-prefix` and `--verbose` to a command. */
 export function queueOptions(command: Command): Command {
   return command
-    .option('--manifest-path <key>', 'key of the queue manifest', PRODUCER_DEFAULTS.manifestPath)
-    .option(
-      '--data-prefix <prefix>',
-      'folder of the batch objects',
-      PRODUCER_DEFAULTS.dataPathPrefix,
-    )
+    .option('--manifest-path <key>', 'key of the queue manifest', QUEUE_DEFAULTS.manifestPath)
+    .option('--data-prefix <prefix>', 'folder of the batch objects', QUEUE_DEFAULTS.dataPathPrefix)
     .option('--verbose', 'print stack traces of errors');
 }
 
@@ -37,20 +32,26 @@ export function openCliStore(url: string): ObjectStore {
   return openStore(url);
 }
 
+/** The queue a command names: its URL and the path options; close it when done. */
+export function openCliQueue(url: string, o: QueueOptions): Queue {
+  return Queue.open({ store: url, manifestPath: o.manifestPath, dataPathPrefix: o.dataPrefix });
+}
+
 /** Reads the manifest; a missing one is an error that names where it was looked for. */
-export async function readExistingManifest(
-  store: ObjectStore,
-  url: string,
-  manifestPath: string,
-): Promise<ManifestSnapshot> {
-  const queue = new ManifestQueue({ store, manifestPath, metrics: noopMetrics });
-  const snapshot = await queue.read();
-  if (snapshot.version === undefined) {
-    throw new CliError(
-      `no manifest at "${manifestPath}" in ${redactUrl(url)}: nothing was ever produced there, or --manifest-path / the URL is wrong`,
-    );
+export async function readExistingManifest(queue: Queue, url: string): Promise<ManifestSnapshot> {
+  try {
+    return await queue.readExistingManifest();
+  } catch (e) {
+    if (e instanceof QueueNotFoundError) throw noManifest(queue, url);
+    throw e;
   }
-  return snapshot;
+}
+
+/** The one-line error for a queue whose manifest is not where the command looked. */
+export function noManifest(queue: Queue, url: string): CliError {
+  return new CliError(
+    `no manifest at "${queue.manifestPath}" in ${redactUrl(url)}: nothing was ever produced there, or --manifest-path / the URL is wrong`,
+  );
 }
 
 /** A runtime failure of a command, reported in one line with exit code 1. */
@@ -84,17 +85,24 @@ export function describeError(e: unknown, verbose: boolean): string {
  * (an unset shell variable), a sign, `1e3`, `0x10` or `1.0` is a usage error
  * naming the option, never a silent 0.
  */
-export function intOption(name: string, min = 0): (value: string) => number {
+export function intOption(
+  name: string,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): (value: string) => number {
   return (value: string) => {
     const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
-    if (!Number.isSafeInteger(n) || n < min) {
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
       throw new UsageError(
-        `${name} expects an integer >= ${min} written in decimal digits, got ${JSON.stringify(value)}`,
+        `${name} expects an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`} written in decimal digits, got ${JSON.stringify(value)}`,
       );
     }
     return n;
   };
 }
+
+/** Longest delay a timer can wait, in ms (about 24.8 days); longer ones fire at once in Node. */
+export const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Writes to stdout and resolves once the bytes are handed to the OS, so a

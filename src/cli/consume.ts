@@ -1,15 +1,15 @@
 import { Command, Option } from 'commander';
-import { Consumer, type Batch } from '../consumer.ts';
-import { describeEntry, fetchBatch } from '../queue/batch-fetch.ts';
-import { ManifestQueue } from '../queue/manifest-queue.ts';
-import { noopMetrics } from '../metrics.ts';
-import { delay } from '../store/retry.ts';
-import type { ObjectStore } from '../store/object-store.ts';
+import { sleep } from '../clock.ts';
+import { Consumer } from '../consumer/consumer.ts';
+import { InvalidArgumentError } from '../errors.ts';
+import type { Batch, Queue } from '../queue/queue.ts';
 import {
   asText,
   CliError,
   intOption,
-  openCliStore,
+  MAX_TIMER_MS,
+  openCliQueue,
+  readExistingManifest,
   queueOptions,
   UsageError,
   type QueueOptions,
@@ -109,9 +109,9 @@ function writeBytes(bytes: Buffer): Promise<void> {
 }
 
 /** Refuses a start beyond the end of the queue: it would skip what is appended meanwhile. */
-async function checkFromSequence(queue: ManifestQueue, from: number | undefined): Promise<void> {
+async function checkFromSequence(queue: Queue, from: number | undefined): Promise<void> {
   if (from === undefined) return;
-  const { manifest } = await queue.read();
+  const { manifest } = await queue.readManifest();
   if (from > manifest.nextSequence) {
     throw new UsageError(
       `--from-sequence ${from} is past the end of the queue (its next sequence is ${manifest.nextSequence}); expected at most ${manifest.nextSequence}`,
@@ -121,31 +121,25 @@ async function checkFromSequence(queue: ManifestQueue, from: number | undefined)
 
 /** Prints batches without acknowledging them, and without fencing the queue's consumer. */
 async function peek(
-  store: ObjectStore,
-  queue: ManifestQueue,
+  queue: Queue,
   o: ConsumeOptions,
   signal: AbortSignal,
   count: (b: Batch) => void,
 ): Promise<void> {
-  let after = (o.fromSequence ?? 0) - 1;
-  while (!signal.aborted) {
-    const { manifest } = await queue.read(signal);
-    for (const e of manifest.entries) {
-      if (e.sequence <= after || signal.aborted) continue;
-      const d = describeEntry(e);
-      const { records } = await fetchBatch(store, d, signal);
-      const batch = {
-        sequence: d.sequence,
-        location: d.location,
-        entries: records,
-        metadata: d.metadata,
-      };
+  try {
+    for await (const batch of queue.peek({
+      fromSequence: o.fromSequence,
+      follow: o.follow,
+      pollIntervalMs: o.pollIntervalMs,
+      signal,
+    })) {
       await writeBytes(renderBatch(batch, o.format));
       count(batch);
-      after = e.sequence;
     }
-    if (!o.follow) return;
-    await delay(o.pollIntervalMs, signal).catch(() => undefined);
+  } catch (e) {
+    // The end of the queue moved back meanwhile: a usage error, as checked before.
+    if (e instanceof InvalidArgumentError) throw new UsageError(e.message);
+    throw e;
   }
 }
 
@@ -220,12 +214,12 @@ export function consumeCommand(): Command {
       .option(
         '--poll-interval-ms <ms>',
         'wait between manifest reads with --follow',
-        intOption('--poll-interval-ms', 1),
+        intOption('--poll-interval-ms', 1, MAX_TIMER_MS),
         1000,
       ),
   ).action(async (url: string, o: ConsumeOptions) => {
     if (o.json) o.format = 'ndjson';
-    const store = openCliStore(url);
+    const queue = openCliQueue(url, o);
     const stop = new StopSignals();
     let entries = 0;
     let batches = 0;
@@ -238,17 +232,16 @@ export function consumeCommand(): Command {
       entries += b.entries.length;
       batches++;
     };
-    const queue = new ManifestQueue({ store, manifestPath: o.manifestPath, metrics: noopMetrics });
     try {
       await checkFromSequence(queue, o.fromSequence);
+      // Reading a queue that is not there is a mistake (a typo), unless waiting for it.
+      if (o.peek && !o.follow) await readExistingManifest(queue, url);
       if (o.peek) {
-        await peek(store, queue, o, stop.signal, count);
+        await peek(queue, o, stop.signal, count);
         return;
       }
       const consumer = await Consumer.open({
-        store,
-        manifestPath: o.manifestPath,
-        dataPathPrefix: o.dataPrefix,
+        queue,
         gcIntervalMs: 0,
         ...(o.fromSequence !== undefined ? { lastAckedSequence: o.fromSequence - 1 } : {}),
       });
@@ -259,10 +252,18 @@ export function consumeCommand(): Command {
           if (!batch) {
             await acks.ack();
             if (!o.follow) break;
-            await delay(o.pollIntervalMs, stop.signal).catch(() => undefined);
+            await sleep(o.pollIntervalMs, { signal: stop.signal }).catch(() => undefined);
             continue;
           }
-          await writeBytes(renderBatch(batch, o.format));
+          let bytes: Buffer;
+          try {
+            bytes = renderBatch(batch, o.format);
+          } catch (e) {
+            // The batches written before the refused one are done: acknowledge them.
+            await acks.ack();
+            throw e;
+          }
+          await writeBytes(bytes);
           count(batch);
           await acks.wrote(batch.sequence);
         }
@@ -273,7 +274,7 @@ export function consumeCommand(): Command {
     } finally {
       stop.dispose();
       status.stop();
-      await store.close();
+      await queue.close();
       if (process.stderr.isTTY)
         process.stderr.write(
           `consumed ${entries} entries in ${batches} batches${o.peek ? ' (peek: nothing acknowledged)' : ''}\n`,

@@ -1,9 +1,7 @@
 import { Command } from 'commander';
-import { ManifestQueue } from '../queue/manifest-queue.ts';
-import { noopMetrics } from '../metrics.ts';
 import {
   jsonOption,
-  openCliStore,
+  openCliQueue,
   printJson,
   queueOptions,
   readExistingManifest,
@@ -24,21 +22,17 @@ export function consumerCommand(): Command {
           .argument('<url>', 'store URL'),
       ),
     ).action(async (url: string, o: QueueOptions) => {
-      const store = openCliStore(url);
+      const queue = openCliQueue(url, o);
       try {
-        const before = (await readExistingManifest(store, url, o.manifestPath)).manifest.epoch;
-        const epoch = await new ManifestQueue({
-          store,
-          manifestPath: o.manifestPath,
-          metrics: noopMetrics,
-        }).fence();
+        const before = (await readExistingManifest(queue, url)).manifest.epoch;
+        const epoch = await queue.manifestQueue().fence();
         if (o.json) await printJson({ previous_epoch: before, epoch });
         else
           await writeOut(
             `epoch raised from ${before} to ${epoch}: consumers holding an older epoch are fenced\n`,
           );
       } finally {
-        await store.close();
+        await queue.close();
       }
     }),
   );

@@ -1,15 +1,22 @@
 import { asError } from '../errors.ts';
 import { Command, Option } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { Consumer } from '../consumer.ts';
+import { sleep } from '../clock.ts';
+import { Consumer } from '../consumer/consumer.ts';
 import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
 import type { Metrics } from '../metrics.ts';
-import { Producer } from '../producer.ts';
+import { Producer } from '../producer/producer.ts';
 import type { Compression } from '../format/compression.ts';
 import { openStore } from '../store/open-store.ts';
 import { redactUrl } from '../redact.ts';
-import { delay } from '../store/retry.ts';
-import { formatBytes, formatDuration, intOption, printJson, writeOut } from './common.ts';
+import {
+  formatBytes,
+  formatDuration,
+  intOption,
+  MAX_TIMER_MS,
+  printJson,
+  writeOut,
+} from './common.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
 import { StopSignals } from './stop-signals.ts';
 
@@ -60,7 +67,7 @@ export function demoCommand(): Command {
     .option(
       '--duration-s <s>',
       'seconds to produce for; 0 runs until Ctrl-C',
-      intOption('--duration-s'),
+      intOption('--duration-s', 0, Math.floor(MAX_TIMER_MS / 1000)),
       10,
     )
     .option('--entry-bytes <n>', 'size of each entry', intOption('--entry-bytes', 16), 256)
@@ -73,7 +80,7 @@ export function demoCommand(): Command {
     .option(
       '--flush-interval-ms <ms>',
       'producer flush interval (0: group commit)',
-      intOption('--flush-interval-ms'),
+      intOption('--flush-interval-ms', 0, MAX_TIMER_MS),
       20,
     )
     .option(
@@ -147,7 +154,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       const batch = await consumer.next();
       if (!batch) {
         if (finished) return;
-        await delay(10);
+        await sleep(10);
         continue;
       }
       state.consumed += batch.entries.length;

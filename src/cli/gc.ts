@@ -5,7 +5,7 @@ import {
   intOption,
   jsonOption,
   plural,
-  openCliStore,
+  openCliQueue,
   printJson,
   queueOptions,
   writeOut,
@@ -30,14 +30,9 @@ export function gcCommand(): Command {
         ),
     ),
   ).action(async (url: string, o: QueueOptions & { dryRun?: boolean; gracePeriodMs: number }) => {
-    const store = openCliStore(url);
+    const queue = openCliQueue(url, o);
     try {
-      const gc = new GarbageCollector({
-        store,
-        manifestPath: o.manifestPath,
-        dataPathPrefix: o.dataPrefix,
-        gcGracePeriodMs: o.gracePeriodMs,
-      });
+      const gc = new GarbageCollector({ queue, gcGracePeriodMs: o.gracePeriodMs });
       const r = await gc.run({ dryRun: o.dryRun ?? false });
       if (o.json) {
         await printJson({
@@ -55,7 +50,7 @@ export function gcCommand(): Command {
       );
       await writeOut(lines.join('\n') + '\n');
     } finally {
-      await store.close();
+      await queue.close();
     }
   });
 }

@@ -8,6 +8,7 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { batchCommand } from './batch.ts';
+import { scrubSecrets } from '../redact.ts';
 import { describeError, exitCodeOf, isBrokenPipe } from './common.ts';
 import { consumeCommand } from './consume.ts';
 import { consumerCommand } from './consumer.ts';
@@ -33,7 +34,8 @@ export function program(): Command {
     .version(pkg.version)
     .showSuggestionAfterError()
     .configureOutput({
-      outputError: (text, write) => write(`spillway: ${text.replace(/^error: /, '').trim()}\n`),
+      outputError: (text, write) =>
+        write(`spillway: ${scrubSecrets(text.replace(/^error: /, '').trim())}\n`),
     });
   for (const c of [
     manifestCommand(),
@@ -50,7 +52,8 @@ export function program(): Command {
   const strict = (c: Command): void => {
     c.exitOverride();
     c.configureOutput({
-      outputError: (text, write) => write(`spillway: ${text.replace(/^error: /, '').trim()}\n`),
+      outputError: (text, write) =>
+        write(`spillway: ${scrubSecrets(text.replace(/^error: /, '').trim())}\n`),
     });
     for (const sub of c.commands) strict(sub);
   };

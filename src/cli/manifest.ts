@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { MANIFEST_VERSION, entryTrailer, type Manifest } from '../format/manifest.ts';
 import {
   jsonOption,
-  openCliStore,
+  openCliQueue,
   printJson,
   queueOptions,
   readExistingManifest,
@@ -54,12 +54,12 @@ export function manifestCommand(): Command {
           .argument('<url>', 'store URL, e.g. file:///var/spool/q or s3://bucket/prefix'),
       ),
     ).action(async (url: string, o: QueueOptions) => {
-      const store = openCliStore(url);
+      const queue = openCliQueue(url, o);
       try {
-        const { manifest: m } = await readExistingManifest(store, url, o.manifestPath);
+        const { manifest: m } = await readExistingManifest(queue, url);
         await printJson(manifestJson(m));
       } finally {
-        await store.close();
+        await queue.close();
       }
     }),
   );

@@ -43,7 +43,8 @@ export class PipeReaders {
   /**
    * `'present'` when a process other than this one holds the pipe open for
    * reading, `'gone'` when none does, `'unknown'` when it cannot be told (not
-   * a Linux pipe, or some processes' descriptors could not be read).
+   * a Linux pipe, or a process of the same pipeline belongs to another user
+   * whose descriptors cannot be read).
    */
   async status(): Promise<'present' | 'gone' | 'unknown'> {
     if (this.inode === undefined) return 'unknown';
@@ -54,7 +55,10 @@ export class PipeReaders {
       this.known = still;
       return 'present';
     }
-    let unreadable = false;
+    // Processes whose descriptors we may not read (another user's) could be the reader
+    // only if they share our pipeline: children of our parent (the shell), as
+    // `spillway consume | sudo tee` is. Anyone else cannot hold our stdout.
+    let unreadableSibling = false;
     const found: string[] = [];
     let pids: string[];
     try {
@@ -68,8 +72,11 @@ export class PipeReaders {
       try {
         fds = await readdir(`/proc/${pid}/fd`);
       } catch (e) {
-        // A process that ended meanwhile is no reader; one we may not inspect might be.
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') unreadable = true;
+        if (
+          (e as NodeJS.ErrnoException).code !== 'ENOENT' &&
+          (await parentOf(pid)) === process.ppid
+        )
+          unreadableSibling = true;
         continue;
       }
       for (const fd of fds) {
@@ -79,7 +86,19 @@ export class PipeReaders {
     }
     this.known = found;
     if (found.length > 0) return 'present';
-    return unreadable ? 'unknown' : 'gone';
+    return unreadableSibling ? 'unknown' : 'gone';
+  }
+}
+
+/** The parent pid of a process, from `/proc/<pid>/stat` (readable by anyone). */
+async function parentOf(pid: string): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ")" ends it.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[1]);
+  } catch {
+    return undefined;
   }
 }
 

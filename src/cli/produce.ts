@@ -1,15 +1,16 @@
 import { asError } from '../errors.ts';
 import { Command, Option } from 'commander';
-import { Producer, PRODUCER_DEFAULTS } from '../producer.ts';
+import { Producer, PRODUCER_DEFAULTS } from '../producer/producer.ts';
 import { DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
 import type { Compression } from '../format/compression.ts';
 import {
   formatBytes,
   formatDuration,
   intOption,
+  MAX_TIMER_MS,
   jsonOption,
   plural,
-  openCliStore,
+  openCliQueue,
   printJson,
   queueOptions,
   writeOut,
@@ -55,7 +56,7 @@ export function produceCommand(): Command {
         .option(
           '--flush-interval-ms <ms>',
           'producer flush interval (0: group commit)',
-          intOption('--flush-interval-ms'),
+          intOption('--flush-interval-ms', 0, MAX_TIMER_MS),
           100,
         )
         .addOption(
@@ -66,10 +67,9 @@ export function produceCommand(): Command {
     ),
   ).action(async (url: string, o: ProduceOptions) => {
     const started = performance.now();
+    const queue = openCliQueue(url, o);
     const producer = new Producer({
-      store: openCliStore(url),
-      manifestPath: o.manifestPath,
-      dataPathPrefix: o.dataPrefix,
+      queue,
       flushIntervalMs: o.flushIntervalMs,
       compression: o.compression,
     });
@@ -131,6 +131,7 @@ export function produceCommand(): Command {
       await Promise.all(pending);
       await producer.close().catch((e: unknown) => void (failure ??= e));
     } finally {
+      await queue.close();
       stop.dispose();
       status.stop();
     }

@@ -1,24 +1,24 @@
 import { Command } from 'commander';
-import { describeEntry } from '../queue/batch-fetch.ts';
-import type { ObjectMeta, ObjectStore } from '../store/object-store.ts';
+import { QueueNotFoundError } from '../errors.ts';
+import { GC_DEFAULTS } from '../gc.ts';
+import type { QueueStats } from '../queue/queue.ts';
 import { redactUrl } from '../redact.ts';
-import { classifyBatchObject, GC_DEFAULTS, oldestUlidTime, type CollectionContext } from '../gc.ts';
 import {
   formatBytes,
   formatDuration,
   intOption,
   jsonOption,
-  openCliStore,
+  noManifest,
+  openCliQueue,
   plural,
   printJson,
   queueOptions,
-  readExistingManifest,
   writeOut,
   type QueueOptions,
 } from './common.ts';
 
 /** What `spillway queue stats` reports. */
-export interface QueueStats {
+export interface StatsJson {
   url: string;
   manifest_path: string;
   manifest_bytes: number;
@@ -42,79 +42,44 @@ export interface QueueStats {
   orphans_collectable: number;
 }
 
+/** The library's statistics in the command's JSON shape (snake_case, as the other commands). */
 async function collectStats(
-  store: ObjectStore,
   url: string,
   o: QueueOptions,
   gracePeriodMs: number,
-): Promise<QueueStats> {
-  const { manifest, sizeBytes, lastModified } = await readExistingManifest(
-    store,
-    url,
-    o.manifestPath,
-  );
-  const now = Date.now();
-  const referenced = new Map<string, number | undefined>();
-  let oldest: number | undefined;
-  let calls = 0;
-  for (const e of manifest.entries) {
-    const d = describeEntry(e);
-    referenced.set(e.location, d.sizeBytes);
-    calls += e.metadata.length;
-    for (const m of e.metadata) oldest = Math.min(oldest ?? Infinity, m.ingestionTimeMs);
+): Promise<StatsJson> {
+  const queue = openCliQueue(url, o);
+  try {
+    let s: QueueStats;
+    try {
+      s = await queue.stats({ gcGracePeriodMs: gracePeriodMs });
+    } catch (e) {
+      if (e instanceof QueueNotFoundError) throw noManifest(queue, url);
+      throw e;
+    }
+    return {
+      url: redactUrl(url),
+      manifest_path: s.manifestPath,
+      manifest_bytes: s.manifestBytes,
+      epoch: s.epoch,
+      next_sequence: s.nextSequence,
+      batches_pending: s.batchesPending,
+      produce_calls_pending: s.produceCallsPending,
+      bytes_pending: s.bytesPending,
+      oldest_entry_age_ms: s.oldestEntryAgeMs,
+      first_pending_sequence: s.firstPendingSequence,
+      batch_objects: s.batchObjects,
+      batch_object_bytes: s.batchObjectBytes,
+      orphans: s.unreferenced,
+      orphan_bytes: s.unreferencedBytes,
+      orphans_collectable: s.collectable,
+    };
+  } finally {
+    await queue.close();
   }
-  const prefix = `${o.dataPrefix}/`;
-  let objects = 0;
-  let objectBytes = 0;
-  const stored = new Map<string, number>();
-  const unreferenced: ObjectMeta[] = [];
-  // A read-only command cannot probe the store's clock as a collection does; the
-  // newest last-modified time it sees is a lower bound of the store's now.
-  let storeNowMs = lastModified?.getTime() ?? 0;
-  for await (const meta of store.list(prefix)) {
-    storeNowMs = Math.max(storeNowMs, meta.lastModified.getTime());
-    if (!meta.key.endsWith('.batch')) continue;
-    objects++;
-    objectBytes += meta.size;
-    stored.set(meta.key, meta.size);
-    if (!referenced.has(meta.key)) unreferenced.push(meta);
-  }
-  const context: CollectionContext = {
-    prefix,
-    referenced: new Set(referenced.keys()),
-    oldestReferencedMs: oldestUlidTime(manifest.entries, prefix),
-    nowMs: now,
-    storeNowMs,
-    gracePeriodMs,
-  };
-  let orphanBytes = 0;
-  let collectable = 0;
-  for (const meta of unreferenced) {
-    orphanBytes += meta.size;
-    if (classifyBatchObject(meta, context) === 'collectable') collectable++;
-  }
-  let pendingBytes = 0;
-  for (const [location, size] of referenced) pendingBytes += size ?? stored.get(location) ?? 0;
-  return {
-    url: redactUrl(url),
-    manifest_path: o.manifestPath,
-    manifest_bytes: sizeBytes,
-    epoch: manifest.epoch,
-    next_sequence: manifest.nextSequence,
-    batches_pending: manifest.entries.length,
-    produce_calls_pending: calls,
-    bytes_pending: pendingBytes,
-    oldest_entry_age_ms: oldest === undefined ? null : Math.max(0, now - oldest),
-    first_pending_sequence: manifest.entries[0]?.sequence ?? null,
-    batch_objects: objects,
-    batch_object_bytes: objectBytes,
-    orphans: unreferenced.length,
-    orphan_bytes: orphanBytes,
-    orphans_collectable: collectable,
-  };
 }
 
-function statsText(s: QueueStats): string {
+function statsText(s: StatsJson): string {
   const rows: [string, string][] = [
     ['queue', `${s.url} (manifest ${s.manifest_path}, ${formatBytes(s.manifest_bytes)})`],
     ['epoch', String(s.epoch)],
@@ -161,14 +126,9 @@ export function queueCommand(): Command {
           ),
       ),
     ).action(async (url: string, o: QueueOptions & { gracePeriodMs: number }) => {
-      const store = openCliStore(url);
-      try {
-        const stats = await collectStats(store, url, o, o.gracePeriodMs);
-        if (o.json) await printJson(stats);
-        else await writeOut(statsText(stats));
-      } finally {
-        await store.close();
-      }
+      const stats = await collectStats(url, o, o.gracePeriodMs);
+      if (o.json) await printJson(stats);
+      else await writeOut(statsText(stats));
     }),
   );
   return queue;

@@ -27,6 +27,22 @@ export const DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024;
  */
 const MAX_BATCH_BYTES_LIMIT = 1024 * 1024 * 1024;
 
+/**
+ * What one decoded record costs in memory besides its bytes (its
+ * `Uint8Array` view object), counted against `maxBatchBytes`: a batch of
+ * millions of empty records is as large as its views, not as its bytes.
+ */
+export const RECORD_OVERHEAD_BYTES = 96;
+
+/**
+ * The size a batch counts against `maxBatchBytes`: its record block (each
+ * record as u32 length + bytes) plus {@link RECORD_OVERHEAD_BYTES} per record,
+ * about what it costs in memory once decoded.
+ */
+export function batchSizeBytes(blockBytes: number, records: number): number {
+  return blockBytes + RECORD_OVERHEAD_BYTES * records;
+}
+
 /** Options of {@link encodeBatch} and {@link decodeBatch}. */
 export interface BatchLimitOptions {
   /**
@@ -119,9 +135,10 @@ export async function encodeBatch(
   }
   const max = maxBatchBytesOf(options);
   const size = recordBlockBytes(records);
-  if (size > max) {
+  const counted = batchSizeBytes(size, records.length);
+  if (counted > max) {
     throw new InvalidArgumentError(
-      `a batch of ${records.length} records has a ${size}-byte record block, more than ${max} (maxBatchBytes); split the records into smaller batches, or raise maxBatchBytes here and on every reader`,
+      `a batch of ${records.length} records counts ${counted} bytes (record block plus ${RECORD_OVERHEAD_BYTES} per record), more than ${max} (maxBatchBytes); split the records into smaller batches, or raise maxBatchBytes here and on every reader`,
     );
   }
   if (compression === 'none') {
@@ -216,14 +233,27 @@ export async function decodeBatch(
       what,
     );
   }
-  const stored = bytes.subarray(0, bytes.byteLength - BATCH_FOOTER_BYTES);
-  if (compression === 'none' && stored.byteLength > max) {
+  // The record views cost memory too: a count the limit cannot hold is refused before decoding.
+  if (batchSizeBytes(0, count) > max) {
     throw new CorruptDataError(
-      `${what}: the record block has ${stored.byteLength} bytes, more than ${max} (maxBatchBytes); refusing it (a batch from a writer with a larger limit: raise maxBatchBytes to read it)`,
+      `${what}: the footer counts ${count} records, which would take ${batchSizeBytes(0, count)} bytes of memory (${RECORD_OVERHEAD_BYTES} per record), more than ${max} (maxBatchBytes); refusing it (a batch from a writer with a larger limit: raise maxBatchBytes to read it)`,
+      what,
+    );
+  }
+  const stored = bytes.subarray(0, bytes.byteLength - BATCH_FOOTER_BYTES);
+  if (compression === 'none' && batchSizeBytes(stored.byteLength, count) > max) {
+    throw new CorruptDataError(
+      `${what}: the record block has ${stored.byteLength} bytes and ${count} records, more than ${max} (maxBatchBytes, counting ${RECORD_OVERHEAD_BYTES} bytes per record); refusing it (a batch from a writer with a larger limit: raise maxBatchBytes to read it)`,
       what,
     );
   }
   const block = compression === 'zstd' ? await zstdDecompress(stored, what, max) : stored;
+  if (compression === 'zstd' && batchSizeBytes(block.byteLength, count) > max) {
+    throw new CorruptDataError(
+      `${what}: the record block decompresses to ${block.byteLength} bytes and holds ${count} records, more than ${max} (maxBatchBytes, counting ${RECORD_OVERHEAD_BYTES} bytes per record); refusing it (a batch from a writer with a larger limit: raise maxBatchBytes to read it)`,
+      what,
+    );
+  }
   // Each record takes at least 4 bytes: a count the block cannot hold is corrupt before we allocate for it.
   if (count > block.byteLength / 4) {
     throw new CorruptDataError(

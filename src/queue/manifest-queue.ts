@@ -1,12 +1,14 @@
+import { sleep, systemClock, type Clock } from '../clock.ts';
 import {
   CorruptDataError,
   FencedError,
   NotFoundError,
   OutcomeUnknownError,
   PreconditionFailedError,
-  SpillwayError,
   StorageError,
 } from '../errors.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import { backoffMs, RETRY_DEFAULTS } from '../retry.ts';
 import {
   decodeManifest,
   emptyManifest,
@@ -16,7 +18,6 @@ import {
 } from '../format/manifest.ts';
 import type { Metrics } from '../metrics.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-import { backoffMs, delay } from '../store/retry.ts';
 
 /** A manifest as read, with the version a conditional write must name. */
 export interface ManifestSnapshot {
@@ -37,6 +38,8 @@ export interface ManifestQueueOptions {
   store: ObjectStore;
   manifestPath: string;
   metrics: Metrics;
+  logger?: Logger;
+  clock?: Clock;
   /** Ceiling of the first conflict backoff, in ms. @default 5 */
   conflictBaseDelayMs?: number;
   /**
@@ -44,42 +47,49 @@ export interface ManifestQueueOptions {
    * losing the race is not left asleep while the others append. @default 50
    */
   conflictMaxDelayMs?: number;
-  /** Retriable storage failures tolerated in a row before a write gives up. @default 10 */
-  maxStorageRetries?: number;
+  /**
+   * Time limit of one change with all its re-reads after lost races, in ms.
+   * @default 120000 (the retry policy's deadline)
+   */
+  deadlineMs?: number;
 }
 
 /** What a change function asks for: write this manifest, or nothing left to do. */
 type Change = { write: Manifest } | { done: true };
 /** How the previous attempt of a change ended. */
-type Previous = 'none' | 'conflict' | 'unknown' | 'failed';
+type Previous = 'none' | 'conflict' | 'unknown';
 
 /**
  * The queue manifest in object storage: read it, and change it with
- * conditional writes (create when absent, else ifMatch the version read),
- * retrying conflicts with bounded, jittered exponential backoff.
+ * conditional writes (create when absent, else ifMatch the version read).
  *
  * Every change is expressed as a function of the current manifest that says
  * whether there is still something to do. That makes each operation
- * idempotent: after a conflict, an unknown outcome or any retry, the manifest
- * is read again and the function sees whether the earlier attempt landed.
+ * idempotent: after a conflict or an unknown outcome the manifest is read
+ * again and the function sees whether the earlier attempt landed. Those
+ * re-reads are the protocol, not retries of a failure: a storage error
+ * (which the store has already retried by its policy) ends the change.
  */
 export class ManifestQueue {
   readonly store: ObjectStore;
   readonly manifestPath: string;
   private readonly metrics: Metrics;
-  private readonly retry: { maxAttempts: number; baseDelayMs: number; maxDelayMs: number };
-  private readonly maxStorageRetries: number;
+  private readonly logger: Logger;
+  private readonly clock: Clock;
+  private readonly backoff: { baseDelayMs: number; maxDelayMs: number };
+  private readonly deadlineMs: number;
 
   constructor(options: ManifestQueueOptions) {
     this.store = options.store;
     this.manifestPath = options.manifestPath;
     this.metrics = options.metrics;
-    this.retry = {
-      maxAttempts: Number.MAX_SAFE_INTEGER,
+    this.logger = options.logger ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
+    this.backoff = {
       baseDelayMs: options.conflictBaseDelayMs ?? 5,
       maxDelayMs: options.conflictMaxDelayMs ?? 50,
     };
-    this.maxStorageRetries = options.maxStorageRetries ?? 10;
+    this.deadlineMs = options.deadlineMs ?? RETRY_DEFAULTS.deadlineMs;
   }
 
   /** Reads and decodes the manifest; an absent manifest is an empty queue. */
@@ -113,19 +123,12 @@ export class ManifestQueue {
     change: (current: Manifest, previous: Previous) => Change,
     signal?: AbortSignal,
   ): Promise<{ manifest: Manifest; writes: number }> {
-    let storageFailures = 0;
+    const started = this.clock.now();
     let writes = 0;
     let previous: Previous = 'none';
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
-      let snapshot: ManifestSnapshot;
-      try {
-        snapshot = await this.read(signal);
-      } catch (e) {
-        if (!isRetriableStorage(e) || ++storageFailures > this.maxStorageRetries) throw e;
-        await delay(backoffMs(storageFailures, this.retry), signal);
-        continue;
-      }
+      const snapshot = await this.read(signal);
       const next = change(snapshot.manifest, previous);
       if ('done' in next) return { manifest: snapshot.manifest, writes };
       try {
@@ -139,20 +142,26 @@ export class ManifestQueue {
         this.metrics.increment('buffer.bytes_written', body.byteLength, { role });
         return { manifest: next.write, writes };
       } catch (e) {
-        if (e instanceof PreconditionFailedError) {
-          previous = 'conflict';
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+        // A lost race (another writer got there first), or a write that may or may not
+        // have landed: the next read tells which, and the change function decides.
+        previous = e instanceof PreconditionFailedError ? 'conflict' : 'unknown';
+        if (previous === 'conflict')
           this.metrics.increment('buffer.manifest_conflicts', 1, { role });
-          await delay(backoffMs(Math.min(attempt, 16), this.retry), signal);
-          continue;
+        const wait = previous === 'conflict' ? backoffMs(Math.min(attempt, 16), this.backoff) : 0;
+        if (this.clock.now() + wait - started >= this.deadlineMs) {
+          throw new StorageError(
+            `${this.manifestPath}: a ${role} change did not land in ${this.deadlineMs} ms (${attempt} attempts, the last one ${previous === 'conflict' ? 'lost a race to another writer' : 'had an unknown outcome'}); the store is too contended or too slow`,
+            { retriable: true, cause: e },
+          );
         }
-        // Unknown outcome: the next read tells whether the write landed.
-        if (e instanceof OutcomeUnknownError) {
-          previous = 'unknown';
-          continue;
-        }
-        previous = 'failed';
-        if (!isRetriableStorage(e) || ++storageFailures > this.maxStorageRetries) throw e;
-        await delay(backoffMs(storageFailures, this.retry), signal);
+        this.logger.debug(
+          { manifest: this.manifestPath, role, attempt, outcome: previous },
+          previous === 'conflict'
+            ? 'manifest write lost a race; re-reading'
+            : 'manifest write outcome unknown; re-reading',
+        );
+        await sleep(wait, { signal, clock: this.clock });
       }
     }
   }
@@ -265,11 +274,5 @@ export class ManifestQueue {
 export function fenced(manifestPath: string, mine: number, stored: number): FencedError {
   return new FencedError(
     `${manifestPath}: this consumer holds epoch ${mine} but the manifest is at epoch ${stored}: a newer consumer took over; open a new Consumer to continue`,
-  );
-}
-
-function isRetriableStorage(e: unknown): boolean {
-  return (
-    e instanceof StorageError && e.retriable && !(e instanceof SpillwayError && e.code === 'CLOSED')
   );
 }

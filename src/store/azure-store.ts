@@ -1,3 +1,4 @@
+import { loadOptionalSdk } from './optional-sdk.ts';
 import type { ContainerClient } from '@azure/storage-blob';
 import { InvalidArgumentError, StorageError } from '../errors.ts';
 import type { ByteRange, GetResult, ObjectMeta, PutMode, PutResult } from './object-store.ts';
@@ -50,7 +51,11 @@ export class AzureStore extends RemoteStore {
 
   private async client(): Promise<ContainerClient> {
     this.container ??= (async () => {
-      const { BlobServiceClient } = await import('@azure/storage-blob');
+      const { BlobServiceClient } = await loadOptionalSdk(
+        '@azure/storage-blob',
+        'az',
+        () => import('@azure/storage-blob'),
+      );
       let service;
       try {
         // Retries are ours (see RemoteStore); the SDK's would hide the outcome of conditional writes.

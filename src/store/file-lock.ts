@@ -3,7 +3,7 @@ import { unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { StorageError } from '../errors.ts';
-import { delay } from './retry.ts';
+import { sleep } from '../clock.ts';
 
 /** Tail of the in-process queue for each lock name: acquirers chain behind it. */
 const inProcess = new Map<string, Promise<void>>();
@@ -78,7 +78,9 @@ export class FileLock {
         continue;
       }
       // Holders keep the lock for one rename and fsync: poll quickly at first.
-      await delay(Math.min(20, 0.25 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random()), signal);
+      await sleep(Math.min(20, 0.25 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random()), {
+        signal,
+      });
     }
   }
 

@@ -9,8 +9,19 @@ import {
   PreconditionFailedError,
   SpillwayError,
   StorageError,
+  type ErrorCode,
 } from '../errors.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import {
+  isRetriable,
+  resolveRetryPolicy,
+  retry,
+  type RetryCallOptions,
+  type RetryPolicy,
+} from '../retry.ts';
 import { compareKeys, validateKey, validatePrefix } from './keys.ts';
+import { putSettled } from './settle.ts';
 import { FileLock } from './file-lock.ts';
 import type {
   GetOptions,
@@ -21,6 +32,16 @@ import type {
   PutResult,
   StoreCallOptions,
 } from './object-store.ts';
+
+/** Options of {@link FileStore}. */
+export interface FileStoreOptions {
+  /** Retries of transient failures (EMFILE, ENFILE, EAGAIN, EBUSY). */
+  retry?: RetryPolicy;
+  /** Time for backoffs. @default the system clock */
+  clock?: Clock;
+  /** Where retries are reported. @default silent */
+  logger?: Logger;
+}
 
 /** Folder under the root that holds the store's own files; no key may start with it. */
 export const FILE_STORE_INTERNAL_DIR = '.spillway';
@@ -101,17 +122,79 @@ export class FileStore implements ObjectStore {
   private realRoot?: string;
   /** Settles with the real root once it and the store's own folders exist and are checked. */
   private writable?: Promise<string>;
+  /** Salt of lock names, from `.spillway/lock-secret`; set once writes are prepared. */
+  private lockSecret?: string;
   /** Settles when the sweep of dead writers' temporary files, done once per store, is over. */
   private swept?: Promise<void>;
   private closed = false;
 
-  /** @param root directory of the store; created by the first write if missing */
-  constructor(root: string) {
+  private readonly policy: Required<RetryPolicy>;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+
+  /**
+   * @param root directory of the store; created by the first write if missing
+   * @param options retries of transient failures (too many open files, EBUSY),
+   * with their clock and logger
+   */
+  constructor(root: string, options: FileStoreOptions = {}) {
     this.root = resolve(root);
     this.description = `file://${this.root}`;
+    this.policy = resolveRetryPolicy(options.retry);
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? silentLogger;
   }
 
   async get(key: string, options: GetOptions = {}): Promise<GetResult> {
+    return retry((_s, n) => this.getOnce(key, options, n), this.retryOptions(options, 'get', key));
+  }
+
+  async head(key: string, options: StoreCallOptions = {}): Promise<ObjectMeta> {
+    return retry(() => this.headOnce(key, options), this.retryOptions(options, 'head', key));
+  }
+
+  /**
+   * Writes an object. Overwrites are retried on transient failures; a
+   * conditional write that failed after it may have landed is settled by
+   * reading back (`settle.ts`), never retried blindly.
+   */
+  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
+    const mode = options.mode ?? 'overwrite';
+    if (mode === 'overwrite') {
+      return retry(() => this.putOnce(key, body, options), this.retryOptions(options, 'put', key));
+    }
+    return putSettled({
+      key,
+      body,
+      mode,
+      policy: this.policy,
+      clock: this.clock,
+      signal: options.signal,
+      logger: this.logger,
+      description: this.description,
+      attempt: () => this.putOnce(key, body, options),
+      attemptSignal: (s) => s ?? new AbortController().signal,
+      classify: (e) =>
+        e instanceof PreconditionFailedError ? 'conflict' : isRetriable(e) ? 'uncertain' : 'fatal',
+      readBack: () => this.getOnce(key, { signal: options.signal }, 1),
+    });
+  }
+
+  async delete(key: string, options: StoreCallOptions = {}): Promise<void> {
+    await retry(() => this.deleteOnce(key, options), this.retryOptions(options, 'delete', key));
+  }
+
+  private retryOptions(options: StoreCallOptions, op: string, key: string): RetryCallOptions {
+    return {
+      policy: this.policy,
+      signal: options.signal,
+      clock: this.clock,
+      logger: this.logger,
+      what: `${this.description}: ${op} "${key}"`,
+    };
+  }
+
+  private async getOnce(key: string, options: GetOptions, _attempt: number): Promise<GetResult> {
     const segments = this.enter(key, options);
     try {
       const path = await this.objectPath(segments, key);
@@ -121,7 +204,7 @@ export class FileStore implements ObjectStore {
       });
       try {
         const st = await handle.stat({ bigint: true });
-        if (!st.isFile()) throw this.notFound(key);
+        if (!st.isFile()) throw this.notAnObject(key, st.isDirectory());
         const size = Number(st.size);
         const offset = Math.min(options.range?.offset ?? 0, size);
         const end =
@@ -154,21 +237,21 @@ export class FileStore implements ObjectStore {
     }
   }
 
-  async head(key: string, options: StoreCallOptions = {}): Promise<ObjectMeta> {
+  private async headOnce(key: string, options: StoreCallOptions): Promise<ObjectMeta> {
     const segments = this.enter(key, options);
     try {
       const path = await this.objectPath(segments, key);
       if (path === undefined) throw this.notFound(key);
       const st = await lstat(path, { bigint: true });
       if (st.isSymbolicLink()) throw this.unsafe(`key "${key}"`, key);
-      if (!st.isFile()) throw this.notFound(key);
+      if (!st.isFile()) throw this.notAnObject(key, st.isDirectory());
       return { key, size: Number(st.size), version: versionOf(st), lastModified: st.mtime };
     } catch (e) {
       throw fileStoreError(e, this.description, 'head', key);
     }
   }
 
-  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
+  private async putOnce(key: string, body: Uint8Array, options: PutOptions): Promise<PutResult> {
     const segments = this.enter(key, options);
     const mode = options.mode ?? 'overwrite';
     try {
@@ -197,6 +280,12 @@ export class FileStore implements ObjectStore {
             if (errnoOf(e) !== 'EEXIST') throw e;
             const existing = await lstat(path).catch(() => undefined);
             if (existing?.isSymbolicLink()) throw this.unsafe(`key "${key}"`, key);
+            if (existing?.isDirectory()) {
+              throw new InvalidArgumentError(
+                `${this.description}: key "${key}" names a folder of other keys, not an object`,
+              );
+            }
+            if (existing && !existing.isFile()) throw this.notAnObject(key, false);
             throw new PreconditionFailedError(
               key,
               `${this.description}: create "${key}": the object already exists`,
@@ -212,10 +301,9 @@ export class FileStore implements ObjectStore {
           });
           if (current?.isSymbolicLink()) throw this.unsafe(`key "${key}"`, key);
           if (current && !current.isFile()) {
+            if (!current.isDirectory()) throw this.notAnObject(key, false);
             throw new InvalidArgumentError(
-              current.isDirectory()
-                ? `${this.description}: key "${key}" names a folder of other keys, not an object`
-                : `${this.description}: key "${key}" names a special file (a FIFO, socket or device), not an object: remove it`,
+              `${this.description}: key "${key}" names a folder of other keys, not an object`,
             );
           }
           if (typeof mode === 'object' && (!current || versionOf(current) !== mode.ifMatch)) {
@@ -268,7 +356,7 @@ export class FileStore implements ObjectStore {
     }
   }
 
-  async delete(key: string, options: StoreCallOptions = {}): Promise<void> {
+  private async deleteOnce(key: string, options: StoreCallOptions): Promise<void> {
     const segments = this.enter(key, options);
     const subject = `key "${key}"`;
     try {
@@ -348,8 +436,25 @@ export class FileStore implements ObjectStore {
   }
 
   private lock(root: string, key: string): FileLock {
-    // Scoped by the real root, so stores opened through a link and through the real path share locks.
-    return new FileLock(`${root}\0${key}`, join(root, FILE_STORE_INTERNAL_DIR, 'locks'));
+    // Scoped by the real root, so stores opened through a link and through the real path share
+    // locks; salted with the store's secret, so nobody who cannot read the store's folder can
+    // compute a lock's name and hold it to stall writers.
+    return new FileLock(
+      `${this.lockSecret ?? ''}\0${root}\0${key}`,
+      join(root, FILE_STORE_INTERNAL_DIR, 'locks'),
+    );
+  }
+
+  /**
+   * A key that names no object: a folder of other keys reads as absent, as
+   * on S3; a FIFO, socket or device is an error, never taken for absence
+   * (a create would find it present and loop).
+   */
+  private notAnObject(key: string, folder: boolean): Error {
+    if (folder) return this.notFound(key);
+    return new StorageError(
+      `${this.description}: key "${key}" names a special file (a FIFO, socket or device), not an object: remove it`,
+    );
   }
 
   private notFound(key: string): NotFoundError {
@@ -418,6 +523,7 @@ export class FileStore implements ObjectStore {
           );
         }
       }
+      this.lockSecret = await loadLockSecret(root, this.description);
       return root;
     })());
     ready.catch(() => {
@@ -559,7 +665,7 @@ export function fileStoreError(error: unknown, store: string, op: string, key: s
   const at = `${store}: ${op} "${key}"`;
   const e = (error ?? {}) as Partial<NodeJS.ErrnoException>;
   const where = `${code}${e.syscall ? ` on ${e.syscall}` : ''}${e.path ? ` of "${e.path}"` : ''}`;
-  const fail = (message: string, spillwayCode: string, retriable = false) =>
+  const fail = (message: string, spillwayCode: ErrorCode, retriable = false) =>
     new StorageError(`${at}: ${message}`, { code: spillwayCode, retriable, cause: error });
   switch (code) {
     case 'EACCES':
@@ -660,4 +766,62 @@ function isAlive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * The store's lock salt: random bytes in `.spillway/lock-secret`, created
+ * once, atomically (written to a temporary file, then linked into place), so
+ * every process reads the same whole value. Lock names are abstract sockets
+ * any local process could bind; salted, they can be guessed only by those
+ * who can read the store's folder (keep it closed to other users: mode 700
+ * or 750).
+ */
+async function loadLockSecret(root: string, description: string): Promise<string> {
+  const path = join(root, FILE_STORE_INTERNAL_DIR, 'lock-secret');
+  const read = async (): Promise<string | undefined> => {
+    const st = await lstat(path).catch((e: unknown) => {
+      if (errnoOf(e) === 'ENOENT') return undefined;
+      throw e;
+    });
+    if (st === undefined) return undefined;
+    if (!st.isFile()) {
+      throw new StorageError(
+        `${description}: "${FILE_STORE_INTERNAL_DIR}/lock-secret" is not a regular file; the file store keeps its lock salt there: remove it`,
+        { code: 'UNSAFE_PATH' },
+      );
+    }
+    const handle = await open(path, READ_FLAGS);
+    try {
+      return (await handle.readFile('utf8')).trim();
+    } finally {
+      await handle.close();
+    }
+  };
+  const existing = await read();
+  if (existing) return existing;
+  const tmp = join(
+    root,
+    FILE_STORE_INTERNAL_DIR,
+    'tmp',
+    `spw-${process.pid}-${randomBytes(8).toString('hex')}.tmp`,
+  );
+  // As readable as the store's other files: every user who may write the store must read it.
+  const handle = await open(tmp, TEMP_FLAGS);
+  try {
+    await handle.writeFile(randomBytes(32).toString('hex'));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await link(tmp, path);
+    await fsyncDir(dirname(path));
+  } catch (e) {
+    if (errnoOf(e) !== 'EEXIST') throw e;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  const secret = await read();
+  if (!secret) throw new StorageError(`${description}: the lock salt could not be read back`);
+  return secret;
 }

@@ -10,7 +10,11 @@ import { PrefixStore } from './prefix-store.ts';
 import type { RemoteStoreOptions } from './remote-store.ts';
 import { S3Store, s3OptionsFromUrl } from './s3-store.ts';
 
-/** Options of {@link openStore}; they apply to the network adapters (S3, Azure). */
+/**
+ * Options of {@link openStore}: the retry policy (see `RetryPolicy`), the
+ * clock its backoffs use and the logger retries are reported to. They apply
+ * to the stores that retry: S3, Azure and the local directory.
+ */
 export type OpenStoreOptions = RemoteStoreOptions;
 
 const SCHEMES =
@@ -57,7 +61,7 @@ function openStoreUnchecked(url: string, options: OpenStoreOptions): ObjectStore
     );
   }
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
-  if (scheme === 'file') return new FileStore(filePath(url));
+  if (scheme === 'file') return new FileStore(filePath(url), options);
   if (scheme === undefined || !URL.canParse(url)) {
     throw new InvalidArgumentError(`expected a store URL (${SCHEMES}), got "${redactUrl(url)}"`);
   }

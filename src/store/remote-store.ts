@@ -1,10 +1,7 @@
-import {
-  ClosedError,
-  NotFoundError,
-  OutcomeUnknownError,
-  PreconditionFailedError,
-  StorageError,
-} from '../errors.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { ClosedError, NotFoundError, PreconditionFailedError, StorageError } from '../errors.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import { attemptSignal, resolveRetryPolicy, retry, type RetryPolicy } from '../retry.ts';
 import { validateKey, validatePrefix } from './keys.ts';
 import type {
   ByteRange,
@@ -17,14 +14,16 @@ import type {
   PutResult,
   StoreCallOptions,
 } from './object-store.ts';
-import { attemptSignal, backoffMs, delay, resolveRetry, type RetryOptions } from './retry.ts';
+import { putSettled, type ConditionalMode } from './settle.ts';
 
 /** Options shared by the network adapters (S3, Azure). */
 export interface RemoteStoreOptions {
-  /** Retries of transient failures. */
-  retry?: RetryOptions;
-  /** Time limit of one request attempt, in milliseconds. @default 30000 */
-  requestTimeoutMs?: number;
+  /** Retries of transient failures, and the per-request and per-call time limits. */
+  retry?: RetryPolicy;
+  /** Time for backoffs and deadlines. @default the system clock */
+  clock?: Clock;
+  /** Where retries and settled writes are reported. @default silent */
+  logger?: Logger;
 }
 
 /** How an adapter classifies one failed request attempt. */
@@ -42,29 +41,27 @@ export interface ListPage {
   next?: string;
 }
 
-type Settlement =
-  { kind: 'applied'; version: string } | { kind: 'not-applied' } | { kind: 'unknown' };
-
 /**
- * The behaviour every network adapter shares: bounded retries with jittered
- * backoff, per-attempt timeouts, and the rule for conditional writes whose
+ * The behaviour every network adapter shares: the retry policy of
+ * `src/retry.ts` (bounded attempts with jittered backoff, a per-request
+ * timeout and a per-call deadline), and the rule for conditional writes whose
  * outcome was lost (a timeout, a dropped connection, an HTTP 500 from a server
- * that lost a race): read the object back and decide. If the stored bytes are
- * ours, the write happened; if the object is still at the version (or absence)
- * the condition named, it did not and the write is tried again; otherwise the
- * call fails with {@link OutcomeUnknownError}. A 412 that follows an uncertain
- * attempt is never taken as a conflict, because an SDK-level retry of a write
- * that succeeded comes back as 412; the SDKs' own retries are turned off.
+ * that lost a race), settled by reading back in `settle.ts`. A 412 that
+ * follows an uncertain attempt is never taken as a conflict, because a retry
+ * of a write that succeeded comes back as 412; the SDKs' own retries are
+ * turned off.
  */
 export abstract class RemoteStore implements ObjectStore {
   abstract readonly description: string;
-  private readonly retryOptions: Required<RetryOptions>;
-  private readonly requestTimeoutMs: number;
+  private readonly policy: Required<RetryPolicy>;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
   private closed = false;
 
   protected constructor(options: RemoteStoreOptions) {
-    this.retryOptions = resolveRetry(options.retry);
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.policy = resolveRetryPolicy(options.retry);
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? silentLogger;
   }
 
   /** Maps an SDK error of one attempt to a failure kind. */
@@ -164,137 +161,90 @@ export abstract class RemoteStore implements ObjectStore {
     this.checkOpen();
   }
 
-  /** Runs an idempotent request with retries. */
-  private async run<T>(
+  /** Runs an idempotent request under the retry policy, translating each failure. */
+  private run<T>(
     op: string,
     key: string | undefined,
     signal: AbortSignal | undefined,
     attempt: (signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    for (let n = 1; ; n++) {
-      signal?.throwIfAborted();
-      try {
-        return await attempt(attemptSignal(signal, this.requestTimeoutMs));
-      } catch (error) {
-        signal?.throwIfAborted();
-        const failure = this.classify(error, key);
-        if (failure.kind === 'not-found') throw new NotFoundError(key ?? '', undefined, error);
-        if (failure.kind === 'permanent') throw failure.error;
-        if (failure.kind === 'precondition') {
-          throw new PreconditionFailedError(
-            key ?? '',
-            `${this.description}: ${op} "${key}": precondition failed`,
-            error,
-          );
+    const what = `${this.description}: ${op}${key === undefined ? '' : ` "${key}"`}`;
+    return retry(
+      async (s, n) => {
+        try {
+          return await attempt(s);
+        } catch (error) {
+          signal?.throwIfAborted();
+          throw this.translate(error, key, op, what, n);
         }
-        if (n >= this.retryOptions.maxAttempts) {
-          throw new StorageError(
-            `${this.description}: ${op}${key === undefined ? '' : ` "${key}"`} failed after ${n} attempts: ${failure.detail}`,
-            { retriable: true, cause: error },
-          );
-        }
-        await delay(backoffMs(n, this.retryOptions), signal);
-      }
-    }
+      },
+      { policy: this.policy, signal, clock: this.clock, logger: this.logger, what },
+    );
   }
 
-  private async conditionalPut(
+  /** One attempt's failure as a Spillway error. */
+  private translate(
+    error: unknown,
+    key: string | undefined,
+    op: string,
+    what: string,
+    n: number,
+  ): Error {
+    const failure = this.classify(error, key);
+    if (failure.kind === 'not-found') return new NotFoundError(key ?? '', undefined, error);
+    if (failure.kind === 'permanent') return failure.error;
+    if (failure.kind === 'precondition') {
+      return new PreconditionFailedError(key ?? '', `${what}: precondition failed`, error);
+    }
+    return new StorageError(
+      `${what} failed after ${n} attempt${n === 1 ? '' : 's'}: ${failure.detail}`,
+      {
+        retriable: true,
+        cause: error,
+      },
+    );
+  }
+
+  private conditionalPut(
     key: string,
     body: Uint8Array,
-    mode: 'create' | { ifMatch: string },
+    mode: ConditionalMode,
     signal: AbortSignal | undefined,
   ): Promise<PutResult> {
-    const what = mode === 'create' ? 'create' : `ifMatch ${mode.ifMatch}`;
-    // True while an earlier attempt may have been applied and not yet settled.
-    let uncertain: unknown;
-    for (let n = 1; ; n++) {
-      if (signal?.aborted) {
-        if (uncertain !== undefined) throw this.unknown(key, what, signal.reason);
-        signal.throwIfAborted();
-      }
-      try {
-        return await this.rawPut(key, body, mode, attemptSignal(signal, this.requestTimeoutMs));
-      } catch (error) {
-        if (signal?.aborted) throw this.unknown(key, what, signal.reason);
+    return putSettled({
+      key,
+      body,
+      mode,
+      policy: this.policy,
+      clock: this.clock,
+      signal,
+      logger: this.logger,
+      description: this.description,
+      attempt: (s) => this.rawPut(key, body, mode, s),
+      attemptSignal: (s) => attemptSignal(s, this.policy.attemptTimeoutMs),
+      classify: (error) => {
         const failure = this.classify(error, key);
-        if (failure.kind === 'permanent') {
-          if (uncertain !== undefined) throw this.unknown(key, what, error);
-          throw failure.error;
+        if (failure.kind === 'permanent') return failure.error;
+        if (failure.kind === 'precondition') return 'conflict';
+        if (failure.kind === 'not-found') {
+          // For ifMatch, a missing object is a failed condition. A create cannot
+          // find its key missing: a 404 there means the bucket or path is wrong.
+          if (mode !== 'create') return 'conflict';
+          return new StorageError(
+            `${this.description}: create "${key}" answered "not found": the bucket or container, or the path to it, does not exist (check the URL and the endpoint)`,
+            { cause: error },
+          );
         }
-        if (failure.kind === 'precondition' || failure.kind === 'not-found') {
-          if (uncertain === undefined) {
-            throw new PreconditionFailedError(
-              key,
-              mode === 'create'
-                ? `${this.description}: create "${key}": the object already exists`
-                : `${this.description}: put "${key}" if version ${mode.ifMatch}: the object changed (or is gone)`,
-              error,
-            );
-          }
-        } else if (!failure.sent && uncertain === undefined) {
-          // The request never left: nothing to settle.
-          if (n >= this.retryOptions.maxAttempts) {
-            throw new StorageError(
-              `${this.description}: put "${key}" failed after ${n} attempts: ${failure.detail}`,
-              {
-                retriable: true,
-                cause: error,
-              },
-            );
-          }
-          await delay(backoffMs(n, this.retryOptions), signal);
-          continue;
-        }
-        uncertain = error;
-        const settled = await this.settle(key, body, mode, signal);
-        if (settled.kind === 'applied') return { version: settled.version };
-        if (settled.kind === 'unknown' || n >= this.retryOptions.maxAttempts)
-          throw this.unknown(key, what, error);
-        // Definitely not applied: the next attempt starts with a clean slate.
-        uncertain = undefined;
-        await delay(backoffMs(n, this.retryOptions), signal);
-      }
-    }
-  }
-
-  /** Reads the object back to learn whether an uncertain conditional write was applied. */
-  private async settle(
-    key: string,
-    body: Uint8Array,
-    mode: 'create' | { ifMatch: string },
-    signal: AbortSignal | undefined,
-  ): Promise<Settlement> {
-    let current: GetResult | undefined;
-    try {
-      current = await this.run('get', key, signal, (s) => this.rawGet(key, undefined, s));
-    } catch (error) {
-      if (!(error instanceof NotFoundError)) return { kind: 'unknown' };
-    }
-    if (current === undefined)
-      return mode === 'create' ? { kind: 'not-applied' } : { kind: 'unknown' };
-    if (
-      Buffer.from(current.body.buffer, current.body.byteOffset, current.body.byteLength).equals(
-        body,
-      )
-    ) {
-      return { kind: 'applied', version: current.version };
-    }
-    if (mode !== 'create' && this.sameVersion(current.version, mode.ifMatch))
-      return { kind: 'not-applied' };
-    return { kind: 'unknown' };
+        return failure.sent ? 'uncertain' : 'not-sent';
+      },
+      readBack: () => this.run('get', key, signal, (s) => this.rawGet(key, undefined, s)),
+      sameVersion: (a, b) => this.sameVersion(a, b),
+    });
   }
 
   /** Whether two versions name the same object state; adapters normalise quoting. */
   protected sameVersion(a: string, b: string): boolean {
     return a === b;
-  }
-
-  private unknown(key: string, what: string, cause: unknown): OutcomeUnknownError {
-    return new OutcomeUnknownError(
-      key,
-      `${this.description}: put "${key}" (${what}): the outcome is unknown (the request failed after it may have reached the server, and reading back did not settle it); re-read before deciding`,
-      cause,
-    );
   }
 }
 

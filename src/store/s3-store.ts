@@ -1,6 +1,7 @@
 import type * as S3Sdk from '@aws-sdk/client-s3';
 import { InvalidArgumentError, StorageError } from '../errors.ts';
 import { redactUrl } from '../redact.ts';
+import { loadOptionalSdk } from './optional-sdk.ts';
 import type { ByteRange, GetResult, ObjectMeta, PutMode, PutResult } from './object-store.ts';
 import {
   collectStream,
@@ -52,7 +53,11 @@ export class S3Store extends RemoteStore {
 
   private async sdk(): Promise<{ sdk: S3Module; client: S3Sdk.S3Client }> {
     this.client ??= (async () => {
-      const sdk = await import('@aws-sdk/client-s3');
+      const sdk = await loadOptionalSdk(
+        '@aws-sdk/client-s3',
+        's3',
+        () => import('@aws-sdk/client-s3'),
+      );
       const env = process.env;
       const endpoint = this.options.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
       const client = new sdk.S3Client({
@@ -70,7 +75,21 @@ export class S3Store extends RemoteStore {
     return this.client;
   }
 
+  /**
+   * The SDK's messages name the endpoint's host (`ENOTFOUND host`); an
+   * endpoint given in the URL is a query value, and those are never printed.
+   */
+  private hideEndpoint(text: string): string {
+    const endpoint = this.options.endpoint;
+    if (!endpoint || !URL.canParse(endpoint)) return text;
+    const { host, hostname } = new URL(endpoint);
+    let out = text.split(endpoint).join('<endpoint>');
+    for (const h of [host, hostname]) if (h) out = out.split(h).join('<endpoint>');
+    return out;
+  }
+
   protected classify(error: unknown, key: string | undefined): AttemptFailure {
+    if (error instanceof StorageError) return { kind: 'permanent', error };
     const e = error as {
       name?: string;
       code?: string;
@@ -81,7 +100,9 @@ export class S3Store extends RemoteStore {
     };
     const status = e.$metadata?.httpStatusCode;
     const name = e.name ?? '';
-    const detail = `${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? String(error)}`;
+    const detail = this.hideEndpoint(
+      `${name}${status ? ` (HTTP ${status})` : ''}: ${e.message ?? String(error)}`,
+    );
     if (name === 'NoSuchBucket') {
       return {
         kind: 'permanent',
@@ -309,13 +330,13 @@ export function s3OptionsFromUrl(
     !['true', 'false', '1', '0'].includes(pathStyle)
   ) {
     throw new InvalidArgumentError(
-      `s3://${bucket}: forcePathStyle must be true or false, got "${pathStyle}"`,
+      `s3://${bucket}: forcePathStyle must be true or false (its value is not shown: URL parameters may hold secrets)`,
     );
   }
   const endpoint = q.get('endpoint') ?? undefined;
   if (endpoint !== undefined && !URL.canParse(endpoint)) {
     throw new InvalidArgumentError(
-      `s3://${bucket}: endpoint must be a URL such as http://127.0.0.1:7480, got "${redactUrl(endpoint)}"`,
+      `s3://${bucket}: the endpoint parameter must be a URL such as http://127.0.0.1:7480 (its value is not shown: URL parameters may hold secrets)`,
     );
   }
   if (endpoint !== undefined) {

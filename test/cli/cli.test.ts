@@ -9,7 +9,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createTestBucket, reportMissingServer, s3Endpoint } from '../servers.ts';
+import {
+  createTestBucket,
+  deleteTestBucket,
+  reportMissingServer,
+  s3Endpoint,
+} from '../support/servers.ts';
 import { bin, json, ok, spillway } from '../support/cli.ts';
 
 interface Dump {
@@ -422,8 +427,13 @@ const endpoint = s3Endpoint();
 if (!endpoint) {
   reportMissingServer('CLI on s3', 's3', 'Run `npm test`, which starts Ceph RGW.');
 } else {
+  const buckets: string[] = [];
+  after(async () => {
+    for (const b of buckets) await deleteTestBucket(endpoint, b);
+  });
   describeWorkflow('s3 (Ceph RGW)', async () => {
     const bucket = await createTestBucket(endpoint, 'cli');
+    buckets.push(bucket);
     return `s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`;
   });
 }

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -241,6 +241,13 @@ describe('spillway command hardening', () => {
   test('credentials in URLs are never printed, with or without --verbose', async () => {
     const secrets = ['hunter2', 's3cret', 'p@ss#word'];
     const urls = [
+      'file://user:pa/hunter2@/tmp/x',
+      's3://bkt/q?endpoint=http://u:p/s3cret@h',
+      's3://AKIA:se?s3cret@bucket/q',
+      's3://AKIA:se#s3cret@bucket/q',
+      's3://bucket/q?forcePathStyle=s3cret',
+      's3://bucket/q?endpoint=notaurl-s3cret',
+      'memory://u:pa/hunter2@name',
       'file://admin:hunter2@/srv/q',
       'file:///srv/q?token=s3cret',
       `s3://bucket/q?endpoint=${encodeURIComponent('http://u:s3cret@127.0.0.1:9')}`,
@@ -267,6 +274,126 @@ describe('spillway command hardening', () => {
       }
     }
   });
+
+  test('an unknown command with a URL in it is scrubbed too', async () => {
+    const r = await spillway(['queue', 's3://AKIA:hunter2@bucket/q']);
+    assert.equal(r.code, 2);
+    assert.ok(!r.stderr.includes('hunter2'), r.stderr);
+  });
+
+  test('a consumer or a collection with a mistyped manifest path is refused by the data prefix marker; the backlog stays', async () => {
+    const url = `file://${await freshDir()}`;
+    ok(await spillway(['produce', url], 'a\nb\n'));
+    const typo = ['--manifest-path', 'ingest/manifset'];
+    const consumer = await spillway(['consume', url, ...typo]);
+    assert.equal(consumer.code, 2, consumer.stderr);
+    assert.match(
+      consumer.stderr,
+      /the data prefix "ingest" belongs to the queue whose manifest is "ingest\/manifest", not "ingest\/manifset"/,
+    );
+    const gc = await spillway(['gc', url, ...typo, '--grace-period-ms', '0']);
+    assert.equal(gc.code, 1, gc.stderr);
+    assert.match(gc.stderr, /no manifest at "ingest\/manifset"/);
+    assert.equal(ok(await spillway(['consume', url])).stdout, 'a\nb\n');
+  });
+
+  test('a collection whose data prefix belongs to another queue is refused; that queue keeps its backlog', async () => {
+    const url = `file://${await freshDir()}`;
+    ok(await spillway(['produce', url], 'a\n'));
+    const events = ['--manifest-path', 'events/manifest', '--data-prefix', 'events'];
+    ok(await spillway(['produce', url, ...events], 'b\n'));
+    const r = await spillway([
+      'gc',
+      url,
+      '--manifest-path',
+      'events/manifest',
+      '--grace-period-ms',
+      '0',
+    ]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(ok(await spillway(['consume', url])).stdout, 'a\n');
+  });
+
+  test('timer options past what a timer can wait are usage errors, not a wrap to 1 ms', async () => {
+    const url = `file://${await freshDir()}`;
+    for (const args of [
+      ['consume', url, '--follow', '--poll-interval-ms', '2147483648'],
+      ['produce', url, '--flush-interval-ms', '4294967296'],
+      ['demo', '--duration-s', '2147484'],
+    ]) {
+      const r = await spillway(args, '');
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /from \d+ to \d+/);
+    }
+  });
+
+  test('a folder or FIFO where the manifest should be ends produce and consume with an error, not a loop', async () => {
+    const dir = await freshDir();
+    const url = `file://${dir}`;
+    ok(await spillway(['produce', url], '1\n'));
+    await rm(join(dir, 'ingest', 'manifest'));
+    await mkdir(join(dir, 'ingest', 'manifest', 'inner'), { recursive: true });
+    await writeFile(join(dir, 'ingest', 'manifest', 'inner', 'x'), 'x');
+    const produced = await spillway(['produce', url], '2\n');
+    assert.equal(produced.code, 2, produced.stderr);
+    assert.match(produced.stderr, /names a folder of other keys/);
+  });
+
+  test('consume --peek and gc --dry-run on a mistyped folder fail and create nothing', async () => {
+    const cwd = await freshDir();
+    for (const args of [
+      ['consume', 'file:./typo', '--peek'],
+      ['gc', 'file:./typo', '--dry-run'],
+    ]) {
+      const r = await spillway(args, undefined, { cwd });
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /no manifest at "ingest\/manifest"/);
+    }
+    assert.deepEqual(await readdir(cwd), []);
+  });
+
+  test('a batch refused by --format lines leaves the batches written before it acknowledged', async () => {
+    const url = `file://${await freshDir()}`;
+    ok(await spillway(['produce', url], 'a\n'));
+    ok(await spillway(['produce', url, '--format', 'frames'], frames([Buffer.from('x\ny')])));
+    for (let i = 0; i < 2; i++) {
+      const r = await spillway(['consume', url]);
+      assert.equal(r.code, 1);
+      assert.equal(r.stdout, i === 0 ? 'a\n' : '', 'the first batch is not written again');
+    }
+  });
+
+  test(
+    'consume | head -2 run by an ordinary user acknowledges nothing head did not take',
+    { skip: process.getuid?.() !== 0 ? 'needs root to run a child as nobody' : false },
+    async () => {
+      const dir = await freshDir();
+      await chmod(dir, 0o777);
+      const url = `file://${dir}/q`;
+      const asNobody = (command: string): Promise<{ code: number | null; out: string }> =>
+        new Promise((resolve, reject) => {
+          const sh = spawn('setpriv', [
+            '--reuid=65534',
+            '--regid=65534',
+            '--clear-groups',
+            'sh',
+            '-c',
+            command,
+          ]);
+          let out = '';
+          sh.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          sh.on('error', reject);
+          sh.on('close', (code) => resolve({ code, out }));
+        });
+      const cli = `"${process.execPath}" "${bin}"`;
+      const produced = await asNobody(`seq 1 5 | ${cli} produce "${url}"`);
+      assert.equal(produced.code, 0, produced.out);
+      const shown = await asNobody(`${cli} consume "${url}" | head -2`);
+      assert.equal(shown.out, '1\n2\n');
+      const rest = await asNobody(`${cli} consume "${url}" --peek`);
+      assert.equal(rest.out, numbered(1, 5), 'the batch head read two lines of is still pending');
+    },
+  );
 
   test('malformed percent-encoding is a usage error naming the URL; read-only commands on a typo create nothing', async () => {
     const cwd = await freshDir();

@@ -4,7 +4,6 @@
  * each producer's order is kept, the manifest is empty after the acks, and a
  * grace-0 collection after the producers finish leaves no batch object.
  */
-import { BlobServiceClient } from '@azure/storage-blob';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,11 +20,14 @@ import {
 import { decodeManifest } from '../../src/format/manifest.ts';
 import {
   createTestBucket,
+  createTestContainer,
+  deleteTestBucket,
+  deleteTestContainer,
   azureConnectionString,
   reportMissingServer,
   s3Endpoint,
   uniqueName,
-} from '../servers.ts';
+} from '../support/servers.ts';
 
 const PRODUCERS = 3;
 const CALLS = 10_000;
@@ -66,7 +68,7 @@ const targets: Target[] = [
       const bucket = await createTestBucket(endpoint, 'e2e');
       return {
         store: openStore(`s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`),
-        cleanup: async () => undefined,
+        cleanup: () => deleteTestBucket(endpoint, bucket),
       };
     },
   },
@@ -75,11 +77,12 @@ const targets: Target[] = [
     server: 'azure',
     available: () => azureConnectionString() !== undefined,
     open: async () => {
-      const container = uniqueName('e2e').slice(0, 60);
-      await BlobServiceClient.fromConnectionString(azureConnectionString() as string)
-        .getContainerClient(container)
-        .create();
-      return { store: openStore(`az://${container}/q`), cleanup: async () => undefined };
+      const connection = azureConnectionString() as string;
+      const container = await createTestContainer(connection, 'e2e');
+      return {
+        store: openStore(`az://${container}/q`),
+        cleanup: () => deleteTestContainer(connection, container),
+      };
     },
   },
 ];
@@ -149,8 +152,8 @@ for (const target of targets) {
         for await (const o of store.list('ingest/')) left.push(o.key);
         assert.deepEqual(
           left,
-          ['ingest/collector.clock', 'ingest/manifest'],
-          'only the manifest and the collector clock probe are left',
+          ['ingest/manifest', 'ingest/queue.manifest'],
+          'only the manifest and the marker naming it are left',
         );
         console.log(
           `# e2e ${target.name}: produced ${total}, delivered ${delivered}, duplicates ${duplicates}, lost ${total - unique.size}, batches collected ${gc.deleted.length}`,

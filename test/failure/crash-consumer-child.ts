@@ -9,8 +9,9 @@
  *   the acks landed and the consumer never learns it).
  */
 import { openSync, writeSync } from 'node:fs';
-import { Consumer, FaultInjectingStore, openStore } from '../../src/index.ts';
-import { entryId } from './invariant-checker.ts';
+import { Consumer, openStore } from '../../src/index.ts';
+import { FaultInjectingStore } from '../../src/testing.ts';
+import { entryId } from '../../src/testing.ts';
 
 /** The child's configuration, passed as JSON in argv[2]. */
 export interface ConsumerChildConfig {

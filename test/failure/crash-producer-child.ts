@@ -12,9 +12,10 @@
  * (`MDUP location`).
  */
 import { openSync, writeSync } from 'node:fs';
-import { FaultInjectingStore, openStore, Producer } from '../../src/index.ts';
+import { openStore, Producer } from '../../src/index.ts';
+import { FaultInjectingStore } from '../../src/testing.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
-import { entryBytes } from './invariant-checker.ts';
+import { entryBytes } from '../../src/testing.ts';
 
 /** The child's configuration, passed as JSON in argv[2]. */
 export interface ProducerChildConfig {

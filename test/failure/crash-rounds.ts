@@ -15,7 +15,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Consumer, GarbageCollector, type ObjectStore } from '../../src/index.ts';
-import { mulberry32 } from '../../src/store/fault-injecting-store.ts';
+import { mulberry32 } from '../../src/testing.ts';
 import type { ConsumerChildConfig } from './crash-consumer-child.ts';
 import type { ProducerChildConfig } from './crash-producer-child.ts';
 import {
@@ -25,7 +25,7 @@ import {
   type ConsumerEvent,
   type InvariantReport,
   type ProducedCall,
-} from './invariant-checker.ts';
+} from '../../src/testing.ts';
 
 const here = new URL('.', import.meta.url).pathname;
 const PRODUCER_CRASHES: ProducerChildConfig['crashAt'][] = [

@@ -12,9 +12,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { openStore } from '../../src/index.ts';
-import { createTestBucket, reportMissingServer, s3Endpoint } from '../servers.ts';
+import {
+  createTestBucket,
+  deleteTestBucket,
+  reportMissingServer,
+  s3Endpoint,
+} from '../support/servers.ts';
 import { runCrashRounds, type CrashRoundsResult } from './crash-rounds.ts';
-import { assertInvariants } from './invariant-checker.ts';
+import { assertInvariants } from '../../src/testing.ts';
 
 function check(result: CrashRoundsResult, backend: string, producerKills: number): void {
   assertInvariants(result.report, `crash rounds on ${backend}`);
@@ -97,6 +102,7 @@ if (!endpoint) {
         check(result, 's3 (Ceph RGW)', 20);
       } finally {
         await store.close();
+        await deleteTestBucket(endpoint, bucket);
       }
     });
   });

@@ -11,8 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { MemoryStore, openStore } from '../../src/index.ts';
-import { createTestBucket, reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
-import { assertInvariants } from './invariant-checker.ts';
+import {
+  createTestBucket,
+  deleteTestBucket,
+  reportMissingServer,
+  s3Endpoint,
+  uniqueName,
+} from '../support/servers.ts';
+import { assertInvariants } from '../../src/testing.ts';
 import { runStorm, type StormResult } from './storm.ts';
 
 const replay = process.env.SPILLWAY_STORM_SEED
@@ -79,6 +85,7 @@ if (!endpoint) {
           check(result, 's3 (Ceph RGW)');
         } finally {
           await store.close();
+          await deleteTestBucket(endpoint, bucket);
         }
       });
     }

@@ -3,9 +3,10 @@
  * version written to the store beneath it and every garbage-collection
  * delete with what the manifest referenced at that moment.
  */
-import { FaultInjectingStore, NotFoundError, type ObjectStore } from '../../src/index.ts';
+import { NotFoundError, type ObjectStore } from '../../src/index.ts';
+import { FaultInjectingStore } from '../../src/testing.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
-import type { Deletion } from './invariant-checker.ts';
+import type { Deletion } from '../../src/testing.ts';
 
 /** What a {@link recordingStore} saw. */
 export interface StoreRecord {

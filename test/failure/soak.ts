@@ -14,8 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MemoryStore, openStore, type ObjectStore } from '../../src/index.ts';
-import { createTestBucket } from '../servers.ts';
-import { assertInvariants } from './invariant-checker.ts';
+import { createTestBucket } from '../support/servers.ts';
+import { assertInvariants } from '../../src/testing.ts';
 import { runStorm } from './storm.ts';
 
 const { values } = parseArgs({

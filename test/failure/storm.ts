@@ -6,15 +6,14 @@
  */
 import {
   Consumer,
-  FaultInjectingStore,
   FencedError,
   GarbageCollector,
   InMemoryMetrics,
   Producer,
   type Batch,
   type ObjectStore,
-  type RandomFaults,
 } from '../../src/index.ts';
+import { FaultInjectingStore, RetryingStore, type RandomFaults } from '../../src/testing.ts';
 import {
   checkInvariants,
   entryBytes,
@@ -22,8 +21,8 @@ import {
   type ConsumerEvent,
   type InvariantReport,
   type ProducedCall,
-} from './invariant-checker.ts';
-import { mulberry32 } from '../../src/store/fault-injecting-store.ts';
+} from '../../src/testing.ts';
+import { mulberry32 } from '../../src/testing.ts';
 import { recordingStore } from './recording-store.ts';
 
 /** Options of {@link runStorm}. */
@@ -85,6 +84,9 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
   const faulty = new FaultInjectingStore(recorder.store, {
     random: { seed, ...(options.faults ?? STORM_FAULTS) },
   });
+  // The injector stands for the network; the roles see it through the retry policy, as
+  // they see a real adapter's, so a transient fault costs a retry, not a rejection.
+  const store = new RetryingStore(faulty, { retry: { baseDelayMs: 5, maxDelayMs: 100 } });
   const log: ProducedCall[] = [];
   const events: ConsumerEvent[] = [];
   const rejections = new Map<string, number>();
@@ -93,7 +95,7 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
   let producing = producers;
   const producerRuns = Array.from({ length: producers }, (_, p) =>
     produceAll(
-      faulty,
+      store,
       `s${seed}p${p}`,
       Math.ceil(calls / producers),
       rng,
@@ -114,7 +116,7 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
       try {
         sessions++;
         return await Consumer.open({
-          store: faulty,
+          store,
           ackBatchSize: 1 + Math.floor(rng() * 8),
           ackIntervalMs: 60_000,
           gcIntervalMs: 0,
@@ -175,8 +177,7 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
   await final.flush();
   events.push({ kind: 'acked', consumer: name, through: final.lastAckedSequence });
   await final.close();
-  collected += (await new GarbageCollector({ store: faulty, gcGracePeriodMs: 0 }).run()).deleted
-    .length;
+  collected += (await new GarbageCollector({ store, gcGracePeriodMs: 0 }).run()).deleted.length;
   let objectsLeft = 0;
   for await (const m of faulty.list('ingest/')) if (m.key.endsWith('.batch')) objectsLeft++;
 

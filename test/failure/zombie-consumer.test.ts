@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   Consumer,
-  FaultInjectingStore,
   FencedError,
   MemoryStore,
   Producer,
   type Batch,
   type ObjectStore,
 } from '../../src/index.ts';
+import { FaultInjectingStore } from '../../src/testing.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
 
 const MANIFEST = 'ingest/manifest';

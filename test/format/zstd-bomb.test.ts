@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { CorruptDataError, InvalidArgumentError } from '../../src/index.ts';
 import {
   declaredBlockBytes,
+  RECORD_OVERHEAD_BYTES,
   decodeBatch,
   DEFAULT_MAX_BATCH_BYTES,
   encodeBatch,
@@ -136,10 +137,12 @@ describe('decompression limits (maxBatchBytes)', () => {
     await assert.rejects(decodeBatch(zstdBatch(huge), 'b'), corrupt('b', /more than 268435456/));
   });
 
-  test('the limit is inclusive: a record block of exactly maxBatchBytes decodes, one byte more does not', async () => {
-    const max = MiB;
-    const exact = recordsOfBlock(max);
-    const over = recordsOfBlock(max + 1);
+  test('the limit is inclusive: a batch of exactly maxBatchBytes (record block plus 96 per record) decodes, one byte more does not', async () => {
+    const block = MiB;
+    // One record: the limit counts its block and its view.
+    const max = block + RECORD_OVERHEAD_BYTES;
+    const exact = recordsOfBlock(block);
+    const over = recordsOfBlock(block + 1);
     const ways: [string, (records: Uint8Array[]) => Promise<Uint8Array>][] = [
       ['uncompressed', (r) => encodeBatch(r, 'none', { maxBatchBytes: max + 1 })],
       ['zstd with content size', (r) => encodeBatch(r, 'zstd', { maxBatchBytes: max + 1 })],
@@ -164,11 +167,11 @@ describe('decompression limits (maxBatchBytes)', () => {
     ];
     for (const [how, encode] of ways) {
       const decoded = await decodeBatch(await encode(exact), how, { maxBatchBytes: max });
-      assert.equal(decoded.blockBytes, max, how);
+      assert.equal(decoded.blockBytes, block, how);
       assert.equal(Buffer.compare(decoded.records[0] as Uint8Array, exact[0] as Uint8Array), 0);
       await assert.rejects(
         decodeBatch(await encode(over), how, { maxBatchBytes: max }),
-        corrupt(how, /more than 1048576 (bytes )?\(maxBatchBytes\)/),
+        corrupt(how, /more than 1048672 (bytes )?\(maxBatchBytes/),
       );
     }
   });
@@ -297,20 +300,29 @@ describe('declaredBlockBytes', () => {
 });
 
 describe('encodeBatch limits', () => {
-  test('a record block larger than maxBatchBytes is refused; exactly maxBatchBytes is written', async () => {
+  test('a batch larger than maxBatchBytes is refused; exactly maxBatchBytes is written', async () => {
     const max = 64 * 1024;
+    const block = max - RECORD_OVERHEAD_BYTES;
     for (const c of ['none', 'zstd'] as const) {
-      const body = await encodeBatch(recordsOfBlock(max), c, { maxBatchBytes: max });
-      assert.equal((await decodeBatch(body, 'b', { maxBatchBytes: max })).blockBytes, max);
+      const body = await encodeBatch(recordsOfBlock(block), c, { maxBatchBytes: max });
+      assert.equal((await decodeBatch(body, 'b', { maxBatchBytes: max })).blockBytes, block);
       await assert.rejects(
-        encodeBatch(recordsOfBlock(max + 1), c, { maxBatchBytes: max }),
+        encodeBatch(recordsOfBlock(block + 1), c, { maxBatchBytes: max }),
         (e: unknown) =>
           e instanceof InvalidArgumentError &&
-          /65537-byte record block, more than 65536 \(maxBatchBytes\); split the records/.test(
+          /a batch of 1 records counts 65537 bytes \(record block plus 96 per record\), more than 65536 \(maxBatchBytes\); split the records/.test(
             e.message,
           ),
       );
     }
+  });
+
+  test('a footer that claims millions of records is refused before decoding: the views alone would pass the limit', async () => {
+    const body = zstdBatch(await sizedFrame(new Uint8Array(64 * 1024)), 16_384);
+    await assert.rejects(
+      decodeBatch(body, 'b', { maxBatchBytes: 1024 * 1024 }),
+      corrupt('b', /the footer counts 16384 records, which would take 1572864 bytes of memory/),
+    );
   });
 
   test('an uncompressed record block larger than maxBatchBytes is refused by readers too', async () => {
@@ -319,7 +331,7 @@ describe('encodeBatch limits', () => {
       decodeBatch(body, 'b', { maxBatchBytes: 1000 }),
       corrupt(
         'b',
-        /^b: the record block has 1001 bytes, more than 1000 \(maxBatchBytes\); refusing it/,
+        /^b: the record block has 1001 bytes and 1 records, more than 1000 \(maxBatchBytes, counting 96 bytes per record\); refusing it/,
       ),
     );
   });

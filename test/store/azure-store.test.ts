@@ -1,8 +1,13 @@
-import { BlobServiceClient } from '@azure/storage-blob';
 import assert from 'node:assert/strict';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { openStore, StorageError } from '../../src/index.ts';
-import { azureConnectionString, reportMissingServer, uniqueName } from '../servers.ts';
+import {
+  azureConnectionString,
+  createTestContainer,
+  deleteTestContainer,
+  reportMissingServer,
+  uniqueName,
+} from '../support/servers.ts';
 import { describeStoreConformance } from './conformance.ts';
 
 const connectionString = azureConnectionString();
@@ -13,12 +18,11 @@ if (!connectionString) {
     'Run `npm test` (it starts Azurite with scripts/azurite.sh) after npm ci.',
   );
 } else {
-  const container = uniqueName('spillway').toLowerCase().slice(0, 60);
+  let container = '';
   before(async () => {
-    await BlobServiceClient.fromConnectionString(connectionString)
-      .getContainerClient(container)
-      .create();
+    container = await createTestContainer(connectionString, 'spillway');
   });
+  after(() => deleteTestContainer(connectionString, container));
 
   describeStoreConformance({
     name: 'az (Azurite)',

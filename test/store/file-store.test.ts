@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
 import {
   chmod,
   lstat,
@@ -8,6 +9,7 @@ import {
   mkdtemp,
   readdir,
   readFile,
+  realpath,
   rm,
   symlink,
   writeFile,
@@ -280,7 +282,7 @@ describe('file store: links inside the folder are never followed', () => {
   });
 
   test(
-    'a FIFO planted at a key reads as absent instead of blocking the read forever',
+    'a FIFO planted at a key is an error for every call, instead of blocking a read forever or looking absent (a create would loop)',
     {
       timeout: 10_000,
     },
@@ -291,10 +293,29 @@ describe('file store: links inside the folder are never followed', () => {
         t.diagnostic(`skipped: mkfifo failed (${made.stderr || made.error?.message})`);
         return;
       }
-      await assert.rejects(store.get('fifo'), NotFoundError);
-      await assert.rejects(store.head('fifo'), NotFoundError);
-      await assert.rejects(store.put('fifo', bytes('x')), /special file/);
-      assert.deepEqual(await keysOf(store, ''), []);
+      for (const call of [
+        () => store.get('fifo'),
+        () => store.head('fifo'),
+        () => store.put('fifo', bytes('x')),
+        () => store.put('fifo', bytes('x'), { mode: 'create' }),
+      ]) {
+        await assert.rejects(
+          call(),
+          (e: unknown) =>
+            e instanceof StorageError &&
+            !(e instanceof NotFoundError) &&
+            /special file/.test(e.message),
+        );
+      }
+      // A folder where an object is looked for reads as absent (as on S3); a create there is refused.
+      await mkdir(join(root, 'folder', 'inner'), { recursive: true });
+      await writeFile(join(root, 'folder', 'inner', 'x'), 'x');
+      await assert.rejects(store.get('folder'), NotFoundError);
+      await assert.rejects(
+        store.put('folder', bytes('x'), { mode: 'create' }),
+        InvalidArgumentError,
+      );
+      assert.deepEqual(await keysOf(store, ''), ['folder/inner/x']);
     },
   );
 });
@@ -588,5 +609,36 @@ describe('file store: operating-system errors are Spillway errors', () => {
     const bug = new TypeError('not an errno error');
     const wrapped = fileStoreError(bug, 'file:///srv/q', 'get', 'k');
     assert.ok(wrapped instanceof StorageError && wrapped.cause === bug);
+  });
+});
+
+describe('file store: locks', () => {
+  test('lock names are salted with the store secret: a local process binding the name it could guess does not stall writers', async (t) => {
+    if (process.platform !== 'linux') {
+      t.diagnostic('skipped: abstract-socket locks are Linux only');
+      return;
+    }
+    const root = await freshDir();
+    const store = new FileStore(root);
+    await store.put('k', bytes('v1'));
+    const secret = await readFile(join(root, '.spillway', 'lock-secret'), 'utf8');
+    assert.match(secret, /^[0-9a-f]{64}$/);
+    // The name an unsalted lock of this key would have had.
+    const guessed = `\0spillway-${createHash('sha256')
+      .update(`${await realpath(root)}\0k`)
+      .digest('hex')
+      .slice(0, 40)}`;
+    const squatter = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      squatter.once('error', reject);
+      squatter.listen(guessed, resolve);
+    });
+    try {
+      const v = (await store.head('k')).version;
+      await store.put('k', bytes('v2'), { mode: { ifMatch: v } });
+      assert.equal(new TextDecoder().decode((await store.get('k')).body), 'v2');
+    } finally {
+      await new Promise<void>((r) => squatter.close(() => r()));
+    }
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MemoryStore, openStore } from '../../src/index.ts';
-import { uniqueName } from '../servers.ts';
+import { uniqueName } from '../support/servers.ts';
 import { describeStoreConformance } from './conformance.ts';
 
 describeStoreConformance({

@@ -40,7 +40,7 @@ describe('openStore', () => {
     refuses('memory://', /expected memory:\/\/<name>/);
     refuses('s3://Bad_Bucket', /bucket of 3-63/);
     refuses('s3://bucket-name?colour=blue', /unknown URL parameter "colour"/);
-    refuses('s3://bucket-name?endpoint=nope', /endpoint must be a URL/);
+    refuses('s3://bucket-name?endpoint=nope', /endpoint parameter must be a URL/);
     refuses('file://otherhost/x', /host "otherhost"/);
     refuses('file:///', /filesystem root/);
     refuses('az://UPPER', /container name/);

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { openStore, StorageError } from '../../src/index.ts';
-import { createTestBucket, reportMissingServer, s3Endpoint, uniqueName } from '../servers.ts';
+import {
+  createTestBucket,
+  deleteTestBucket,
+  reportMissingServer,
+  s3Endpoint,
+  uniqueName,
+} from '../support/servers.ts';
 import { describeStoreConformance } from './conformance.ts';
 
 const endpoint = s3Endpoint();
@@ -18,6 +24,7 @@ if (!endpoint) {
   before(async () => {
     bucket = await createTestBucket(endpoint, 'spillway');
   });
+  after(() => deleteTestBucket(endpoint, bucket));
 
   describeStoreConformance({
     name: 's3 (Ceph RGW)',

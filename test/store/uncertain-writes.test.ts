@@ -20,7 +20,7 @@ import {
   reportMissingServer,
   s3Endpoint,
   uniqueName,
-} from '../servers.ts';
+} from '../support/servers.ts';
 import { getOf, MisbehavingProxy, putOf } from './misbehaving-proxy.ts';
 
 const enc = new TextEncoder();

@@ -7,8 +7,8 @@ import type {
   PutOptions,
   PutResult,
   StoreCallOptions,
-} from './object-store.ts';
-import { delay } from './retry.ts';
+} from '../store/object-store.ts';
+import { sleep } from '../clock.ts';
 
 /** The operations of an {@link ObjectStore} that faults can target. */
 export type StoreOperation = 'get' | 'head' | 'put' | 'list' | 'delete' | 'deleteMany';
@@ -33,6 +33,8 @@ export interface StoreCall {
   mode?: PutOptions['mode'];
   /** The body, for puts. */
   body?: Uint8Array;
+  /** The caller's signal: a hook that holds the call may honour it. */
+  signal?: AbortSignal;
 }
 
 /** A hook run before or after a call reaches the inner store; the call waits for it. */
@@ -227,6 +229,7 @@ export class FaultInjectingStore implements ObjectStore {
     run: () => Promise<T>,
   ): Promise<T> {
     const { op } = call;
+    if (signal) call.signal = signal;
     this.stats.calls[op]++;
     for (const hook of this.hooksBefore.get(op) ?? []) await hook(call);
 
@@ -237,7 +240,7 @@ export class FaultInjectingStore implements ObjectStore {
       extra += this.rng() * (random.maxLatencyMs ?? 20);
     if (extra > 0) {
       this.stats.delays++;
-      await delay(extra, signal);
+      await sleep(extra, { signal });
     }
 
     const scripted = this.failures.get(op);

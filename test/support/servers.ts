@@ -3,7 +3,14 @@
  * started them. A suite whose server is missing fails with the reason: it never
  * passes silently.
  */
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { BlobServiceClient } from '@azure/storage-blob';
 import { test } from 'node:test';
 
 /** The S3 endpoint (Ceph RGW), or undefined with the reason it is missing. */
@@ -39,4 +46,45 @@ export async function createTestBucket(endpoint: string, prefix: string): Promis
     client.destroy();
   }
   return bucket;
+}
+
+/** Deletes every object of a test bucket, then the bucket. */
+export async function deleteTestBucket(endpoint: string, bucket: string): Promise<void> {
+  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
+  try {
+    for (;;) {
+      const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, MaxKeys: 1000 }));
+      const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+      if (keys.length === 0) break;
+      await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys } }));
+    }
+    await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+  } finally {
+    client.destroy();
+  }
+}
+
+/** Creates a container with a unique name on the Azure server; returns its name. */
+export async function createTestContainer(
+  connectionString: string,
+  prefix: string,
+): Promise<string> {
+  const container = uniqueName(prefix)
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .slice(0, 60);
+  await BlobServiceClient.fromConnectionString(connectionString)
+    .getContainerClient(container)
+    .create();
+  return container;
+}
+
+/** Deletes a test container and everything in it. */
+export async function deleteTestContainer(
+  connectionString: string,
+  container: string,
+): Promise<void> {
+  await BlobServiceClient.fromConnectionString(connectionString)
+    .getContainerClient(container)
+    .deleteIfExists();
 }

@@ -1,33 +1,32 @@
-import { systemClock, type Clock } from './clock.ts';
-import { ClosedError, FencedError, InvalidArgumentError } from './errors.ts';
-import type { MetadataItem } from './format/manifest.ts';
+import { sleep, systemClock, type Clock, type ClockTimer } from '../clock.ts';
+import {
+  asError,
+  ClosedError,
+  FencedError,
+  InvalidArgumentError,
+  TimeoutError,
+} from '../errors.ts';
+import { declaredBlockBytes, decodeBatch, DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
+import { GarbageCollector, type CollectionResult } from '../gc.ts';
+import { abortable, withTimeout } from '../lifecycle.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import { noopMetrics, type Metrics } from '../metrics.ts';
+import { resolveOptions, type OptionSpecs } from '../options.ts';
 import {
   describeEntry,
   fetchBatch,
   fetchBatchObject,
   type BatchDescriptor,
-} from './queue/batch-fetch.ts';
-import { declaredBlockBytes, decodeBatch, DEFAULT_MAX_BATCH_BYTES } from './format/batch.ts';
-import { GarbageCollector, type CollectionResult } from './gc.ts';
-import { noopMetrics, type Metrics } from './metrics.ts';
-import { fenced, ManifestQueue } from './queue/manifest-queue.ts';
-import type { ObjectStore } from './store/object-store.ts';
-import { resolveStore } from './store/open-store.ts';
-import { delay } from './store/retry.ts';
-import { describeValue } from './store/keys.ts';
-import { asError } from './errors.ts';
-import { stripUndefined } from './producer.ts';
+} from '../queue/batch-fetch.ts';
+import { fenced, type ManifestQueue } from '../queue/manifest-queue.ts';
+import { Queue, QUEUE_SELECTOR_SPECS, type Batch, type QueueSelector } from '../queue/queue.ts';
+import type { ObjectStore } from '../store/object-store.ts';
 
-export type { BatchDescriptor } from './queue/batch-fetch.ts';
+export type { BatchDescriptor } from '../queue/batch-fetch.ts';
+export type { Batch } from '../queue/queue.ts';
 
-/** Options of {@link Consumer.open}. */
-export interface ConsumerOptions {
-  /** The store, as a URL or an {@link ObjectStore}. */
-  store: string | ObjectStore;
-  /** Folder of the batch objects. @default "ingest" */
-  dataPathPrefix?: string;
-  /** Key of the queue manifest. @default "ingest/manifest" */
-  manifestPath?: string;
+/** Options of {@link Consumer.open}. Name the queue with `queue`, or with `store` and the paths. */
+export interface ConsumerOptions extends QueueSelector {
   /** Resume after this sequence: batches at or below it count as acknowledged. */
   lastAckedSequence?: number;
   /** Acks that trigger one manifest dequeue. @default 100 */
@@ -36,7 +35,7 @@ export interface ConsumerOptions {
   ackIntervalMs?: number;
   /** Interval of the background garbage collection, in ms; 0 turns it off. @default 300000 (5 minutes) */
   gcIntervalMs?: number;
-  /** See {@link GarbageCollectorOptions.gcGracePeriodMs}. @default 600000 (10 minutes) */
+  /** See `GarbageCollectorOptions.gcGracePeriodMs`. @default 600000 (10 minutes) */
   gcGracePeriodMs?: number;
   /** Batches fetched ahead of `next()`. @default 8 */
   readAheadBatches?: number;
@@ -48,20 +47,39 @@ export interface ConsumerOptions {
    */
   readAheadBytes?: number;
   /**
-   * Largest record block of a batch this consumer decodes, in bytes: a
-   * batch that is (or decompresses to) more is a {@link CorruptDataError},
-   * so a small object cannot cost gigabytes of memory. At least the
-   * producers' `maxBatchBytes`; at most 1 GiB. @default 268435456 (256 MiB)
+   * Largest batch this consumer decodes, in bytes, counted as for the
+   * producer (record block plus 96 bytes per record): a batch that is (or
+   * decompresses to, or claims records for) more is a `CorruptDataError`,
+   * so a small object cannot cost gigabytes of memory. At least the producers'
+   * `maxBatchBytes`; at most 1 GiB. @default 268435456 (256 MiB)
    */
   maxBatchBytes?: number;
+  /** Where metrics go. @default no metrics */
   metrics?: Metrics;
+  /** Where background failures and lost races are reported. @default silent */
+  logger?: Logger;
+  /** Time source and timers. @default the system clock */
   clock?: Clock;
+  /** Aborts `Consumer.open()` (the fencing write). */
+  signal?: AbortSignal;
 }
 
+/** The consumer's settings once its options are resolved. */
+type ConsumerSettings = Required<
+  Pick<
+    ConsumerOptions,
+    | 'ackBatchSize'
+    | 'ackIntervalMs'
+    | 'gcIntervalMs'
+    | 'gcGracePeriodMs'
+    | 'readAheadBatches'
+    | 'readAheadBytes'
+    | 'maxBatchBytes'
+  >
+>;
+
 /** Defaults of {@link ConsumerOptions}. */
-export const CONSUMER_DEFAULTS = Object.freeze({
-  dataPathPrefix: 'ingest',
-  manifestPath: 'ingest/manifest',
+export const CONSUMER_DEFAULTS: Readonly<ConsumerSettings> = Object.freeze({
   ackBatchSize: 100,
   ackIntervalMs: 1000,
   gcIntervalMs: 5 * 60 * 1000,
@@ -71,19 +89,36 @@ export const CONSUMER_DEFAULTS = Object.freeze({
   maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
 });
 
-/** A fetched batch. */
-export interface Batch {
-  sequence: number;
-  location: string;
-  entries: Uint8Array[];
-  /** One item per `produce()` call: its entries start at `startIndex`. */
-  metadata: MetadataItem[];
+const CONSUMER_SPECS: OptionSpecs<ConsumerOptions> = {
+  ...QUEUE_SELECTOR_SPECS,
+  lastAckedSequence: { kind: 'int', min: -1 },
+  ackBatchSize: { kind: 'int', min: 1 },
+  ackIntervalMs: { kind: 'int', min: 0, max: 2_147_483_647 },
+  gcIntervalMs: { kind: 'int', min: 0, max: 2_147_483_647 },
+  gcGracePeriodMs: { kind: 'int', min: 0 },
+  readAheadBatches: { kind: 'int', min: 1 },
+  readAheadBytes: { kind: 'int', min: 1 },
+  maxBatchBytes: { kind: 'int', min: 1, max: 1024 ** 3 },
+  metrics: { kind: 'any' },
+  logger: { kind: 'any' },
+  clock: { kind: 'any' },
+  signal: { kind: 'any' },
+};
+
+/** Options of the calls that wait on the store. */
+export interface CallOptions {
+  /** Aborts the wait (and the requests it made); the call rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /**
  * Reads batches in order and acknowledges them. Opening a consumer raises the
  * manifest's epoch, which fences every earlier consumer: their reads, acks and
  * flushes fail with {@link FencedError} from then on.
+ *
+ * Lifecycle: {@link close} applies pending acks (bounded by `timeoutMs` if
+ * given); {@link destroy} stops at once without applying them. Timers go
+ * through the `clock` and never keep the process alive.
  *
  * @example
  * const consumer = await Consumer.open({ store: 'file:./queue' });
@@ -96,13 +131,18 @@ export interface Batch {
 export class Consumer {
   /** The epoch this consumer holds. */
   readonly epoch: number;
+  /** The queue read. */
+  readonly queue: Queue;
+  private readonly ownsQueue: boolean;
   private readonly store: ObjectStore;
-  private readonly ownsStore: boolean;
-  private readonly queue: ManifestQueue;
+  private readonly manifest: ManifestQueue;
   private readonly gc: GarbageCollector;
-  private readonly o: typeof CONSUMER_DEFAULTS;
+  private readonly o: ConsumerSettings;
   private readonly metrics: Metrics;
+  private readonly logger: Logger;
   private readonly clock: Clock;
+  /** Aborts every store call in flight: destroy(). */
+  private readonly inFlight = new AbortController();
   /** Highest sequence read from the manifest, and highest handed out by next() or nextDescriptors(). */
   private cursor: number;
   private handedOut: number;
@@ -115,37 +155,47 @@ export class Consumer {
   private known: BatchDescriptor[] = [];
   private readonly ahead: Ahead[] = [];
   private flushing: Promise<void> = Promise.resolve();
-  private ackTimer: NodeJS.Timeout | undefined;
-  private gcTimer: NodeJS.Timeout | undefined;
+  private ackTimer: ClockTimer | undefined;
+  private gcTimer: ClockTimer | undefined;
   private gcRun: Promise<unknown> = Promise.resolve();
   private backgroundError: unknown;
   private fencedError: FencedError | undefined;
   private closing: Promise<void> | undefined;
+  private destroyed: Error | undefined;
   private readonly entryCounts = new Map<number, number>();
 
   private constructor(
-    options: ConsumerOptions,
+    o: ConsumerOptions & ConsumerSettings,
     epoch: number,
-    store: ObjectStore,
-    queue: ManifestQueue,
+    queue: Queue,
+    owned: boolean,
   ) {
-    this.o = { ...CONSUMER_DEFAULTS, ...stripUndefined(options) } as typeof CONSUMER_DEFAULTS;
+    this.o = o;
     this.epoch = epoch;
-    this.store = store;
-    this.ownsStore = typeof options.store === 'string';
     this.queue = queue;
-    this.metrics = options.metrics ?? noopMetrics;
-    this.clock = options.clock ?? systemClock;
-    const start = options.lastAckedSequence ?? -1;
+    this.ownsQueue = owned;
+    this.store = queue.store;
+    this.metrics = o.metrics ?? noopMetrics;
+    this.logger = o.logger ?? silentLogger;
+    this.clock = o.clock ?? systemClock;
+    this.manifest = queue.manifestQueue({
+      metrics: this.metrics,
+      logger: this.logger,
+      clock: this.clock,
+    });
+    const start = o.lastAckedSequence ?? -1;
     this.cursor = start;
     this.handedOut = start;
     this.acked = start;
     this.applied = -1;
-    this.gc = new GarbageCollector({ ...this.o, store, metrics: this.metrics, clock: this.clock });
-    if (this.o.gcIntervalMs > 0) {
-      this.gcTimer = setInterval(() => void this.backgroundCollect(), this.o.gcIntervalMs);
-      this.gcTimer.unref();
-    }
+    this.gc = new GarbageCollector({
+      queue,
+      gcGracePeriodMs: o.gcGracePeriodMs,
+      metrics: this.metrics,
+      logger: this.logger,
+      clock: this.clock,
+    });
+    this.scheduleCollection();
   }
 
   /**
@@ -155,16 +205,24 @@ export class Consumer {
    * @throws {InvalidArgumentError} for bad options.
    */
   static async open(options: ConsumerOptions): Promise<Consumer> {
-    validateConsumerOptions(options);
-    const store = resolveStore(options.store);
-    const metrics = options.metrics ?? noopMetrics;
-    const queue = new ManifestQueue({
-      store,
-      manifestPath: options.manifestPath ?? CONSUMER_DEFAULTS.manifestPath,
-      metrics,
-    });
-    const epoch = await queue.fence();
-    return new Consumer(options, epoch, store, queue);
+    const o = resolveOptions(
+      'Consumer',
+      CONSUMER_SPECS,
+      CONSUMER_DEFAULTS,
+      options,
+    ) as ConsumerOptions & ConsumerSettings;
+    const { queue, owned } = Queue.select('Consumer', o);
+    try {
+      // Refuse a data prefix that belongs to another manifest before writing anything.
+      await queue.checkOwnership({ signal: o.signal });
+      const epoch = await queue
+        .manifestQueue({ metrics: o.metrics, clock: o.clock })
+        .fence(o.signal);
+      return new Consumer(o, epoch, queue, owned);
+    } catch (e) {
+      if (owned) await queue.close().catch(() => undefined);
+      throw e;
+    }
   }
 
   /** The highest sequence acknowledged so far (-1 if none); pass it as `lastAckedSequence` to resume. */
@@ -179,9 +237,13 @@ export class Consumer {
    * @throws {CorruptDataError} naming the object when a batch is missing or
    * does not match its manifest entry; the consumer does not advance past it.
    */
-  async next(): Promise<Batch | undefined> {
+  async next(options: CallOptions = {}): Promise<Batch | undefined> {
     this.check();
-    if (this.ahead.length === 0) await this.fill(1);
+    return abortable(this.nextBatch(options.signal), options.signal);
+  }
+
+  private async nextBatch(signal: AbortSignal | undefined): Promise<Batch | undefined> {
+    if (this.ahead.length === 0) await this.fill(1, signal);
     const head = this.ahead[0];
     if (!head) return undefined;
     let batch: Batch;
@@ -189,9 +251,15 @@ export class Consumer {
       batch = await this.decodeAhead(head);
     } catch (e) {
       // Stay on this batch: the next call fetches it again (a transient failure heals, corruption repeats).
-      this.ahead[0] = this.startFetch(head.d);
+      if (this.ahead[0] === head) this.ahead[0] = this.startFetch(head.d);
       throw e;
     }
+    // A caller that gave up (aborted) must not have the batch count as handed out:
+    // it stays at the head for the next call.
+    signal?.throwIfAborted();
+    this.check();
+    // A concurrent next() handed this one out meanwhile: take the following one.
+    if (this.ahead[0] !== head) return this.nextBatch(signal);
     this.ahead.shift();
     this.handedOut = batch.sequence;
     this.unacked.push(batch.sequence);
@@ -211,7 +279,7 @@ export class Consumer {
    * read, without fetching them; fetch them with {@link fetch} (concurrently
    * if you like) and acknowledge with {@link ackThrough}.
    */
-  async nextDescriptors(max: number): Promise<BatchDescriptor[]> {
+  async nextDescriptors(max: number, options: CallOptions = {}): Promise<BatchDescriptor[]> {
     this.check();
     if (!Number.isSafeInteger(max) || max < 1)
       throw new InvalidArgumentError(
@@ -220,7 +288,7 @@ export class Consumer {
     const out: BatchDescriptor[] = [];
     // Batches already fetched ahead come first, in order.
     while (out.length < max && this.ahead.length > 0) out.push((this.ahead.shift() as Ahead).d);
-    if (out.length < max && this.known.length === 0) await this.readManifest();
+    if (out.length < max && this.known.length === 0) await this.readManifest(options.signal);
     while (out.length < max && this.known.length > 0)
       out.push(this.known.shift() as BatchDescriptor);
     for (const d of out) this.unacked.push(d.sequence);
@@ -235,10 +303,10 @@ export class Consumer {
    * @throws {CorruptDataError} naming the location when the object is missing,
    * has another size or checksum than its manifest entry records, or does not decode.
    */
-  async fetch(descriptor: BatchDescriptor): Promise<Batch> {
+  async fetch(descriptor: BatchDescriptor, options: CallOptions = {}): Promise<Batch> {
     this.check();
     const started = performance.now();
-    const { records } = await fetchBatch(this.store, descriptor, undefined, {
+    const { records } = await fetchBatch(this.store, descriptor, this.callSignal(options.signal), {
       maxBatchBytes: this.o.maxBatchBytes,
     });
     this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
@@ -256,7 +324,7 @@ export class Consumer {
    *
    * @throws {InvalidArgumentError} when `sequence` is not the oldest unacknowledged batch.
    */
-  async ack(sequence: number): Promise<void> {
+  async ack(sequence: number, options: CallOptions = {}): Promise<void> {
     this.check();
     const expected = this.unacked[0];
     if (sequence !== expected) {
@@ -269,18 +337,23 @@ export class Consumer {
     this.pendingAcks++;
     this.metrics.increment('buffer.acks');
     if (this.pendingAcks >= this.o.ackBatchSize) {
-      await this.flush();
+      await this.flush(options);
     } else if (this.ackTimer === undefined) {
-      this.ackTimer = setTimeout(() => {
+      this.ackTimer = this.clock.setTimeout(() => {
         this.ackTimer = undefined;
-        this.applyAcks().catch((e: unknown) => (this.backgroundError ??= e));
+        this.applyAcks().catch((e: unknown) => {
+          this.backgroundError ??= e;
+          this.logger.warn(
+            { queue: this.queue.description, error: String(e) },
+            'consumer: applying acknowledgements in the background failed',
+          );
+        });
       }, this.o.ackIntervalMs);
-      this.ackTimer.unref();
     }
   }
 
   /** Acknowledges every batch handed out up to `sequence`, and applies it at once in one manifest write. */
-  async ackThrough(sequence: number): Promise<void> {
+  async ackThrough(sequence: number, options: CallOptions = {}): Promise<void> {
     this.check();
     if (!Number.isSafeInteger(sequence) || sequence > this.handedOut || sequence <= this.acked) {
       throw new InvalidArgumentError(
@@ -291,26 +364,24 @@ export class Consumer {
     this.acked = sequence;
     this.pendingAcks++;
     this.metrics.increment('buffer.acks');
-    await this.flush();
+    await this.flush(options);
   }
 
   /** Applies pending acks now (one manifest write). */
-  async flush(): Promise<void> {
+  async flush(options: CallOptions = {}): Promise<void> {
     this.check();
-    await this.applyAcks();
+    await abortable(this.applyAcks(), options.signal);
   }
 
   /** Dequeues through the acked frontier; flushes run one after another. */
   private async applyAcks(): Promise<void> {
     const run = this.flushing.then(async () => {
-      if (this.ackTimer !== undefined) {
-        clearTimeout(this.ackTimer);
-        this.ackTimer = undefined;
-      }
+      this.clock.clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
       const through = this.acked;
-      if (through <= this.applied) return;
+      if (through <= this.applied || this.destroyed) return;
       try {
-        const m = await this.queue.dequeue(through, this.epoch);
+        const m = await this.manifest.dequeue(through, this.epoch, this.inFlight.signal);
         this.metrics.gauge('buffer.queue_length', m.entries.length);
       } catch (e) {
         if (e instanceof FencedError) this.fencedError = e;
@@ -333,20 +404,26 @@ export class Consumer {
 
   /**
    * Yields batches as they arrive, polling every `pollIntervalMs` (default
-   * 1000) when caught up, until `signal` aborts.
+   * 1000, by the consumer's clock) when caught up, until `signal` aborts.
    */
   async *batches(
     options: { signal?: AbortSignal; pollIntervalMs?: number } = {},
   ): AsyncIterable<Batch> {
     const { signal, pollIntervalMs = 1000 } = options;
     while (!signal?.aborted) {
-      const batch = await this.next();
+      let batch: Batch | undefined;
+      try {
+        batch = await this.next({ signal });
+      } catch (e) {
+        if (signal?.aborted) return;
+        throw e;
+      }
       if (batch) {
         yield batch;
         continue;
       }
       try {
-        await delay(pollIntervalMs, signal);
+        await sleep(pollIntervalMs, { signal, clock: this.clock });
       } catch {
         return;
       }
@@ -354,38 +431,88 @@ export class Consumer {
   }
 
   /** Runs one garbage collection now. */
-  async collectGarbage(options: { dryRun?: boolean } = {}): Promise<CollectionResult> {
+  async collectGarbage(
+    options: { dryRun?: boolean; signal?: AbortSignal } = {},
+  ): Promise<CollectionResult> {
     this.check();
-    const run = this.gcRun.then(() => this.gc.run(options));
+    const signal = this.callSignal(options.signal);
+    const run = this.gcRun.then(() => this.gc.run({ dryRun: options.dryRun, signal }));
     this.gcRun = run.catch(() => undefined);
     return run;
   }
 
-  /** Applies pending acks and stops. Idempotent; a fenced consumer closes without writing. */
-  close(): Promise<void> {
+  /**
+   * Applies pending acks and stops. Idempotent; a fenced consumer closes
+   * without writing. With `timeoutMs`, a close that has not finished by then
+   * destroys the consumer (the pending acks are not applied: their batches
+   * will be delivered again) and rejects with a {@link TimeoutError}.
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
     this.closing ??= (async () => {
-      clearInterval(this.gcTimer);
-      clearTimeout(this.ackTimer);
+      this.stopTimers();
       const errors: unknown[] = [];
-      if (!this.fencedError && this.acked > this.applied) {
-        await this.applyAcks().catch((e: unknown) => errors.push(e));
+      const graceful = (async () => {
+        if (!this.fencedError && this.acked > this.applied && !this.destroyed) {
+          await this.applyAcks().catch((e: unknown) => errors.push(e));
+        }
+        await this.gcRun;
+      })();
+      if (options.timeoutMs !== undefined) {
+        if (await withTimeout(graceful, options.timeoutMs, this.clock)) {
+          const error = new TimeoutError(
+            `consumer: close() did not finish in ${options.timeoutMs} ms; acknowledgements through sequence ${this.acked} were not applied (those batches will be delivered again)`,
+          );
+          await this.destroy(error);
+          throw error;
+        }
+      } else {
+        await graceful;
       }
-      await this.gcRun;
-      for (const a of this.ahead) {
-        a.raw.catch(() => undefined);
-        a.decoded?.catch(() => undefined);
-      }
-      if (this.ownsStore) await this.store.close().catch((e: unknown) => errors.push(e));
-      if (errors.length > 0) throw errors[0];
+      this.releaseAhead();
+      await this.gc.close();
+      if (this.ownsQueue) await this.queue.close().catch((e: unknown) => errors.push(e));
+      if (errors.length > 0) throw asError(errors[0]);
     })();
     return this.closing;
+  }
+
+  /**
+   * Stops at once: no pending ack is applied (those batches will be
+   * delivered again to the next consumer), requests in flight are aborted,
+   * timers cleared, and a store the consumer opened is closed; later calls
+   * reject with `error` (a {@link ClosedError} by default). Idempotent.
+   */
+  async destroy(error?: Error): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = error ?? new ClosedError('consumer (destroyed)');
+    this.stopTimers();
+    this.inFlight.abort(this.destroyed);
+    this.releaseAhead();
+    this.closing ??= Promise.resolve();
+    await this.gc.close().catch(() => undefined);
+    if (this.ownsQueue) await this.queue.close().catch(() => undefined);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
+  private stopTimers(): void {
+    this.clock.clearTimeout(this.gcTimer);
+    this.clock.clearTimeout(this.ackTimer);
+    this.gcTimer = undefined;
+    this.ackTimer = undefined;
+  }
+
+  private releaseAhead(): void {
+    for (const a of this.ahead) {
+      a.raw.catch(() => undefined);
+      a.decoded?.catch(() => undefined);
+    }
+  }
+
   private check(): void {
+    if (this.destroyed) throw this.destroyed;
     if (this.closing) throw new ClosedError('consumer');
     if (this.fencedError) throw this.fencedError;
     if (this.backgroundError !== undefined) {
@@ -395,9 +522,14 @@ export class Consumer {
     }
   }
 
+  /** A signal that aborts at the caller's signal or at destroy(). */
+  private callSignal(signal: AbortSignal | undefined): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.inFlight.signal]) : this.inFlight.signal;
+  }
+
   /** Reads the manifest and records the descriptors after the cursor. */
-  private async readManifest(): Promise<void> {
-    const { manifest } = await this.queue.read();
+  private async readManifest(signal: AbortSignal | undefined): Promise<void> {
+    const { manifest } = await this.manifest.read(this.callSignal(signal));
     if (manifest.epoch !== this.epoch) {
       this.fencedError = fenced(this.queue.manifestPath, this.epoch, manifest.epoch);
       throw this.fencedError;
@@ -410,8 +542,8 @@ export class Consumer {
   }
 
   /** Starts fetches until the read-ahead window is full; reads the manifest if nothing is known. */
-  private async fill(min: number): Promise<void> {
-    if (this.known.length === 0) await this.readManifest();
+  private async fill(min: number, signal: AbortSignal | undefined): Promise<void> {
+    if (this.known.length === 0) await this.readManifest(signal);
     this.readAhead(min);
   }
 
@@ -440,7 +572,7 @@ export class Consumer {
   private startFetch(d: BatchDescriptor): Ahead {
     const a: Ahead = { d, bytes: d.sizeBytes ?? 0, raw: Promise.resolve(new Uint8Array()) };
     const started = performance.now();
-    a.raw = fetchBatchObject(this.store, d).then((body) => {
+    a.raw = fetchBatchObject(this.store, d, this.inFlight.signal).then((body) => {
       this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
       a.body = body;
       a.bytes = declaredBlockBytes(body) ?? this.o.maxBatchBytes;
@@ -485,9 +617,21 @@ export class Consumer {
     return a.decoded;
   }
 
-  private async backgroundCollect(): Promise<void> {
-    if (this.closing || this.fencedError) return;
-    await this.collectGarbage().catch(() => undefined);
+  /** Arms the next background collection; each re-arms after it ran. */
+  private scheduleCollection(): void {
+    if (this.o.gcIntervalMs <= 0 || this.closing || this.destroyed) return;
+    this.gcTimer = this.clock.setTimeout(() => {
+      this.gcTimer = undefined;
+      if (this.closing || this.destroyed || this.fencedError) return;
+      void this.collectGarbage()
+        .catch((e: unknown) =>
+          this.logger.warn(
+            { queue: this.queue.description, error: String(e) },
+            'consumer: background collection failed',
+          ),
+        )
+        .finally(() => this.scheduleCollection());
+    }, this.o.gcIntervalMs);
   }
 }
 
@@ -502,25 +646,4 @@ interface Ahead {
   body?: Uint8Array;
   /** Set once decoding started. */
   decoded?: Promise<Batch>;
-}
-
-function validateConsumerOptions(o: ConsumerOptions): void {
-  const ints: [keyof ConsumerOptions, number][] = [
-    ['ackBatchSize', 1],
-    ['ackIntervalMs', 0],
-    ['gcIntervalMs', 0],
-    ['gcGracePeriodMs', 0],
-    ['readAheadBatches', 1],
-    ['readAheadBytes', 1],
-    ['maxBatchBytes', 1],
-    ['lastAckedSequence', -1],
-  ];
-  for (const [name, min] of ints) {
-    const v = o[name];
-    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)) {
-      throw new InvalidArgumentError(
-        `${name} must be an integer >= ${min}, got ${describeValue(v)}`,
-      );
-    }
-  }
 }

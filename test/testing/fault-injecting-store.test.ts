@@ -1,13 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  FaultInjectingStore,
-  MemoryStore,
-  OutcomeUnknownError,
-  StorageError,
-} from '../../src/index.ts';
-import { uniqueName } from '../servers.ts';
-import { describeStoreConformance } from './conformance.ts';
+import { MemoryStore, OutcomeUnknownError, StorageError } from '../../src/index.ts';
+import { FaultInjectingStore } from '../../src/testing.ts';
+import { uniqueName } from '../support/servers.ts';
+import { describeStoreConformance } from '../store/conformance.ts';
 
 describeStoreConformance({
   name: 'fault injector (no faults) over memory',

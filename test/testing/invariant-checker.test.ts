@@ -1,12 +1,7 @@
 /** The invariant checker catches each kind of violation it exists for. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  checkInvariants,
-  VIOLATIONS,
-  type ConsumerEvent,
-  type RunLog,
-} from './invariant-checker.ts';
+import { checkInvariants, VIOLATIONS, type ConsumerEvent, type RunLog } from '../../src/testing.ts';
 
 const calls: RunLog['calls'] = [
   { producer: 'a', first: 0, count: 2, outcome: 'resolved' },

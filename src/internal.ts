@@ -1,0 +1,30 @@
+/**
+ * `spillway/internal`: pieces the `spillway` command and the benchmarks use
+ * that are not part of the supported API (codecs, the manifest queue, batch
+ * fetching). They may change in any release.
+ *
+ * @packageDocumentation
+ */
+export {
+  encodeBatch,
+  decodeBatch,
+  declaredBlockBytes,
+  recordBlockBytes,
+  BATCH_FOOTER_BYTES,
+  type DecodedBatch,
+} from './format/batch.ts';
+export {
+  encodeManifest,
+  decodeManifest,
+  emptyManifest,
+  entryTrailer,
+  type Manifest,
+  type ManifestEntry,
+} from './format/manifest.ts';
+export { encodeTrailer, decodeTrailer, type IntegrityTrailer } from './format/trailer.ts';
+export { crc32c } from './format/crc32c.ts';
+export { UlidGenerator, isUlid, ulidTimeMs } from './format/ulid.ts';
+export { ManifestQueue, type ManifestSnapshot, type NewEntry } from './queue/manifest-queue.ts';
+export { describeEntry, fetchBatch, fetchBatchObject, hex } from './queue/batch-fetch.ts';
+export { classifyBatchObject, oldestUlidTime } from './collection-rule.ts';
+export { redactUrl, scrubSecrets } from './redact.ts';

@@ -1,0 +1,42 @@
+/**
+ * Small helpers for the lifecycle every long-lived role shares: waits that a
+ * signal can abort, and graceful closes bounded by a timeout.
+ */
+import type { Clock, ClockTimer } from './clock.ts';
+
+/** Waits for `work`, or rejects with the signal's reason when it aborts first. */
+export function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: Error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** Waits for `work` up to `ms` by `clock`; true when the time ran out first. */
+export async function withTimeout(
+  work: Promise<unknown>,
+  ms: number,
+  clock: Clock,
+): Promise<boolean> {
+  let timer: ClockTimer | undefined;
+  const expired = new Promise<true>((resolve) => {
+    timer = clock.setTimeout(() => resolve(true), ms, { ref: true });
+  });
+  try {
+    return (await Promise.race([work.then(() => false), expired])) === true;
+  } finally {
+    clock.clearTimeout(timer);
+  }
+}

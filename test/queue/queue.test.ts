@@ -1,0 +1,133 @@
+/**
+ * The queue handle: one value naming a queue, shared by the roles; its
+ * statistics and its non-fencing reader.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  Consumer,
+  GarbageCollector,
+  InvalidArgumentError,
+  MemoryStore,
+  Producer,
+  Queue,
+  QueueNotFoundError,
+  type Batch,
+} from '../../src/index.ts';
+import { ManualClock } from '../../src/testing.ts';
+import { until } from '../support/deferred.ts';
+import { queueWith } from '../support/queue.ts';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+describe('queue handle', () => {
+  test('roles share one handle; paths come from it; a handle given is not closed by the roles', async () => {
+    const store = new MemoryStore();
+    const queue = Queue.open({ store, manifestPath: 'orders/manifest', dataPathPrefix: 'orders' });
+    const producer = new Producer({ queue, flushIntervalMs: 0 });
+    const r = await (await producer.produce([enc.encode('o1')])).durable;
+    assert.match(r.location, /^orders\/[0-9A-Z]{26}\.batch$/);
+    await producer.close();
+    const consumer = await Consumer.open({ queue, gcIntervalMs: 0 });
+    const batch = (await consumer.next()) as Batch;
+    assert.equal(dec.decode(batch.entries[0]), 'o1');
+    await consumer.close();
+    await new GarbageCollector({ queue }).close();
+    // Still usable: the roles did not close the store they were handed.
+    assert.equal((await queue.stats()).manifestPath, 'orders/manifest');
+    await queue.close();
+  });
+
+  test('a store URL as the queue opens (and the role closes) its store; the paths are validated', async () => {
+    assert.equal(Queue.open('memory://q-url').dataPathPrefix, 'ingest');
+    assert.throws(
+      () => Queue.open({ store: new MemoryStore(), manifestPath: '/abs' }),
+      InvalidArgumentError,
+    );
+    assert.throws(() => Queue.open({ store: 'ftp://x' }), InvalidArgumentError);
+  });
+
+  test('stats count pending, stored and collectable objects by the collector rule', async () => {
+    const clock = new ManualClock(Date.now());
+    const store = new MemoryStore(undefined, { clock });
+    // Batches a millisecond apart by their ULIDs, so the oldest pending one is strictly newer.
+    const producer = new Producer({ store, clock, flushIntervalMs: 0 });
+    for (let i = 0; i < 3; i++) {
+      await (
+        await producer.produce([enc.encode(`e${i}`)])
+      ).durable;
+      await clock.advance(1);
+    }
+    await producer.close();
+    const consumer = await Consumer.open({ store, gcIntervalMs: 0 });
+    await consumer.ackThrough(((await consumer.next()) as Batch).sequence);
+    await consumer.close();
+    const queue = Queue.open({ store });
+    const young = await queue.stats({ clock });
+    assert.equal(young.batchesPending, 2);
+    assert.equal(young.produceCallsPending, 2);
+    assert.equal(young.firstPendingSequence, 1);
+    assert.equal(young.nextSequence, 3);
+    assert.equal(young.batchObjects, 3);
+    assert.equal(young.unreferenced, 1);
+    assert.equal(young.collectable, 0, 'inside the grace period');
+    await clock.set(clock.now() + 11 * 60_000);
+    await store.put('ingest/unrelated', enc.encode('moves the store clock'));
+    const old = await queue.stats({ clock });
+    assert.equal(old.collectable, 1);
+    await assert.rejects(
+      Queue.open({ store, manifestPath: 'typo' }).stats(),
+      (e: unknown) => e instanceof QueueNotFoundError && /no manifest at "typo"/.test(e.message),
+    );
+  });
+
+  test('peek reads without acknowledging or fencing; fromSequence past the end is refused', async () => {
+    const store = new MemoryStore();
+    await queueWith(store, 3);
+    const consumer = await Consumer.open({ store, gcIntervalMs: 0 });
+    const queue = Queue.open({ store });
+    const seen: number[] = [];
+    for await (const b of queue.peek({ fromSequence: 1 })) seen.push(b.sequence);
+    assert.deepEqual(seen, [1, 2]);
+    // The consumer was not fenced by the peek.
+    assert.equal(((await consumer.next()) as Batch).sequence, 0);
+    await consumer.close();
+    await assert.rejects(
+      async () => {
+        for await (const _ of queue.peek({ fromSequence: 4 })) void _;
+      },
+      (e: unknown) =>
+        e instanceof InvalidArgumentError && /past the end of the queue/.test(e.message),
+    );
+  });
+
+  test('peek with follow waits on the clock for new batches until aborted', async () => {
+    const store = new MemoryStore();
+    const clock = new ManualClock();
+    await queueWith(store, 1);
+    const queue = Queue.open({ store });
+    const controller = new AbortController();
+    const seen: string[] = [];
+    const reading = (async () => {
+      for await (const b of queue.peek({
+        follow: true,
+        pollIntervalMs: 500,
+        signal: controller.signal,
+        clock,
+      })) {
+        seen.push(dec.decode(b.entries[0]));
+        if (seen.length === 2) controller.abort();
+      }
+    })();
+    await until(() => seen.length === 1 && clock.pendingTimers === 1);
+    const producer = new Producer({ store, flushIntervalMs: 0 });
+    await (
+      await producer.produce([enc.encode('later')])
+    ).durable;
+    await producer.close();
+    await clock.advance(500);
+    await reading;
+    assert.deepEqual(seen, ['e0', 'later']);
+  });
+});
