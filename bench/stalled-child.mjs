@@ -1,7 +1,8 @@
 // Case (f), in a process of its own so its RSS is its own: producers keep
 // pushing 1 KiB entries while every batch upload hangs. Runs on the built
 // package (dist/), without a TypeScript loader. Prints one JSON line.
-import { FaultInjectingStore, MemoryStore, Producer } from '../dist/index.js';
+import { MemoryStore, Producer } from '../dist/index.js';
+import { FaultInjectingStore } from '../dist/testing.js';
 
 const budget = Number(process.argv[2] ?? 64 * 1024 * 1024);
 const durationMs = Number(process.argv[3] ?? 3000);

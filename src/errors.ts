@@ -26,6 +26,7 @@
  * | `DEPENDENCY_MISSING` | SpillwayError | the optional package a store URL needs is not installed |
  * | `CORRUPT_DATA` | CorruptDataError | stored bytes do not decode or do not match their checksum or size, or exceed `maxBatchBytes` |
  * | `QUEUE_NOT_FOUND` | QueueNotFoundError | no manifest where one must be (a typo in a path) |
+ * | `DATA_LOSS` | DataLossError | retention deleted batches a subscription had not acknowledged (reported once) |
  * | `INVALID_ARGUMENT` | InvalidArgumentError | a value that can never work: a bad URL, option or key |
  * | `FENCED` | FencedError | a newer consumer took over |
  * | `CLOSED` | ClosedError | a call after `close()` or `destroy()` |
@@ -48,6 +49,7 @@ export type ErrorCode =
   | 'DEPENDENCY_MISSING'
   | 'CORRUPT_DATA'
   | 'QUEUE_NOT_FOUND'
+  | 'DATA_LOSS'
   | 'INVALID_ARGUMENT'
   | 'FENCED'
   | 'CLOSED'
@@ -153,6 +155,23 @@ export class QueueNotFoundError extends SpillwayError {
   constructor(key: string, message: string) {
     super(message, { code: 'QUEUE_NOT_FOUND', retriable: false });
     this.key = key;
+  }
+}
+
+/**
+ * Retention deleted batches this subscription had not acknowledged: the
+ * sequences `firstSequence` to `lastSequence` (inclusive) are gone. Raised
+ * once, by the read that finds out (the subscription's cursor records it, so
+ * not again after a restart); the next read continues with the oldest
+ * retained batch. Counted in the `buffer.retention_lost_batches` metric.
+ */
+export class DataLossError extends SpillwayError {
+  readonly firstSequence: number;
+  readonly lastSequence: number;
+  constructor(firstSequence: number, lastSequence: number, message: string) {
+    super(message, { code: 'DATA_LOSS', retriable: false });
+    this.firstSequence = firstSequence;
+    this.lastSequence = lastSequence;
   }
 }
 

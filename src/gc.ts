@@ -5,6 +5,7 @@ import { ClosedError, InvalidArgumentError, NotFoundError, QueueNotFoundError } 
 import { silentLogger, type Logger } from './logger.ts';
 import { noopMetrics, type Metrics } from './metrics.ts';
 import { resolveOptions, type OptionSpecs } from './options.ts';
+import { collectLog } from './log-collector.ts';
 import type { ManifestQueue } from './queue/manifest-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from './queue/queue.ts';
 import type { ObjectStore, StoreCallOptions } from './store/object-store.ts';
@@ -143,6 +144,8 @@ export class GarbageCollector {
   async run(options: StoreCallOptions & { dryRun?: boolean } = {}): Promise<CollectionResult> {
     if (this.closed) throw new ClosedError('garbage collector');
     const started = performance.now();
+    const layout = await this.queue.layout(options);
+    if (layout === 'log') return this.runLog(started, options);
     // Nothing is written before the queue is known to exist and to own the data prefix.
     try {
       await this.store.head(this.queue.manifestPath, options);
@@ -154,6 +157,65 @@ export class GarbageCollector {
     const probe = await this.probeStoreClock(options.signal);
     try {
       return await this.collect(probe.storeNowMs, probe.key, started, options);
+    } finally {
+      await this.store.delete(probe.key).catch(() => undefined);
+    }
+  }
+
+  /** A collection of a log queue (see `collectLog`). */
+  private async runLog(
+    started: number,
+    options: StoreCallOptions & { dryRun?: boolean },
+  ): Promise<CollectionResult> {
+    const log = this.queue.logQueue({
+      metrics: this.metrics,
+      logger: this.logger,
+      clock: this.clock,
+    });
+    // Nothing is written before the queue is known to exist.
+    if (!(await log.readDescriptor(options.signal))) {
+      throw new QueueNotFoundError(
+        log.descriptorKey,
+        `${this.store.description}: no queue at "${log.root}" (neither a log descriptor "${log.descriptorKey}" nor a manifest "${this.queue.manifestPath}"); refusing to collect (check the paths and the URL)`,
+      );
+    }
+    const probe = await this.probeStoreClock(options.signal);
+    try {
+      const r = await collectLog(
+        {
+          log,
+          storeNowMs: probe.storeNowMs,
+          nowMs: this.clock.now(),
+          gracePeriodMs: this.gracePeriodMs,
+          dryRun: options.dryRun ?? false,
+          metrics: this.metrics,
+          logger: this.logger,
+          isProbe: (key) => PROBE_NAME.test(key.slice(this.prefix.length)),
+        },
+        options,
+      );
+      const result: CollectionResult = {
+        dryRun: options.dryRun ?? false,
+        deleted: r.deleted,
+        bytesDeleted: r.bytesDeleted,
+        failed: [],
+        kept: r.kept,
+      };
+      if (!result.dryRun) {
+        this.metrics.increment('buffer.gc_files_deleted', r.deleted.length);
+        this.metrics.increment('buffer.bytes_collected', r.bytesDeleted);
+      }
+      this.metrics.observe('buffer.gc_duration_seconds', (performance.now() - started) / 1000);
+      this.logger.debug(
+        {
+          queue: this.queue.description,
+          dryRun: result.dryRun,
+          deleted: r.deleted.length,
+          firstCommit: r.firstCommit,
+        },
+        'collection done',
+      );
+      return result;
     } finally {
       await this.store.delete(probe.key).catch(() => undefined);
     }

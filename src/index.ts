@@ -18,6 +18,7 @@ export {
   FencedError,
   ClosedError,
   QueueNotFoundError,
+  DataLossError,
   TimeoutError,
   hasCode,
   type ErrorCode,
@@ -52,7 +53,11 @@ export {
   type QueueStats,
   type PeekOptions,
   type Batch,
+  type Layout,
 } from './queue/queue.ts';
+export type { StartAt } from './queue/log-queue.ts';
+export type { SubscriptionInfo } from './queue/log-inspect.ts';
+export type { Retention, Position } from './format/log-objects.ts';
 export {
   Producer,
   PRODUCER_DEFAULTS,

@@ -28,3 +28,38 @@ export { ManifestQueue, type ManifestSnapshot, type NewEntry } from './queue/man
 export { describeEntry, fetchBatch, fetchBatchObject, hex } from './queue/batch-fetch.ts';
 export { classifyBatchObject, oldestUlidTime } from './collection-rule.ts';
 export { redactUrl, scrubSecrets } from './redact.ts';
+export {
+  encodeCommit,
+  decodeCommit,
+  commitKey,
+  commitNumberOf,
+  commitEnd,
+  inlineLocation,
+  parseInlineLocation,
+  LOG_COMMIT_VERSION,
+  type Commit,
+  type CommitBatch,
+} from './format/log-commit.ts';
+export {
+  encodeCursor,
+  decodeCursor,
+  encodeBoundary,
+  decodeBoundary,
+  encodeHeadHint,
+  decodeHeadHint,
+  encodeQueueDescriptor,
+  decodeQueueDescriptor,
+  type Cursor,
+  type Boundary,
+  type HeadHint,
+  type QueueDescriptor,
+} from './format/log-objects.ts';
+export {
+  LogQueue,
+  DEFAULT_SUBSCRIPTION,
+  headOf,
+  isSubscriptionName,
+  type AppendBatch,
+  type Head,
+} from './queue/log-queue.ts';
+export { collectLog } from './log-collector.ts';

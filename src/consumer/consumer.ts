@@ -2,6 +2,7 @@ import { sleep, systemClock, type Clock, type ClockTimer } from '../clock.ts';
 import {
   asError,
   ClosedError,
+  DataLossError,
   FencedError,
   InvalidArgumentError,
   TimeoutError,
@@ -12,21 +13,33 @@ import { abortable, withTimeout } from '../lifecycle.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
 import { resolveOptions, type OptionSpecs } from '../options.ts';
-import {
-  describeEntry,
-  fetchBatch,
-  fetchBatchObject,
-  type BatchDescriptor,
-} from '../queue/batch-fetch.ts';
-import { fenced, type ManifestQueue } from '../queue/manifest-queue.ts';
+import type { BatchDescriptor } from '../queue/batch-fetch.ts';
+import { DEFAULT_SUBSCRIPTION, type StartAt } from '../queue/log-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type Batch, type QueueSelector } from '../queue/queue.ts';
 import type { ObjectStore } from '../store/object-store.ts';
+import { LogReader, ManifestReader, type LayoutReader } from './layout-reader.ts';
 
 export type { BatchDescriptor } from '../queue/batch-fetch.ts';
 export type { Batch } from '../queue/queue.ts';
 
 /** Options of {@link Consumer.open}. Name the queue with `queue`, or with `store` and the paths. */
 export interface ConsumerOptions extends QueueSelector {
+  /**
+   * The subscription to read (log layout): each has its own cursor and its
+   * own epoch, and opening it fences its previous holder only. A new
+   * subscription is created at `startAt`. A v1 queue has one consumer: any
+   * name but the default is an `InvalidArgumentError`. @default "default"
+   */
+  subscription?: string;
+  /**
+   * Where a subscription created by this call starts: `'oldest'` (everything
+   * retained), `'latest'` (what is appended after), `{ sequence }` or
+   * `{ timeMs }` (the first batch appended at or after that time). An
+   * existing subscription keeps its cursor. Log layout only. @default 'oldest'
+   */
+  startAt?: StartAt;
+  /** This consumer's id, written in its subscription's cursor. @default a random UUID */
+  instanceId?: string;
   /** Resume after this sequence: batches at or below it count as acknowledged. */
   lastAckedSequence?: number;
   /** Acks that trigger one manifest dequeue. @default 100 */
@@ -91,6 +104,17 @@ export const CONSUMER_DEFAULTS: Readonly<ConsumerSettings> = Object.freeze({
 
 const CONSUMER_SPECS: OptionSpecs<ConsumerOptions> = {
   ...QUEUE_SELECTOR_SPECS,
+  subscription: {
+    kind: 'string',
+    pattern: /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$/,
+    expected: '1-100 letters, digits, ".", "_" or "-", not starting with "."',
+  },
+  startAt: { kind: 'any' },
+  instanceId: {
+    kind: 'string',
+    pattern: /^[\x20-\x7e]{1,200}$/,
+    expected: 'printable ASCII, 1-200 characters',
+  },
   lastAckedSequence: { kind: 'int', min: -1 },
   ackBatchSize: { kind: 'int', min: 1 },
   ackIntervalMs: { kind: 'int', min: 0, max: 2_147_483_647 },
@@ -129,13 +153,12 @@ export interface CallOptions {
  * await consumer.close();
  */
 export class Consumer {
-  /** The epoch this consumer holds. */
-  readonly epoch: number;
+  /** How this consumer reads and acknowledges, in the queue's layout. */
+  private readonly reader: LayoutReader;
   /** The queue read. */
   readonly queue: Queue;
   private readonly ownsQueue: boolean;
   private readonly store: ObjectStore;
-  private readonly manifest: ManifestQueue;
   private readonly gc: GarbageCollector;
   private readonly o: ConsumerSettings;
   private readonly metrics: Metrics;
@@ -166,24 +189,23 @@ export class Consumer {
 
   private constructor(
     o: ConsumerOptions & ConsumerSettings,
-    epoch: number,
+    reader: LayoutReader,
     queue: Queue,
     owned: boolean,
   ) {
     this.o = o;
-    this.epoch = epoch;
+    this.reader = reader;
     this.queue = queue;
     this.ownsQueue = owned;
     this.store = queue.store;
     this.metrics = o.metrics ?? noopMetrics;
     this.logger = o.logger ?? silentLogger;
     this.clock = o.clock ?? systemClock;
-    this.manifest = queue.manifestQueue({
-      metrics: this.metrics,
-      logger: this.logger,
-      clock: this.clock,
-    });
-    const start = o.lastAckedSequence ?? -1;
+    // The log reader starts at its subscription's cursor; v1 at lastAckedSequence.
+    const start =
+      reader instanceof LogReader
+        ? Math.max(reader.nextSequence - 1, o.lastAckedSequence ?? -1)
+        : (o.lastAckedSequence ?? -1);
     this.cursor = start;
     this.handedOut = start;
     this.acked = start;
@@ -213,12 +235,35 @@ export class Consumer {
     ) as ConsumerOptions & ConsumerSettings;
     const { queue, owned } = Queue.select('Consumer', o);
     try {
-      // Refuse a data prefix that belongs to another manifest before writing anything.
-      await queue.checkOwnership({ signal: o.signal });
-      const epoch = await queue
-        .manifestQueue({ metrics: o.metrics, clock: o.clock })
-        .fence(o.signal);
-      return new Consumer(o, epoch, queue, owned);
+      const layout = await queue.layout({ signal: o.signal });
+      const metrics = o.metrics ?? noopMetrics;
+      const logger = o.logger ?? silentLogger;
+      const clock = o.clock ?? systemClock;
+      const reader: LayoutReader =
+        layout === 'v1'
+          ? await ManifestReader.open(
+              queue,
+              queue.manifestQueue({ metrics, logger, clock }),
+              o.subscription,
+              o.signal,
+            )
+          : await LogReader.open(
+              queue.logQueue({ metrics, logger, clock, writer: o.instanceId }),
+              {
+                subscription: o.subscription ?? DEFAULT_SUBSCRIPTION,
+                startAt: o.startAt ?? 'oldest',
+                ...(o.lastAckedSequence !== undefined
+                  ? { lastAckedSequence: o.lastAckedSequence }
+                  : {}),
+                holder: o.instanceId ?? '',
+                clock,
+                metrics,
+                logger,
+                fenceCheckMs: o.ackIntervalMs,
+              },
+              o.signal,
+            );
+      return new Consumer(o, reader, queue, owned);
     } catch (e) {
       if (owned) await queue.close().catch(() => undefined);
       throw e;
@@ -228,6 +273,11 @@ export class Consumer {
   /** The highest sequence acknowledged so far (-1 if none); pass it as `lastAckedSequence` to resume. */
   get lastAckedSequence(): number {
     return this.acked;
+  }
+
+  /** The epoch this consumer holds: the manifest's (v1) or its subscription's (log). */
+  get epoch(): number {
+    return this.reader.epoch;
   }
 
   /**
@@ -306,7 +356,8 @@ export class Consumer {
   async fetch(descriptor: BatchDescriptor, options: CallOptions = {}): Promise<Batch> {
     this.check();
     const started = performance.now();
-    const { records } = await fetchBatch(this.store, descriptor, this.callSignal(options.signal), {
+    const body = await this.reader.fetchObject(descriptor, this.callSignal(options.signal));
+    const { records } = await decodeBatch(body, descriptor.location, {
       maxBatchBytes: this.o.maxBatchBytes,
     });
     this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
@@ -381,8 +432,8 @@ export class Consumer {
       const through = this.acked;
       if (through <= this.applied || this.destroyed) return;
       try {
-        const m = await this.manifest.dequeue(through, this.epoch, this.inFlight.signal);
-        this.metrics.gauge('buffer.queue_length', m.entries.length);
+        const pending = await this.reader.acknowledge(through, this.inFlight.signal);
+        if (pending !== undefined) this.metrics.gauge('buffer.queue_length', pending);
       } catch (e) {
         if (e instanceof FencedError) this.fencedError = e;
         throw e;
@@ -529,16 +580,36 @@ export class Consumer {
 
   /** Reads the manifest and records the descriptors after the cursor. */
   private async readManifest(signal: AbortSignal | undefined): Promise<void> {
-    const { manifest } = await this.manifest.read(this.callSignal(signal));
-    if (manifest.epoch !== this.epoch) {
-      this.fencedError = fenced(this.queue.manifestPath, this.epoch, manifest.epoch);
-      throw this.fencedError;
-    }
-    this.metrics.gauge('buffer.queue_length', manifest.entries.length);
     const after = Math.max(this.cursor, this.known.at(-1)?.sequence ?? -1);
-    for (const e of manifest.entries) if (e.sequence > after) this.known.push(describeEntry(e));
+    let found: BatchDescriptor[];
+    try {
+      found = await this.reader.read(after, this.callSignal(signal));
+    } catch (e) {
+      if (e instanceof FencedError) this.fencedError = e;
+      if (e instanceof DataLossError) {
+        // The lost batches will never come: move past them (the cursor already did).
+        this.skipThrough(e.lastSequence);
+      }
+      throw e;
+    }
+    for (const d of found) if (d.sequence > after) this.known.push(d);
     const last = this.known.at(-1);
     if (last) this.cursor = last.sequence;
+  }
+
+  /** Forgets everything through `sequence`: read ahead, handed out or acknowledged. */
+  private skipThrough(sequence: number): void {
+    this.cursor = Math.max(this.cursor, sequence);
+    this.handedOut = Math.max(this.handedOut, sequence);
+    this.acked = Math.max(this.acked, sequence);
+    this.applied = Math.max(this.applied, sequence);
+    while (this.unacked.length > 0 && (this.unacked[0] as number) <= sequence) this.unacked.shift();
+    this.known = this.known.filter((d) => d.sequence > sequence);
+    while (this.ahead.length > 0 && (this.ahead[0] as Ahead).d.sequence <= sequence) {
+      const a = this.ahead.shift() as Ahead;
+      a.raw.catch(() => undefined);
+      a.decoded?.catch(() => undefined);
+    }
   }
 
   /** Starts fetches until the read-ahead window is full; reads the manifest if nothing is known. */
@@ -572,7 +643,7 @@ export class Consumer {
   private startFetch(d: BatchDescriptor): Ahead {
     const a: Ahead = { d, bytes: d.sizeBytes ?? 0, raw: Promise.resolve(new Uint8Array()) };
     const started = performance.now();
-    a.raw = fetchBatchObject(this.store, d, this.inFlight.signal).then((body) => {
+    a.raw = this.reader.fetchObject(d, this.inFlight.signal).then((body) => {
       this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
       a.body = body;
       a.bytes = declaredBlockBytes(body) ?? this.o.maxBatchBytes;

@@ -86,41 +86,7 @@ export function decodeManifest(bytes: Uint8Array, what = 'manifest'): Manifest {
       );
     }
     const end = r.offset + entryLen;
-    const er = new ByteReader(bytes, `${what} entry ${index}`, r.offset, end);
-    const sequence = er.u64('sequence');
-    const locationLen = er.u16('location length');
-    const location = Buffer.from(er.bytesOf(locationLen, 'location')).toString('utf8');
-    const metadataCount = er.u32('metadata count');
-    if (metadataCount > er.remaining / 16) {
-      throw new CorruptDataError(
-        `${what}: entry ${index} claims ${metadataCount} metadata items in ${er.remaining} bytes`,
-        what,
-      );
-    }
-    // Check every metadata item now, build the objects only when someone reads them:
-    // a producer's append never does, and a manifest may hold one item per produce() call.
-    const metadataStart = er.offset;
-    for (let i = 0; i < metadataCount; i++) {
-      er.u32(`metadata ${i} start index`);
-      er.i64(`metadata ${i} ingestion time`);
-      er.skip(er.u32(`metadata ${i} payload length`), `metadata ${i} payload`);
-    }
-    const extension = er.bytesOf(er.remaining, 'extension');
-    const entry = lazyEntry(sequence, location, extension, () => {
-      const mr = new ByteReader(bytes, `${what} entry ${index}`, metadataStart, end);
-      const metadata: MetadataItem[] = new Array<MetadataItem>(metadataCount);
-      for (let i = 0; i < metadataCount; i++) {
-        const startIndex = mr.u32('start index');
-        const ingestionTimeMs = mr.i64('ingestion time');
-        metadata[i] = {
-          startIndex,
-          ingestionTimeMs,
-          payload: mr.bytesOf(mr.u32('payload length'), 'payload'),
-        };
-      }
-      return metadata;
-    });
-    ENCODED.set(entry, bytes.subarray(r.offset, end));
+    const entry = decodeEntryBody(bytes, `${what} entry ${index}`, r.offset, end);
     entries.push(entry);
     r.offset = end;
   }
@@ -162,6 +128,57 @@ export function encodeManifest(manifest: Manifest): Uint8Array {
   return w.bytes;
 }
 
+/**
+ * Decodes one entry's body (what follows its `entry_len`: sequence, location,
+ * metadata items, extension) from `bytes[start, end)`. Metadata items are
+ * checked now and built on first read.
+ *
+ * @throws {CorruptDataError} naming `what` when the body is malformed.
+ */
+export function decodeEntryBody(
+  bytes: Uint8Array,
+  what: string,
+  start: number,
+  end: number,
+): ManifestEntry {
+  const er = new ByteReader(bytes, what, start, end);
+  const sequence = er.u64('sequence');
+  const locationLen = er.u16('location length');
+  const location = Buffer.from(er.bytesOf(locationLen, 'location')).toString('utf8');
+  const metadataCount = er.u32('metadata count');
+  if (metadataCount > er.remaining / 16) {
+    throw new CorruptDataError(
+      `${what}: claims ${metadataCount} metadata items in ${er.remaining} bytes`,
+      what,
+    );
+  }
+  // Check every metadata item now, build the objects only when someone reads them:
+  // a producer's append never does, and a manifest may hold one item per produce() call.
+  const metadataStart = er.offset;
+  for (let i = 0; i < metadataCount; i++) {
+    er.u32(`metadata ${i} start index`);
+    er.i64(`metadata ${i} ingestion time`);
+    er.skip(er.u32(`metadata ${i} payload length`), `metadata ${i} payload`);
+  }
+  const extension = er.bytesOf(er.remaining, 'extension');
+  const entry = lazyEntry(sequence, location, extension, () => {
+    const mr = new ByteReader(bytes, what, metadataStart, end);
+    const metadata: MetadataItem[] = new Array<MetadataItem>(metadataCount);
+    for (let i = 0; i < metadataCount; i++) {
+      const startIndex = mr.u32('start index');
+      const ingestionTimeMs = mr.i64('ingestion time');
+      metadata[i] = {
+        startIndex,
+        ingestionTimeMs,
+        payload: mr.bytesOf(mr.u32('payload length'), 'payload'),
+      };
+    }
+    return metadata;
+  });
+  ENCODED.set(entry, bytes.subarray(start, end));
+  return entry;
+}
+
 /** An entry whose metadata items are decoded on first read (they were checked already). */
 function lazyEntry(
   sequence: number,
@@ -186,7 +203,8 @@ function lazyEntry(
  */
 const ENCODED = new WeakMap<ManifestEntry, Uint8Array>();
 
-function encodedEntry(e: ManifestEntry): Uint8Array {
+/** The encoded body of an entry (what its `entry_len` counts), cached per entry object. */
+export function encodedEntry(e: ManifestEntry): Uint8Array {
   const cached = ENCODED.get(e);
   if (cached) return cached;
   const location = Buffer.from(e.location, 'utf8');

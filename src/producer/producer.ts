@@ -9,7 +9,8 @@ import { UlidGenerator } from '../format/ulid.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
 import { resolveOptions, type OptionSpecs } from '../options.ts';
-import type { ManifestQueue, NewEntry } from '../queue/manifest-queue.ts';
+import type { AppendBatch, LogQueue } from '../queue/log-queue.ts';
+import type { ManifestQueue } from '../queue/manifest-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from '../queue/queue.ts';
 import { abortable, withTimeout } from '../lifecycle.ts';
 import { describeValue } from '../store/keys.ts';
@@ -54,6 +55,13 @@ export interface ProducerOptions extends QueueSelector {
    * keep it at or below theirs. At most 1 GiB. @default 268435456 (256 MiB)
    */
   maxBatchBytes?: number;
+  /**
+   * Log layout: a batch object of at most this many bytes travels inside its
+   * commit instead of as an object of its own, so a small durable append
+   * costs one store write instead of two in a row; 0 turns it off. Its
+   * location is then `{root}/log/{commit}#{index}`. @default 65536
+   */
+  inlineMaxBytes?: number;
   /** Where metrics go. @default no metrics */
   metrics?: Metrics;
   /** Where lost races and failures are reported. @default silent */
@@ -73,6 +81,7 @@ type ProducerSettings = Required<
     | 'compression'
     | 'maxConcurrentUploads'
     | 'maxBatchBytes'
+    | 'inlineMaxBytes'
   >
 >;
 
@@ -85,6 +94,7 @@ export const PRODUCER_DEFAULTS: Readonly<ProducerSettings> = Object.freeze({
   compression: 'none',
   maxConcurrentUploads: 4,
   maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
+  inlineMaxBytes: 64 * 1024,
 });
 
 const PRODUCER_SPECS: OptionSpecs<ProducerOptions> = {
@@ -101,6 +111,7 @@ const PRODUCER_SPECS: OptionSpecs<ProducerOptions> = {
   },
   maxConcurrentUploads: { kind: 'int', min: 1 },
   maxBatchBytes: { kind: 'int', min: 1, max: 1024 ** 3 },
+  inlineMaxBytes: { kind: 'int', min: 0, max: 16 * 1024 * 1024 },
   metrics: { kind: 'any' },
   logger: { kind: 'any' },
   clock: { kind: 'any' },
@@ -164,9 +175,20 @@ interface Batch {
   sealedAt: number;
   location: string;
   upload: Promise<void>;
-  uploaded?: { entry: NewEntry; objectBytes: number };
+  /** Set once the batch object is stored (or, inline, encoded): what its append carries. */
+  uploaded?: AppendBatch;
   failed?: unknown;
   settled: boolean;
+}
+
+/** Appends uploaded batches to the queue, in one write, in the queue's layout. */
+interface Appender {
+  /** Whether small batches may travel inside the append (the log layout). */
+  inline: boolean;
+  append(
+    batches: readonly AppendBatch[],
+    signal: AbortSignal,
+  ): Promise<{ sequence: number; location: string }[]>;
 }
 
 interface Waiter {
@@ -227,8 +249,10 @@ export class Producer {
   private readonly idle: (() => void)[] = [];
   private closing: Promise<void> | undefined;
   private destroyed: Error | undefined;
-  /** Settles once the data prefix is known to belong to this queue (see Queue.checkOwnership). */
-  private owned: Promise<void> | undefined;
+  /** How batches are appended, once the layout is known. */
+  private appending$: Promise<Appender> | undefined;
+  /** The log, when the queue has the log layout (its head hint is waited for at close). */
+  private log: LogQueue | undefined;
   private failure: unknown;
 
   /** @throws {InvalidArgumentError} for bad options, naming the option. */
@@ -398,6 +422,7 @@ export class Producer {
       }
       if (this.destroyed) throw this.destroyed;
       this.clearTimers();
+      await this.log?.settle();
       if (this.ownsQueue) await this.queue.close();
       if (this.failure !== undefined) throw asError(this.failure);
     })();
@@ -573,6 +598,52 @@ export class Producer {
     this.pipeline.push(batch);
   }
 
+  /**
+   * How this producer appends, found once: the queue's layout decides. For
+   * v1, the data prefix must belong to the manifest (its marker, claimed on
+   * first use); for the log, the queue is created if it is new. A failure is
+   * not kept: the next batch asks again (a transient failure heals; a
+   * mismatch repeats).
+   */
+  private appender(): Promise<Appender> {
+    this.appending$ ??= (async (): Promise<Appender> => {
+      const signal = this.inFlight.signal;
+      const layout = await this.queue.layout({ signal });
+      if (layout === 'v1') {
+        await this.queue.checkOwnership({ claim: true, signal });
+        return {
+          inline: false,
+          append: async (batches, s) => {
+            const entries = batches.map((b) => ({
+              location: b.location as string,
+              metadata: b.metadata,
+              extension: b.extension,
+            }));
+            const sequences = await this.manifest.append(entries, s);
+            return sequences.map((sequence, i) => ({
+              sequence,
+              location: (entries[i] as { location: string }).location,
+            }));
+          },
+        };
+      }
+      const log = this.queue.logQueue({
+        metrics: this.metrics,
+        logger: this.logger,
+        clock: this.clock,
+        writer: this.instanceId,
+      });
+      await log.ensureCreated(signal);
+      this.log = log;
+      return {
+        inline: this.options.inlineMaxBytes > 0,
+        append: (batches, s) => log.append(batches, s),
+      };
+    })();
+    this.appending$.catch(() => (this.appending$ = undefined));
+    return this.appending$;
+  }
+
   private async upload(batch: Batch): Promise<void> {
     try {
       const records: Uint8Array[] = [];
@@ -592,29 +663,30 @@ export class Producer {
       batch.entries = records.length;
       records.length = 0;
       for (const call of batch.calls) call.entries = [];
-      // Once per producer: the data prefix must belong to this manifest.
-      this.owned ??= this.queue.checkOwnership({ claim: true, signal: this.inFlight.signal });
-      await this.owned.catch((e: unknown) => {
-        // Not settled: the next batch asks again (a transient failure heals; a mismatch repeats).
-        this.owned = undefined;
-        throw e;
-      });
-      // Create-only under a unique key. The store retries and settles a lost
-      // response by reading back; what it still cannot settle fails this batch.
-      await this.store.put(batch.location, body, {
-        mode: 'create',
-        signal: this.inFlight.signal,
-      });
+      const appender = await this.appender();
+      // A small batch travels inside its commit (log layout): one write, not two in a row.
+      const inline = appender.inline && body.byteLength <= this.options.inlineMaxBytes;
+      if (!inline) {
+        // Create-only under a unique key. The store retries and settles a lost
+        // response by reading back; what it still cannot settle fails this batch.
+        await this.store.put(batch.location, body, {
+          mode: 'create',
+          signal: this.inFlight.signal,
+        });
+        this.metrics.increment('buffer.bytes_written', body.byteLength, { role: 'producer' });
+      }
       const extension = encodeTrailer({
         batchSizeBytes: body.byteLength,
         crc32c: crc32c(body),
         instanceId: this.instanceId,
       });
       batch.uploaded = {
-        entry: { location: batch.location, metadata, extension },
-        objectBytes: body.byteLength,
+        metadata,
+        extension,
+        sizeBytes: body.byteLength,
+        records: batch.entries,
+        ...(inline ? { inline: body } : { location: batch.location }),
       };
-      this.metrics.increment('buffer.bytes_written', body.byteLength, { role: 'producer' });
     } catch (e) {
       batch.failed = e;
     }
@@ -636,11 +708,15 @@ export class Producer {
         const ok = ready.filter((b) => b.uploaded !== undefined);
         if (ok.length > 0) {
           try {
-            const sequences = await this.manifest.append(
-              ok.map((b) => (b.uploaded as { entry: NewEntry }).entry),
+            const appender = await this.appender();
+            const results = await appender.append(
+              ok.map((b) => b.uploaded as AppendBatch),
               this.inFlight.signal,
             );
-            ok.forEach((b, i) => this.succeed(b, sequences[i] as number));
+            ok.forEach((b, i) => {
+              const r = results[i] as { sequence: number; location: string };
+              this.succeed(b, r.sequence, r.location);
+            });
           } catch (e) {
             for (const b of ok) b.failed = e;
           }
@@ -658,8 +734,8 @@ export class Producer {
     }
   }
 
-  private succeed(batch: Batch, sequence: number): void {
-    for (const call of batch.calls) call.resolve({ sequence, location: batch.location });
+  private succeed(batch: Batch, sequence: number, location: string): void {
+    for (const call of batch.calls) call.resolve({ sequence, location });
     this.metrics.increment('buffer.batches_flushed');
     this.metrics.increment('buffer.entries_flushed', batch.entries);
     // Entry bytes, as the reference counts them (the budget's per-call overhead is not data).

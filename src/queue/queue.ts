@@ -2,6 +2,7 @@ import { sleep, systemClock, type Clock } from '../clock.ts';
 import {
   InvalidArgumentError,
   NotFoundError,
+  OutcomeUnknownError,
   PreconditionFailedError,
   QueueNotFoundError,
 } from '../errors.ts';
@@ -15,6 +16,10 @@ import type { ObjectMeta, ObjectStore, StoreCallOptions } from '../store/object-
 import { resolveStore, type OpenStoreOptions } from '../store/open-store.ts';
 import { describeEntry, fetchBatch } from './batch-fetch.ts';
 import { classifyBatchObject, oldestUlidTime, type CollectionContext } from '../collection-rule.ts';
+import { collectLog } from '../log-collector.ts';
+import type { Retention } from '../format/log-objects.ts';
+import { peekLog, subscriptionInfos, type SubscriptionInfo } from './log-inspect.ts';
+import { isSubscriptionName, LogQueue, type StartAt } from './log-queue.ts';
 import { ManifestQueue, type ManifestSnapshot } from './manifest-queue.ts';
 
 /** Where a queue lives: its store and its paths in it. */
@@ -27,7 +32,18 @@ export interface QueueOptions {
   dataPathPrefix?: string;
   /** Options of a store opened from a URL (retries, clock, logger). */
   storeOptions?: OpenStoreOptions;
+  /**
+   * The layout a new queue gets, or the one an existing queue must have:
+   * `'log'` (the default for new queues) or `'v1'` (OpenData Buffer v1, to
+   * share a queue with the Rust implementation). An existing queue keeps the
+   * layout found in the store; asking for the other is an
+   * `InvalidArgumentError`. @default detected, else 'log'
+   */
+  layout?: Layout;
 }
+
+/** How a queue is laid out in the store: see docs/log-layout.md and the v1 format. */
+export type Layout = 'v1' | 'log';
 
 /** Defaults of {@link QueueOptions}. */
 export const QUEUE_DEFAULTS = Object.freeze({
@@ -49,6 +65,7 @@ const QUEUE_SPECS: OptionSpecs<QueueOptions> = {
     expected: 'a non-empty key prefix without a leading or trailing "/"',
   },
   storeOptions: { kind: 'any' },
+  layout: { kind: 'enum', values: ['v1', 'log'] },
 };
 
 /**
@@ -65,6 +82,8 @@ export interface QueueSelector {
   manifestPath?: string;
   /** See {@link QueueOptions.dataPathPrefix}; only without `queue`. */
   dataPathPrefix?: string;
+  /** See {@link QueueOptions.layout}; only without `queue`. */
+  layout?: Layout;
 }
 
 /** Option specs of the {@link QueueSelector} fields, which every role accepts; checked by {@link Queue.select}. */
@@ -73,12 +92,15 @@ export const QUEUE_SELECTOR_SPECS: OptionSpecs<QueueSelector> = Object.freeze({
   store: { kind: 'any' },
   manifestPath: { kind: 'any' },
   dataPathPrefix: { kind: 'any' },
+  layout: { kind: 'any' },
 });
 
 /** A queue's state, as {@link Queue.stats} reports it. */
 export interface QueueStats {
   /** The store, without credentials. */
   store: string;
+  /** The queue's layout. */
+  layout: Layout;
   manifestPath: string;
   manifestBytes: number;
   epoch: number;
@@ -104,6 +126,8 @@ export interface QueueStats {
    * the store's clock (a read cannot probe it as a collection does).
    */
   collectable: number;
+  /** Log layout: every subscription with its lag (v1: none). */
+  subscriptions: SubscriptionInfo[];
 }
 
 /** A batch as read. */
@@ -144,15 +168,24 @@ export class Queue {
   readonly store: ObjectStore;
   readonly manifestPath: string;
   readonly dataPathPrefix: string;
+  /** The layout asked for, if any; {@link layout} tells the one in force. */
+  readonly requestedLayout: Layout | undefined;
   /** The store and the manifest path, for messages; no credentials. */
   readonly description: string;
   private readonly ownsStore: boolean;
   private closed = false;
 
-  private constructor(options: Required<Omit<QueueOptions, 'storeOptions'>>, ownsStore: boolean) {
+  private detected: Promise<Layout> | undefined;
+  private log: LogQueue | undefined;
+
+  private constructor(
+    options: Required<Omit<QueueOptions, 'storeOptions' | 'layout'>> & { layout?: Layout },
+    ownsStore: boolean,
+  ) {
     this.store = options.store as ObjectStore;
     this.manifestPath = options.manifestPath;
     this.dataPathPrefix = options.dataPathPrefix;
+    this.requestedLayout = options.layout;
     this.ownsStore = ownsStore;
     this.description = `${redactUrl(this.store.description)} (manifest ${this.manifestPath})`;
   }
@@ -176,6 +209,7 @@ export class Queue {
         store,
         manifestPath: o.manifestPath as string,
         dataPathPrefix: o.dataPathPrefix as string,
+        ...(o.layout ? { layout: o.layout } : {}),
       },
       typeof o.store === 'string',
     );
@@ -188,9 +222,14 @@ export class Queue {
    * @throws {InvalidArgumentError} when neither or both of `queue` and `store` are given.
    */
   static select(role: string, selector: QueueSelector): { queue: Queue; owned: boolean } {
-    const { queue, store, manifestPath, dataPathPrefix } = selector;
+    const { queue, store, manifestPath, dataPathPrefix, layout } = selector;
     if (queue !== undefined) {
-      if (store !== undefined || manifestPath !== undefined || dataPathPrefix !== undefined) {
+      if (
+        store !== undefined ||
+        manifestPath !== undefined ||
+        dataPathPrefix !== undefined ||
+        layout !== undefined
+      ) {
         throw new InvalidArgumentError(
           `${role}: give either queue or store (with manifestPath and dataPathPrefix), not both`,
         );
@@ -203,7 +242,7 @@ export class Queue {
         `${role}: expected a queue (a Queue, its options or a store URL) or a store, got neither`,
       );
     }
-    return { queue: Queue.open({ store, manifestPath, dataPathPrefix }), owned: true };
+    return { queue: Queue.open({ store, manifestPath, dataPathPrefix, layout }), owned: true };
   }
 
   /** The manifest as stored; an absent manifest reads as an empty queue with `version` undefined. */
@@ -237,6 +276,7 @@ export class Queue {
     options: StoreCallOptions & { gcGracePeriodMs?: number; clock?: Clock } = {},
   ): Promise<QueueStats> {
     const clock = options.clock ?? systemClock;
+    if ((await this.layout(options)) === 'log') return this.logStats(clock, options);
     const { manifest, sizeBytes, lastModified } = await this.readExistingManifest(options);
     await this.checkOwnership(options);
     const now = clock.now();
@@ -280,6 +320,8 @@ export class Queue {
     for (const [location, size] of referenced) bytesPending += size ?? stored.get(location) ?? 0;
     return {
       store: redactUrl(this.store.description),
+      layout: 'v1',
+      subscriptions: [],
       manifestPath: this.manifestPath,
       manifestBytes: sizeBytes,
       epoch: manifest.epoch,
@@ -308,6 +350,17 @@ export class Queue {
   async *peek(options: PeekOptions & { clock?: Clock } = {}): AsyncIterable<Batch> {
     const { signal, follow = false, pollIntervalMs = 1000, clock = systemClock } = options;
     const maxBatchBytes = options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+    if ((await this.layout({ signal })) === 'log') {
+      yield* peekLog(this.logQueue(), {
+        ...(options.fromSequence !== undefined ? { fromSequence: options.fromSequence } : {}),
+        follow,
+        pollIntervalMs,
+        maxBatchBytes,
+        clock,
+        ...(signal ? { signal } : {}),
+      });
+      return;
+    }
     const queue = this.manifestQueue();
     let after = (options.fromSequence ?? 0) - 1;
     let first = true;
@@ -383,6 +436,230 @@ export class Queue {
     }
   }
 
+  /**
+   * The layout in force: the one found in the store (a v1 manifest at
+   * `manifestPath`, or a log descriptor at `{dataPathPrefix}/queue`), else the
+   * one asked for, else `'log'` for a new queue. Found once per handle.
+   *
+   * @throws {InvalidArgumentError} when the store holds the other layout than
+   * the one asked for, or both.
+   */
+  layout(options: StoreCallOptions = {}): Promise<Layout> {
+    this.detected ??= this.detectLayout(options.signal);
+    this.detected.catch(() => (this.detected = undefined));
+    return this.detected;
+  }
+
+  private async detectLayout(signal: AbortSignal | undefined): Promise<Layout> {
+    const [manifest, log] = await Promise.all([
+      this.store.head(this.manifestPath, { signal }).then(
+        () => true,
+        (e: unknown) => {
+          if (e instanceof NotFoundError) return false;
+          throw e;
+        },
+      ),
+      this.logQueue().readDescriptor(signal),
+    ]);
+    const where = `${redactUrl(this.store.description)}`;
+    if (manifest && log) {
+      throw new InvalidArgumentError(
+        `${where}: both a v1 manifest ("${this.manifestPath}") and a log queue ("${this.dataPathPrefix}/queue") live here; a prefix holds one queue: move one of them`,
+      );
+    }
+    const found: Layout | undefined = manifest ? 'v1' : log ? 'log' : undefined;
+    if (found && this.requestedLayout && found !== this.requestedLayout) {
+      throw new InvalidArgumentError(
+        found === 'v1'
+          ? `${where}: the queue at "${this.manifestPath}" has the v1 layout (a manifest), not the log layout asked for; open it without a layout, or with layout 'v1'`
+          : `${where}: the queue at "${this.dataPathPrefix}" has the log layout, not the v1 layout asked for; open it without a layout, or with layout 'log'`,
+      );
+    }
+    return found ?? this.requestedLayout ?? 'log';
+  }
+
+  /** The log layout's state for this queue (whether or not it exists yet). */
+  logQueue(
+    options: { metrics?: Metrics; logger?: Logger; clock?: Clock; writer?: string } = {},
+  ): LogQueue {
+    if (options.metrics || options.logger || options.clock || options.writer) {
+      return new LogQueue({ store: this.store, root: this.dataPathPrefix, ...options });
+    }
+    this.log ??= new LogQueue({ store: this.store, root: this.dataPathPrefix });
+    return this.log;
+  }
+
+  /** The log queue, which must exist. @throws {QueueNotFoundError} */
+  private async existingLog(signal?: AbortSignal): Promise<LogQueue> {
+    const log = this.logQueue();
+    if (!(await log.readDescriptor(signal))) {
+      throw new QueueNotFoundError(
+        log.descriptorKey,
+        `no queue at "${this.dataPathPrefix}" in ${redactUrl(this.store.description)}: neither a log queue ("${log.descriptorKey}") nor a v1 manifest ("${this.manifestPath}"); nothing was ever produced there, or a path or the URL is wrong`,
+      );
+    }
+    return log;
+  }
+
+  /** Refuses what only the log layout can do, naming it. */
+  private async requireLog(what: string, signal?: AbortSignal): Promise<LogQueue> {
+    if ((await this.layout({ signal })) === 'v1') {
+      throw new InvalidArgumentError(
+        `the queue at "${this.manifestPath}" has the v1 layout, which cannot ${what}: it has one consumer and no retention (a new queue gets the log layout; v1 is for sharing a queue with the Rust implementation)`,
+      );
+    }
+    return this.existingLog(signal);
+  }
+
+  private async logStats(
+    clock: Clock,
+    options: StoreCallOptions & { gcGracePeriodMs?: number },
+  ): Promise<QueueStats> {
+    const log = await this.existingLog(options.signal);
+    const now = clock.now();
+    const head = await log.discoverHead(options.signal);
+    const subscriptions = await subscriptionInfos(log, now, options.signal);
+    const slowest = subscriptions.reduce<SubscriptionInfo | undefined>(
+      (a, b) => (a === undefined || b.nextSequence < a.nextSequence ? b : a),
+      undefined,
+    );
+    let objects = 0;
+    let objectBytes = 0;
+    let newest = 0;
+    for await (const meta of this.store.list(`${this.dataPathPrefix}/`, options)) {
+      newest = Math.max(newest, meta.lastModified.getTime());
+      const rest = meta.key.slice(this.dataPathPrefix.length + 1);
+      if (rest.includes('/') || !rest.endsWith('.batch')) continue;
+      objects++;
+      objectBytes += meta.size;
+    }
+    const dry = await collectLog(
+      {
+        log,
+        storeNowMs: newest,
+        nowMs: now,
+        gracePeriodMs: options.gcGracePeriodMs ?? 10 * 60 * 1000,
+        dryRun: true,
+        metrics: noopMetrics,
+        logger: silentLogger,
+        isProbe: () => false,
+      },
+      options,
+    );
+    const collectable = dry.deleted.filter((k) => k.endsWith('.batch')).length;
+    return {
+      store: redactUrl(this.store.description),
+      layout: 'log',
+      manifestPath: log.descriptorKey,
+      manifestBytes: 0,
+      epoch: subscriptions.find((x) => x.name === 'default')?.epoch ?? 0,
+      nextSequence: head.endSequence,
+      batchesPending: slowest?.lagBatches ?? 0,
+      produceCallsPending: 0,
+      bytesPending: slowest?.lagBytes ?? 0,
+      oldestEntryAgeMs: slowest?.oldestUnackedAgeMs ?? null,
+      firstPendingSequence:
+        slowest && slowest.nextSequence < head.endSequence ? slowest.nextSequence : null,
+      batchObjects: objects,
+      batchObjectBytes: objectBytes,
+      unreferenced: collectable,
+      unreferencedBytes: 0,
+      collectable,
+      subscriptions,
+    };
+  }
+
+  /** Every subscription with its lag (log layout). @throws {InvalidArgumentError} on a v1 queue */
+  async subscriptions(
+    options: StoreCallOptions & { clock?: Clock } = {},
+  ): Promise<SubscriptionInfo[]> {
+    const log = await this.requireLog('have named subscriptions', options.signal);
+    return subscriptionInfos(log, (options.clock ?? systemClock).now(), options.signal);
+  }
+
+  /**
+   * Creates a subscription at `startAt`; an existing one keeps its cursor.
+   *
+   * @throws {InvalidArgumentError} on a v1 queue, or for a bad name or start.
+   */
+  async createSubscription(
+    name: string,
+    startAt: StartAt = 'oldest',
+    options: StoreCallOptions = {},
+  ): Promise<void> {
+    checkSubscriptionName(name);
+    const log = await this.requireLog('have named subscriptions', options.signal);
+    await log.createCursor(name, startAt, options.signal);
+  }
+
+  /** Deletes a subscription: it no longer holds data back; its holder is fenced. */
+  async deleteSubscription(name: string, options: StoreCallOptions = {}): Promise<void> {
+    checkSubscriptionName(name);
+    const log = await this.requireLog('have named subscriptions', options.signal);
+    if (!(await log.readCursor(name, options.signal))) {
+      throw new InvalidArgumentError(
+        `no subscription "${name}" on the queue at "${this.dataPathPrefix}"`,
+      );
+    }
+    await log.deleteSubscription(name, options.signal);
+  }
+
+  /**
+   * Moves a subscription to `startAt` and fences its current holder (the
+   * epoch goes up); creates it if it does not exist.
+   */
+  async resetSubscription(
+    name: string,
+    startAt: StartAt,
+    options: StoreCallOptions & { clock?: Clock } = {},
+  ): Promise<void> {
+    checkSubscriptionName(name);
+    const log = await this.requireLog('have named subscriptions', options.signal);
+    const clock = options.clock ?? systemClock;
+    for (;;) {
+      const current = await log.createCursor(name, startAt, options.signal);
+      const { next, commit } = await log.resolveStart(startAt, options.signal);
+      try {
+        await log.writeCursor(
+          {
+            ...current.value,
+            epoch: current.value.epoch + 1,
+            next,
+            commit,
+            updatedAtMs: clock.now(),
+          },
+          current.version,
+          options.signal,
+        );
+        return;
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+      }
+    }
+  }
+
+  /** The queue's retention (log layout). */
+  async retention(options: StoreCallOptions = {}): Promise<Retention> {
+    const log = await this.requireLog('keep a retention', options.signal);
+    return (await log.readDescriptor(options.signal))?.value.retention ?? {};
+  }
+
+  /**
+   * Sets the queue's retention, stored with the queue and enforced by the
+   * collector: batches older than `maxAgeMs` (by their commit's store time),
+   * or beyond the newest `maxBytes`, are deleted even if a subscription has
+   * not acknowledged them. Omit a field to turn that rule off.
+   */
+  async setRetention(retention: Retention, options: StoreCallOptions = {}): Promise<Retention> {
+    for (const [k, v] of Object.entries(retention)) {
+      if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)) {
+        throw new InvalidArgumentError(`retention.${k} must be an integer >= 1, got ${String(v)}`);
+      }
+    }
+    const log = await this.requireLog('keep a retention', options.signal);
+    return (await log.setRetention(retention, options.signal)).retention;
+  }
+
   /** The manifest as a conditional-write queue, for the roles. */
   manifestQueue(
     options: { metrics?: Metrics; logger?: Logger; clock?: Clock } = {},
@@ -405,5 +682,13 @@ export class Queue {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+function checkSubscriptionName(name: string): void {
+  if (!isSubscriptionName(name)) {
+    throw new InvalidArgumentError(
+      `a subscription name is 1-100 letters, digits, ".", "_" or "-", not starting with ".", got ${JSON.stringify(name)}`,
+    );
   }
 }

@@ -1,0 +1,215 @@
+/**
+ * The commit object of the log layout, version 1: one immutable object per
+ * append, `{root}/log/{commit:020}`, holding the batches of that append with
+ * consecutive sequences. See docs/log-layout.md for the protocol.
+ *
+ * ```
+ * magic         4 bytes  "SPLC"
+ * version       u16      = 1
+ * commit        u64      this commit's number (the one in its key)
+ * first_seq     u64      sequence of its first batch
+ * append_time   i64      ms since the Unix epoch; never below the previous commit's
+ * total_bytes   u64      bytes of every batch object in the log through this
+ *                        commit (the previous commit's total plus this one's)
+ * total_records u64      records (entries) in the log through this commit
+ * writer_len    u16      then writer_len bytes, UTF-8: the writer's instance id
+ * batch_count   u32
+ * for each batch, sequence first_seq + i:
+ *   entry_len   u32      then the entry body exactly as in a version-1 manifest
+ *                        entry: sequence u64, location, metadata items,
+ *                        extension (Spillway's "SPWT" integrity trailer)
+ *   records     u32      records (entries) in the batch
+ *   inline_len  u64      0 when the batch is its own object; else the
+ *                        batch object's bytes follow (a version-1 batch object)
+ *   inline      inline_len bytes
+ * crc32c        u32      CRC32C of every byte before it
+ * ```
+ *
+ * An inline batch's location is `{root}/log/{commit:020}#{i}`: its commit and
+ * its place there.
+ */
+import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
+import { ByteReader, ByteWriter } from './binary.ts';
+import { crc32c } from './crc32c.ts';
+import { decodeEntryBody, encodedEntry, type ManifestEntry } from './manifest.ts';
+
+/** The commit format version Spillway reads and writes. */
+export const LOG_COMMIT_VERSION = 1;
+const MAGIC = [0x53, 0x50, 0x4c, 0x43]; // "SPLC"
+/** Digits of a commit number in its key: 20, enough for any u64, so keys sort by number. */
+export const COMMIT_DIGITS = 20;
+
+/** One batch in a commit. */
+export interface CommitBatch {
+  /** Its entry, as a manifest entry (sequence, location, metadata, trailer). */
+  entry: ManifestEntry;
+  /** Records (entries) in the batch. */
+  records: number;
+  /** The batch object's bytes when it travels inside the commit. */
+  inline?: Uint8Array;
+}
+
+/** A decoded commit. */
+export interface Commit {
+  commit: number;
+  firstSequence: number;
+  appendTimeMs: number;
+  /** Bytes of every batch in the log through this commit (running total). */
+  totalBytes: number;
+  /** Records in the log through this commit (running total). */
+  totalRecords: number;
+  writer: string;
+  batches: CommitBatch[];
+}
+
+/** Sequence after the commit's last batch. */
+export function commitEnd(c: Pick<Commit, 'firstSequence' | 'batches'>): number {
+  return c.firstSequence + c.batches.length;
+}
+
+/** The key of commit `n` under the queue's root. */
+export function commitKey(root: string, n: number): string {
+  return `${root}/log/${String(n).padStart(COMMIT_DIGITS, '0')}`;
+}
+
+/** The commit number in a commit key, or undefined when the key is not one. */
+export function commitNumberOf(root: string, key: string): number | undefined {
+  const prefix = `${root}/log/`;
+  if (!key.startsWith(prefix)) return undefined;
+  const digits = key.slice(prefix.length);
+  if (!/^[0-9]{20}$/.test(digits)) return undefined;
+  const n = Number(digits);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** The location of inline batch `index` of commit `n`. */
+export function inlineLocation(root: string, n: number, index: number): string {
+  return `${commitKey(root, n)}#${index}`;
+}
+
+/** The commit and index an inline location names, or undefined for an object key. */
+export function parseInlineLocation(
+  root: string,
+  location: string,
+): { commit: number; index: number } | undefined {
+  const hash = location.lastIndexOf('#');
+  if (hash < 0) return undefined;
+  const commit = commitNumberOf(root, location.slice(0, hash));
+  const index = location.slice(hash + 1);
+  if (commit === undefined || !/^[0-9]{1,9}$/.test(index)) return undefined;
+  return { commit, index: Number(index) };
+}
+
+/**
+ * Encodes a commit. Each batch's entry must carry its sequence
+ * (`firstSequence + i`).
+ *
+ * @throws {InvalidArgumentError} for sequences that do not follow `firstSequence`.
+ */
+export function encodeCommit(c: Commit): Uint8Array {
+  const writer = Buffer.from(c.writer, 'utf8').subarray(0, 65_535);
+  const bodies = c.batches.map((b, i) => {
+    if (b.entry.sequence !== c.firstSequence + i) {
+      throw new InvalidArgumentError(
+        `commit ${c.commit}: batch ${i} has sequence ${b.entry.sequence}, expected ${c.firstSequence + i}`,
+      );
+    }
+    return encodedEntry(b.entry);
+  });
+  let size = 4 + 2 + 8 + 8 + 8 + 8 + 8 + 2 + writer.byteLength + 4 + 4;
+  c.batches.forEach(
+    (b, i) =>
+      (size += 4 + (bodies[i] as Uint8Array).byteLength + 4 + 8 + (b.inline?.byteLength ?? 0)),
+  );
+  const w = new ByteWriter(size);
+  w.raw(Uint8Array.from(MAGIC));
+  w.u16(LOG_COMMIT_VERSION);
+  w.u64(c.commit);
+  w.u64(c.firstSequence);
+  w.i64(c.appendTimeMs);
+  w.u64(c.totalBytes);
+  w.u64(c.totalRecords);
+  w.u16(writer.byteLength);
+  w.raw(writer);
+  w.u32(c.batches.length);
+  c.batches.forEach((b, i) => {
+    const body = bodies[i] as Uint8Array;
+    w.u32(body.byteLength);
+    w.raw(body);
+    w.u32(b.records);
+    w.u64(b.inline?.byteLength ?? 0);
+    if (b.inline) w.raw(b.inline);
+  });
+  w.u32(crc32c(w.bytes.subarray(0, w.offset)));
+  return w.bytes;
+}
+
+/**
+ * Decodes a commit and checks it whole: magic, version, checksum, that its
+ * number is `expected` (the one in its key), and that its batches carry
+ * consecutive sequences from `first_seq`.
+ *
+ * @throws {CorruptDataError} naming the object.
+ */
+export function decodeCommit(bytes: Uint8Array, what: string, expected?: number): Commit {
+  if (
+    bytes.byteLength < 4 + 2 + 8 + 8 + 8 + 8 + 2 + 4 + 4 ||
+    MAGIC.some((b, i) => bytes[i] !== b)
+  ) {
+    throw new CorruptDataError(`${what}: not a log commit (no "SPLC" magic, or too short)`, what);
+  }
+  const stored = new ByteReader(bytes, what, bytes.byteLength - 4).u32('checksum');
+  const actual = crc32c(bytes.subarray(0, bytes.byteLength - 4));
+  if (stored !== actual) {
+    throw new CorruptDataError(
+      `${what}: CRC32C 0x${actual.toString(16).padStart(8, '0')}, but the commit records 0x${stored.toString(16).padStart(8, '0')}`,
+      what,
+    );
+  }
+  const r = new ByteReader(bytes, what, 4, bytes.byteLength - 4);
+  const version = r.u16('version');
+  if (version !== LOG_COMMIT_VERSION) {
+    throw new CorruptDataError(
+      `${what}: log commit format version ${version}; this reader knows version ${LOG_COMMIT_VERSION} (written by a newer Spillway?)`,
+      what,
+    );
+  }
+  const commit = r.u64('commit');
+  if (expected !== undefined && commit !== expected) {
+    throw new CorruptDataError(
+      `${what}: holds commit ${commit}, but its key names ${expected}`,
+      what,
+    );
+  }
+  const firstSequence = r.u64('first sequence');
+  const appendTimeMs = r.i64('append time');
+  const totalBytes = r.u64('total bytes');
+  const totalRecords = r.u64('total records');
+  const writer = Buffer.from(r.bytesOf(r.u16('writer length'), 'writer')).toString('utf8');
+  const count = r.u32('batch count');
+  // Each batch takes at least 4 + 22 + 8 bytes: a count the object cannot hold is corrupt.
+  if (count > r.remaining / 34) {
+    throw new CorruptDataError(`${what}: claims ${count} batches in ${r.remaining} bytes`, what);
+  }
+  const batches: CommitBatch[] = [];
+  for (let i = 0; i < count; i++) {
+    const len = r.u32(`batch ${i} entry length`);
+    const start = r.offset;
+    r.skip(len, `batch ${i} entry`);
+    const entry = decodeEntryBody(bytes, `${what} batch ${i}`, start, start + len);
+    if (entry.sequence !== firstSequence + i) {
+      throw new CorruptDataError(
+        `${what}: batch ${i} has sequence ${entry.sequence}, expected ${firstSequence + i}`,
+        what,
+      );
+    }
+    const records = r.u32(`batch ${i} record count`);
+    const inlineLen = r.u64(`batch ${i} inline length`);
+    const inline = inlineLen > 0 ? r.bytesOf(inlineLen, `batch ${i} inline bytes`) : undefined;
+    batches.push(inline ? { entry, records, inline } : { entry, records });
+  }
+  if (r.remaining !== 0) {
+    throw new CorruptDataError(`${what}: ${r.remaining} bytes follow the last batch`, what);
+  }
+  return { commit, firstSequence, appendTimeMs, totalBytes, totalRecords, writer, batches };
+}

@@ -1,0 +1,651 @@
+/**
+ * The log layout's shared state and the protocol that changes it (see
+ * docs/log-layout.md): numbered, immutable commit objects created
+ * create-only (the create is the compare-and-swap), a boundary that only
+ * moves up, a head hint, a descriptor, and one cursor object per
+ * subscription changed with `ifMatch`.
+ *
+ * Every change follows the manifest queue's shape: it is a function of what
+ * is stored, so a lost race, a lost response and a retry all end in the same
+ * place. An append whose outcome is unknown is settled by reading the commit
+ * it tried to create and comparing bytes; nothing is ever appended twice.
+ */
+import { sleep, systemClock, type Clock } from '../clock.ts';
+import {
+  CorruptDataError,
+  InvalidArgumentError,
+  NotFoundError,
+  OutcomeUnknownError,
+  PreconditionFailedError,
+  StorageError,
+} from '../errors.ts';
+import {
+  commitEnd,
+  commitKey,
+  decodeCommit,
+  encodeCommit,
+  inlineLocation,
+  type Commit,
+} from '../format/log-commit.ts';
+import {
+  decodeBoundary,
+  decodeCursor,
+  decodeHeadHint,
+  decodeQueueDescriptor,
+  encodeBoundary,
+  encodeCursor,
+  encodeHeadHint,
+  encodeQueueDescriptor,
+  type Boundary,
+  type Cursor,
+  type Position,
+  type QueueDescriptor,
+  type Retention,
+} from '../format/log-objects.ts';
+import type { MetadataItem } from '../format/manifest.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import { noopMetrics, type Metrics } from '../metrics.ts';
+import { backoffMs, RETRY_DEFAULTS } from '../retry.ts';
+import type { ObjectStore } from '../store/object-store.ts';
+import { readShared } from './fetch-cache.ts';
+
+/** The subscription every log queue has from its creation. */
+export const DEFAULT_SUBSCRIPTION = 'default';
+
+/** Where a subscription starts when it is created. */
+export type StartAt =
+  /** Everything still retained. */
+  | 'oldest'
+  /** Only what is appended after the subscription is created. */
+  | 'latest'
+  /** That batch and what follows. */
+  | { sequence: number }
+  /** The first batch appended at or after that time (ms since the Unix epoch). */
+  | { timeMs: number };
+
+/** A batch to append: its object's key, or its bytes to carry inline. */
+export interface AppendBatch {
+  /** Key of the uploaded batch object; absent for an inline batch. */
+  location?: string;
+  /** The batch object's bytes, carried inside the commit. */
+  inline?: Uint8Array;
+  /** Bytes of the batch object (for retention by bytes). */
+  sizeBytes: number;
+  /** Records (entries) in the batch. */
+  records: number;
+  metadata: MetadataItem[];
+  /** The entry's extension slot (Spillway's integrity trailer). */
+  extension: Uint8Array;
+}
+
+/** What the newest commit says. */
+export interface Head {
+  /** Its number; -1 when the log has no commit yet. */
+  commit: number;
+  /** Sequence the next batch gets. */
+  endSequence: number;
+  appendTimeMs: number;
+  totalBytes: number;
+  totalRecords: number;
+}
+
+/** A stored object with the version a conditional write must name. */
+export interface Versioned<T> {
+  value: T;
+  version: string;
+}
+
+/** Options of {@link LogQueue}. */
+export interface LogQueueOptions {
+  store: ObjectStore;
+  /** The queue's folder: everything of the queue lives under `{root}/`. */
+  root: string;
+  /** Written into each commit and cursor. */
+  writer?: string;
+  metrics?: Metrics;
+  logger?: Logger;
+  clock?: Clock;
+  /** Time limit of one append with its re-reads after lost races, in ms. @default 120000 */
+  deadlineMs?: number;
+  /**
+   * How long a producer trusts what it last saw of the head, in ms, before it
+   * looks again. It must stay well below the collector's grace period (which
+   * is what keeps a stalled writer from re-creating a collected commit).
+   * @default 60000
+   */
+  headFreshMs?: number;
+}
+
+/** Commits between head hints: the creator of a commit whose number is a multiple writes one. */
+const HINT_EVERY_COMMITS = 64;
+
+/**
+ * One log queue under a root prefix. Safe to share within a process; every
+ * method reads what it needs from the store.
+ */
+export class LogQueue {
+  readonly store: ObjectStore;
+  readonly root: string;
+  readonly writer: string;
+  private readonly metrics: Metrics;
+  private readonly logger: Logger;
+  private readonly clock: Clock;
+  private readonly deadlineMs: number;
+  private readonly headFreshMs: number;
+  /** The newest commit this process knows, and when (monotonic ms) it was seen. */
+  private head: (Head & { observedAt: number }) | undefined;
+  private hintWrite: Promise<void> = Promise.resolve();
+
+  constructor(options: LogQueueOptions) {
+    this.store = options.store;
+    this.root = options.root;
+    this.writer = options.writer ?? '';
+    this.metrics = options.metrics ?? noopMetrics;
+    this.logger = options.logger ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
+    this.deadlineMs = options.deadlineMs ?? RETRY_DEFAULTS.deadlineMs;
+    this.headFreshMs = options.headFreshMs ?? 60_000;
+  }
+
+  /** `{root}/queue`: the descriptor that says a log queue lives here. */
+  get descriptorKey(): string {
+    return `${this.root}/queue`;
+  }
+
+  get boundaryKey(): string {
+    return `${this.root}/boundary`;
+  }
+
+  get headKey(): string {
+    return `${this.root}/head`;
+  }
+
+  /** Prefix of the subscriptions' cursors. */
+  get subscriptionsPrefix(): string {
+    return `${this.root}/subscriptions/`;
+  }
+
+  cursorKey(subscription: string): string {
+    return `${this.subscriptionsPrefix}${subscription}`;
+  }
+
+  commitKey(n: number): string {
+    return commitKey(this.root, n);
+  }
+
+  /** The descriptor, or undefined when no log queue lives here. */
+  async readDescriptor(signal?: AbortSignal): Promise<Versioned<QueueDescriptor> | undefined> {
+    const got = await getOrUndefined(this.store, this.descriptorKey, signal);
+    if (!got) return undefined;
+    return { value: decodeQueueDescriptor(got.body, this.descriptorKey), version: got.version };
+  }
+
+  /**
+   * Creates the queue if it does not exist: its descriptor and its default
+   * subscription, starting at the oldest batch, so that data nobody has read
+   * yet is always needed by a subscription. Idempotent.
+   */
+  async ensureCreated(signal?: AbortSignal): Promise<QueueDescriptor> {
+    const existing = await this.readDescriptor(signal);
+    // The default subscription first: a descriptor without it would let a collector run
+    // before anything holds the data back.
+    if (!existing) await this.createCursor(DEFAULT_SUBSCRIPTION, 'oldest', signal);
+    if (existing) return existing.value;
+    const descriptor: QueueDescriptor = { createdAtMs: this.clock.now(), retention: {} };
+    try {
+      await this.store.put(this.descriptorKey, encodeQueueDescriptor(descriptor), {
+        mode: 'create',
+        signal,
+      });
+      return descriptor;
+    } catch (e) {
+      if (!(e instanceof PreconditionFailedError)) throw e;
+      const now = await this.readDescriptor(signal);
+      if (!now) throw e;
+      return now.value;
+    }
+  }
+
+  /** Sets the queue's retention (an `ifMatch` change of the descriptor). */
+  async setRetention(retention: Retention, signal?: AbortSignal): Promise<QueueDescriptor> {
+    for (;;) {
+      const current = await this.readDescriptor(signal);
+      if (!current) throw new InvalidArgumentError(`${this.root}: no log queue here`);
+      const next = { ...current.value, retention };
+      try {
+        await this.store.put(this.descriptorKey, encodeQueueDescriptor(next), {
+          mode: { ifMatch: current.version },
+          signal,
+        });
+        return next;
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+      }
+    }
+  }
+
+  /** The boundary; absent, everything from commit 0 is kept. */
+  async readBoundary(
+    signal?: AbortSignal,
+  ): Promise<Versioned<Boundary> | { value: Boundary; version: undefined }> {
+    const got = await getOrUndefined(this.store, this.boundaryKey, signal);
+    if (!got) {
+      return {
+        value: { firstCommit: 0, firstSequence: 0, expiredBelow: 0, updatedAtMs: 0 },
+        version: undefined,
+      };
+    }
+    return { value: decodeBoundary(got.body, this.boundaryKey), version: got.version };
+  }
+
+  /**
+   * Moves the boundary up to `to` (never down), with `ifMatch`; returns the
+   * boundary as stored after the call.
+   */
+  async raiseBoundary(to: Omit<Boundary, 'updatedAtMs'>, signal?: AbortSignal): Promise<Boundary> {
+    for (;;) {
+      const current = await this.readBoundary(signal);
+      const b = current.value;
+      if (to.firstCommit <= b.firstCommit && to.expiredBelow <= b.expiredBelow) return b;
+      const next: Boundary = {
+        firstCommit: Math.max(b.firstCommit, to.firstCommit),
+        firstSequence: to.firstCommit > b.firstCommit ? to.firstSequence : b.firstSequence,
+        expiredBelow: Math.max(b.expiredBelow, to.expiredBelow),
+        updatedAtMs: this.clock.now(),
+      };
+      try {
+        await this.store.put(this.boundaryKey, encodeBoundary(next), {
+          mode: current.version === undefined ? 'create' : { ifMatch: current.version },
+          signal,
+        });
+        return next;
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+      }
+    }
+  }
+
+  /** A commit, or undefined when it does not exist (not yet, or collected). Reads are shared in the process. */
+  async readCommit(n: number, signal?: AbortSignal): Promise<Commit | undefined> {
+    const bytes = await this.readCommitBytes(n, signal);
+    return bytes && decodeCommit(bytes, this.commitKey(n), n);
+  }
+
+  private async readCommitBytes(n: number, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    try {
+      return await readShared(this.store, this.commitKey(n), signal);
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+  }
+
+  private async commitExists(n: number, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.store.head(this.commitKey(n), { signal });
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Finds the newest commit: from the boundary and the head hint, then
+   * probing forward by doubling steps and bisecting back to the first commit
+   * that does not exist. Commits exist as one unbroken run from the
+   * boundary's first commit to the head (a commit is created only by a writer
+   * that saw the one before, and only commits below the boundary are
+   * deleted), so the probe needs O(log distance) requests.
+   */
+  async discoverHead(signal?: AbortSignal): Promise<Head> {
+    const [{ value: b }, hint] = await Promise.all([
+      this.readBoundary(signal),
+      getOrUndefined(this.store, this.headKey, signal),
+    ]);
+    let known = b.firstCommit - 1;
+    if (hint) {
+      const h = decodeHeadHint(hint.body, this.headKey);
+      if (h.commit > known && (await this.commitExists(h.commit, signal))) known = h.commit;
+    }
+    let step = 1;
+    let missing = known + 1;
+    while (await this.commitExists(missing, signal)) {
+      known = missing;
+      missing = known + step;
+      step *= 2;
+    }
+    while (missing - known > 1) {
+      const mid = known + Math.floor((missing - known) / 2);
+      if (await this.commitExists(mid, signal)) known = mid;
+      else missing = mid;
+    }
+    if (known < b.firstCommit) {
+      // No commit at or above the boundary: a new log (a collector never deletes the head).
+      return {
+        commit: b.firstCommit - 1,
+        endSequence: b.firstSequence,
+        appendTimeMs: 0,
+        totalBytes: 0,
+        totalRecords: 0,
+      };
+    }
+    const c = await this.readCommit(known, signal);
+    if (!c) return this.discoverHead(signal); // collected meanwhile: look again
+    return headOf(c);
+  }
+
+  /** The head as this process last saw it, looked up again when older than `headFreshMs`. */
+  private async freshHead(signal?: AbortSignal): Promise<Head> {
+    if (this.head && performance.now() - this.head.observedAt < this.headFreshMs) return this.head;
+    const head = await this.discoverHead(signal);
+    this.observe(head);
+    return head;
+  }
+
+  private observe(head: Head): void {
+    this.head = { ...head, observedAt: performance.now() };
+  }
+
+  /**
+   * Appends batches as one new commit, in order, once: creates commit
+   * head + 1; a lost race reads the winner's commit and tries the next
+   * number; a lost response is settled by reading the commit back and
+   * comparing bytes. Returns each batch's sequence and location.
+   *
+   * @throws {OutcomeUnknownError} when a create whose outcome was lost can no
+   * longer be checked (its commit was collected meanwhile).
+   * @throws {StorageError} (retriable) when lost races outlast the deadline.
+   */
+  async append(
+    batches: readonly AppendBatch[],
+    signal?: AbortSignal,
+  ): Promise<{ sequence: number; location: string }[]> {
+    const started = this.clock.now();
+    let head = await this.freshHead(signal);
+    let bytes = 0;
+    let records = 0;
+    for (const b of batches) {
+      bytes += b.sizeBytes;
+      records += b.records;
+    }
+    for (let attempt = 1; ; attempt++) {
+      signal?.throwIfAborted();
+      const n = head.commit + 1;
+      const commit: Commit = {
+        commit: n,
+        firstSequence: head.endSequence,
+        appendTimeMs: Math.max(this.clock.now(), head.appendTimeMs),
+        totalBytes: head.totalBytes + bytes,
+        totalRecords: head.totalRecords + records,
+        writer: this.writer,
+        batches: batches.map((b, i) => ({
+          entry: {
+            sequence: head.endSequence + i,
+            location: b.inline ? inlineLocation(this.root, n, i) : (b.location as string),
+            metadata: b.metadata,
+            extension: b.extension,
+          },
+          records: b.records,
+          ...(b.inline ? { inline: b.inline } : {}),
+        })),
+      };
+      const body = encodeCommit(commit);
+      let failure: unknown;
+      try {
+        await this.store.put(this.commitKey(n), body, { mode: 'create', signal });
+        return this.appended(commit, body.byteLength);
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+        failure = e;
+      }
+      // Lost a race, or lost the response: the commit as stored says which.
+      const stored = await this.readCommitBytes(n, signal);
+      if (stored && Buffer.from(stored).equals(body)) return this.appended(commit, body.byteLength);
+      if (stored) {
+        head = headOf(decodeCommit(stored, this.commitKey(n), n));
+        this.observe(head);
+        this.metrics.increment('buffer.manifest_conflicts', 1, { role: 'producer' });
+      } else {
+        const { value: b } = await this.readBoundary(signal);
+        if (n < b.firstCommit) {
+          if (failure instanceof OutcomeUnknownError) {
+            throw new OutcomeUnknownError(
+              this.commitKey(n),
+              `${this.commitKey(n)}: an append of ${batches.length} batches may have landed and already been collected; not appending again, to avoid delivering it twice`,
+              failure,
+            );
+          }
+          // Collected under a stale writer: look for the head again.
+          head = await this.discoverHead(signal);
+          this.observe(head);
+        }
+        // Otherwise the create did not land: try the same number again.
+      }
+      const wait =
+        attempt > 1 ? backoffMs(Math.min(attempt, 16), { baseDelayMs: 5, maxDelayMs: 50 }) : 0;
+      if (this.clock.now() + wait - started >= this.deadlineMs) {
+        throw new StorageError(
+          `${this.root}: an append did not land in ${this.deadlineMs} ms (${attempt} attempts); the log is too contended or the store too slow`,
+          { retriable: true, cause: failure },
+        );
+      }
+      this.logger.debug(
+        { root: this.root, commit: n, attempt },
+        'log append lost a race; trying the next commit',
+      );
+      await sleep(wait, { signal, clock: this.clock });
+    }
+  }
+
+  private appended(commit: Commit, bytes: number): { sequence: number; location: string }[] {
+    const head = headOf(commit);
+    this.observe(head);
+    this.metrics.increment('buffer.manifest_writes', 1, { role: 'producer' });
+    this.metrics.increment('buffer.bytes_written', bytes, { role: 'producer' });
+    if (commit.commit % HINT_EVERY_COMMITS === 0) {
+      // Advisory, and never in the way of the append: failures are logged only.
+      this.hintWrite = this.hintWrite.then(() =>
+        this.store
+          .put(this.headKey, encodeHeadHint({ commit: head.commit, endSequence: head.endSequence }))
+          .then(
+            () => undefined,
+            (e: unknown) => this.logger.debug({ error: String(e) }, 'head hint not written'),
+          ),
+      );
+    }
+    return commit.batches.map((b) => ({ sequence: b.entry.sequence, location: b.entry.location }));
+  }
+
+  /** Waits for a head hint being written. */
+  async settle(): Promise<void> {
+    await this.hintWrite;
+  }
+
+  /** A subscription's cursor, or undefined when it does not exist. */
+  async readCursor(
+    subscription: string,
+    signal?: AbortSignal,
+  ): Promise<Versioned<Cursor> | undefined> {
+    const key = this.cursorKey(subscription);
+    const got = await getOrUndefined(this.store, key, signal);
+    if (!got) return undefined;
+    const cursor = decodeCursor(got.body, key);
+    if (cursor.subscription !== subscription) {
+      throw new CorruptDataError(`${key}: holds the cursor of "${cursor.subscription}"`, key);
+    }
+    return { value: cursor, version: got.version };
+  }
+
+  /**
+   * Creates a subscription's cursor at `startAt`, create-only; an existing
+   * subscription keeps its cursor (returned as it is).
+   */
+  async createCursor(
+    subscription: string,
+    startAt: StartAt,
+    signal?: AbortSignal,
+  ): Promise<Versioned<Cursor>> {
+    const existing = await this.readCursor(subscription, signal);
+    if (existing) return existing;
+    const { next, commit } = await this.resolveStart(startAt, signal);
+    const now = this.clock.now();
+    const cursor: Cursor = {
+      subscription,
+      epoch: 0,
+      next,
+      commit,
+      createdAtMs: now,
+      updatedAtMs: now,
+      holder: this.writer,
+    };
+    try {
+      const { version } = await this.store.put(this.cursorKey(subscription), encodeCursor(cursor), {
+        mode: 'create',
+        signal,
+      });
+      return { value: cursor, version };
+    } catch (e) {
+      if (!(e instanceof PreconditionFailedError)) throw e;
+      const now2 = await this.readCursor(subscription, signal);
+      if (!now2) throw e;
+      return now2;
+    }
+  }
+
+  /** Writes a cursor over the version read; throws PreconditionFailedError when it changed. */
+  async writeCursor(cursor: Cursor, version: string, signal?: AbortSignal): Promise<string> {
+    const { version: next } = await this.store.put(
+      this.cursorKey(cursor.subscription),
+      encodeCursor(cursor),
+      {
+        mode: { ifMatch: version },
+        signal,
+      },
+    );
+    return next;
+  }
+
+  /** Names of the subscriptions, in byte order. */
+  async subscriptions(signal?: AbortSignal): Promise<string[]> {
+    const names: string[] = [];
+    for await (const meta of this.store.list(this.subscriptionsPrefix, { signal })) {
+      const name = meta.key.slice(this.subscriptionsPrefix.length);
+      if (isSubscriptionName(name)) names.push(name);
+    }
+    return names;
+  }
+
+  /** Deletes a subscription: it no longer holds data back, and its holder is fenced. */
+  async deleteSubscription(subscription: string, signal?: AbortSignal): Promise<void> {
+    await this.store.delete(this.cursorKey(subscription), { signal });
+  }
+
+  /**
+   * The position and the commit to start reading from for `startAt`.
+   *
+   * @throws {InvalidArgumentError} for a sequence already collected or past
+   * the end of the log.
+   */
+  async resolveStart(
+    startAt: StartAt,
+    signal?: AbortSignal,
+  ): Promise<{ next: Position; commit: number }> {
+    const { value: b } = await this.readBoundary(signal);
+    if (startAt === 'oldest') {
+      return { next: { sequence: b.firstSequence, index: 0 }, commit: b.firstCommit };
+    }
+    const head = await this.discoverHead(signal);
+    const end = { next: { sequence: head.endSequence, index: 0 }, commit: head.commit + 1 };
+    if (startAt === 'latest') return end;
+    if ('sequence' in startAt) {
+      const s = startAt.sequence;
+      if (s < b.firstSequence) {
+        throw new InvalidArgumentError(
+          `${this.root}: sequence ${s} was already collected; the oldest retained is ${b.firstSequence}`,
+        );
+      }
+      if (s > head.endSequence) {
+        throw new InvalidArgumentError(
+          `${this.root}: sequence ${s} is past the end of the log (its next sequence is ${head.endSequence})`,
+        );
+      }
+      if (s === head.endSequence) return end;
+      const c = await this.searchCommits(
+        b.firstCommit,
+        head.commit,
+        (x) => commitEnd(x) > s,
+        signal,
+      );
+      return { next: { sequence: s, index: 0 }, commit: c?.commit ?? head.commit + 1 };
+    }
+    const t = startAt.timeMs;
+    const c = await this.searchCommits(
+      b.firstCommit,
+      head.commit,
+      (x) => x.appendTimeMs >= t,
+      signal,
+    );
+    if (!c) return end;
+    return { next: { sequence: c.firstSequence, index: 0 }, commit: c.commit };
+  }
+
+  /**
+   * The first commit in [lo, hi] for which `ok` holds, by bisection (`ok`
+   * must be false then true along the log); undefined when none does.
+   */
+  async searchCommits(
+    lo: number,
+    hi: number,
+    ok: (c: Commit) => boolean,
+    signal?: AbortSignal,
+  ): Promise<Commit | undefined> {
+    let found: Commit | undefined;
+    while (lo <= hi) {
+      const mid = lo + Math.floor((hi - lo) / 2);
+      const c = await this.readCommit(mid, signal);
+      if (!c) {
+        // Collected meanwhile: everything below is gone too.
+        lo = mid + 1;
+        continue;
+      }
+      if (ok(c)) {
+        found = c;
+        hi = mid - 1;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    return found;
+  }
+}
+
+/** What a commit says about the head when it is the newest. */
+export function headOf(c: Commit): Head {
+  return {
+    commit: c.commit,
+    endSequence: commitEnd(c),
+    appendTimeMs: c.appendTimeMs,
+    totalBytes: c.totalBytes,
+    totalRecords: c.totalRecords,
+  };
+}
+
+/** Subscription names: 1-100 letters, digits, `.`, `_` and `-`, not starting with `.`. */
+export function isSubscriptionName(name: string): boolean {
+  return /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$/.test(name);
+}
+
+async function getOrUndefined(
+  store: ObjectStore,
+  key: string,
+  signal?: AbortSignal,
+): Promise<{ body: Uint8Array; version: string } | undefined> {
+  try {
+    const { body, version } = await store.get(key, { signal });
+    return { body, version };
+  } catch (e) {
+    if (e instanceof NotFoundError) return undefined;
+    throw e;
+  }
+}
