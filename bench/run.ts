@@ -1,8 +1,9 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g] [-- --backends memory,file,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i] [-- --backends memory,file,s3]`
  *
  * Spillway against the physical limits of this machine, measured in the same
- * run. Prints a table and writes JSON to bench/results/.
+ * run. Prints a table and writes JSON to bench/results/. A row with a target
+ * says what its ratio (value / limit) must be, and whether it was met.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -14,8 +15,10 @@ import { ensureRgw, freshStore, type Backend } from './backends.ts';
 import { closedLoop } from './closed-loop.ts';
 import { drain, fillBacklog } from './drain.ts';
 import { designFloor, rawGetMBps, rawGroupCommit, rawPut, sequentialWriteMBps } from './limits.ts';
-import { appendCost } from './manifest-growth.ts';
+import { appendCost, LOG_APPENDS, type AppendCost } from './manifest-growth.ts';
+import { oneCaller } from './one-caller.ts';
 import { openLoop } from './open-loop.ts';
+import { ProducerProcesses } from './producer-processes.ts';
 import { requestsPerGb } from './requests.ts';
 import { stalledMemory } from './stalled-memory.ts';
 import { round } from './stats.ts';
@@ -23,7 +26,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -32,21 +35,37 @@ const only = new Set(values.only.split(','));
 const backends = values.backends.split(',') as Backend[];
 const MiB = 1024 * 1024;
 
-/** One measured figure. */
+/** What a row's ratio (value / limit) must be. */
+interface Target {
+  op: '>=' | '<=';
+  ratio: number;
+}
+
+/** One measured figure; `value` is null for a measurement skipped (see `note`). */
 interface Row {
   case: string;
   backend: string;
   params: string;
-  value: number;
+  value: number | null;
   unit: string;
   limit?: number;
   ratio?: number;
+  target?: Target;
+  /** Whether the ratio met the target. */
+  met?: boolean;
   extra?: Record<string, number>;
+  note?: string;
 }
 const rows: Row[] = [];
 function add(row: Row): void {
-  if (row.limit !== undefined && row.limit > 0) row.ratio = round(row.value / row.limit, 2);
-  row.value = round(row.value, row.value < 10 ? 2 : 0);
+  if (row.value !== null && row.limit !== undefined && row.limit > 0) {
+    const ratio = row.value / row.limit;
+    row.ratio = round(ratio, 2);
+    if (row.target) {
+      row.met = row.target.op === '>=' ? ratio >= row.target.ratio : ratio <= row.target.ratio;
+    }
+  }
+  if (row.value !== null) row.value = round(row.value, row.value < 10 ? 2 : 0);
   if (row.limit !== undefined) row.limit = round(row.limit, row.limit < 10 ? 2 : 0);
   rows.push(row);
   const extra = row.extra
@@ -56,8 +75,14 @@ function add(row: Row): void {
         .join(' ')
     : '';
   console.error(
-    `  ${row.case} ${row.backend} ${row.params}: ${row.value} ${row.unit}${row.ratio !== undefined ? ` (${row.ratio} of ${row.limit})` : ''}${extra}`,
+    `  ${row.case} ${row.backend} ${row.params}: ${row.value ?? 'skipped'} ${row.unit}${row.ratio !== undefined ? ` (${row.ratio} of ${row.limit})` : ''}${row.target ? ` target ${targetText(row)}` : ''}${extra}${row.note ? ` (${row.note})` : ''}`,
   );
+}
+/** `>= 0.9 met`, `<= 3 MISSED`, or `>= 0.8 ?` when there was nothing to compare. */
+function targetText(row: Row): string {
+  if (!row.target) return '';
+  const verdict = row.met === undefined ? '?' : row.met ? 'met' : 'MISSED';
+  return `${row.target.op} ${row.target.ratio} ${verdict}`;
 }
 
 const root = new URL('..', import.meta.url).pathname;
@@ -219,19 +244,81 @@ try {
   }
 
   if (only.has('e')) {
+    // The same Producer appends (one 1 KiB entry, awaited) against a seeded backlog, in both
+    // layouts. v1 rewrites the whole manifest; the log writes one commit whatever the backlog.
     for (const backend of backends) {
-      for (const pending of [1, 1000, 10_000, 100_000]) {
-        if (quick && pending === 100_000 && backend === 's3') continue;
-        const s = await freshStore(backend);
-        const r = await appendCost(s.store, pending, pending >= 100_000 ? 5 : 20);
-        await s.dispose();
+      const measured = new Map<string, AppendCost>();
+      for (const pending of [1, 1000, 10_000, 100_000, 1_000_000]) {
+        for (const layout of ['v1', 'log'] as const) {
+          if (layout === 'v1' && pending >= 1_000_000) {
+            add({
+              case: 'e append vs backlog',
+              backend,
+              params: `v1, ${pending} pending`,
+              value: null,
+              unit: 'ms/append',
+              note: 'skipped: each append would read and rewrite a ~125 MB manifest; v1 is linear in the backlog (see 1k-100k)',
+            });
+            continue;
+          }
+          if (quick && backend === 's3' && pending >= (layout === 'v1' ? 100_000 : 1_000_000)) {
+            continue;
+          }
+          const s = await freshStore(backend);
+          const appends = layout === 'log' ? LOG_APPENDS : pending >= 100_000 ? 5 : 20;
+          const r = await appendCost(s.store, layout, pending, appends);
+          await s.dispose();
+          measured.set(`${layout} ${pending}`, r);
+          add({
+            case: 'e append vs backlog',
+            backend,
+            params: `${layout}, ${pending} pending${layout === 'log' ? `, seeded as ${r.seedObjects} commits` : ''}`,
+            value: r.msPerAppend,
+            unit: 'ms/append',
+            extra: {
+              bytesWrittenPerAppend: round(r.perAppend.bytesPut),
+              requestsPerAppend: round(r.perAppend.requests, 3),
+              putsPerAppend: round(r.perAppend.put, 3),
+              getsPerAppend: round(r.perAppend.get, 3),
+              headsPerAppend: round(r.perAppend.head, 3),
+              appendsMeasured: appends,
+              firstAppendMs: round(r.firstAppendMs, 1),
+              firstAppendRequests: r.firstAppendRequests,
+            },
+          });
+        }
+      }
+      // Bytes and requests per append at the largest backlog against one entry pending.
+      for (const layout of ['log', 'v1'] as const) {
+        const one = measured.get(`${layout} 1`);
+        const pending = [1_000_000, 100_000, 10_000, 1000].find((p) =>
+          measured.has(`${layout} ${p}`),
+        );
+        if (!one || pending === undefined) continue;
+        const big = measured.get(`${layout} ${pending}`) as AppendCost;
+        // The log's promise: an append costs the same whatever waits (within 5%); v1 is shown for contrast.
+        const target: Target | undefined = layout === 'log' ? { op: '<=', ratio: 1.05 } : undefined;
         add({
-          case: 'e manifest append',
+          case: 'e append vs backlog',
           backend,
-          params: `${pending} pending`,
-          value: r.msPerAppend,
-          unit: 'ms/append',
-          extra: { bytesWrittenPerAppend: r.bytesPerAppend },
+          params: `${layout}: bytes written per append, ${pending} pending vs 1`,
+          value: big.perAppend.bytesPut,
+          unit: 'bytes/append',
+          limit: one.perAppend.bytesPut,
+          ...(target ? { target } : {}),
+        });
+        add({
+          case: 'e append vs backlog',
+          backend,
+          params: `${layout}: requests per append, ${pending} pending vs 1`,
+          value: big.perAppend.requests,
+          unit: 'requests/append',
+          limit: one.perAppend.requests,
+          ...(target ? { target } : {}),
+          extra: {
+            msPerAppend: round(big.msPerAppend, 2),
+            msPerAppendAt1: round(one.msPerAppend, 2),
+          },
         });
       }
     }
@@ -273,6 +360,80 @@ try {
       });
     }
   }
+  if (only.has('h')) {
+    // Each process is offered the same load; the targets compare with one process, same run.
+    const callers = 16;
+    const counts = [1, 2, 4, 8];
+    const processes = await ProducerProcesses.start(Math.max(...counts));
+    try {
+      for (const backend of backends.filter((b) => b !== 'memory')) {
+        for (const layout of ['log', 'v1'] as const) {
+          let one: { entriesPerSecond: number } | undefined;
+          const p99 = new Map<number, number>();
+          for (const n of counts) {
+            const s = await freshStore(backend);
+            const r = await processes.run(s, layout, n, callers, seconds);
+            await s.dispose();
+            one ??= r;
+            add({
+              case: 'h producer processes',
+              backend,
+              params: `${layout}, ${n} processes x ${callers} callers, 1 KiB, flush 0`,
+              value: r.entriesPerSecond,
+              unit: 'entries/s',
+              ...(n > 1 ? { limit: one.entriesPerSecond, target: { op: '>=', ratio: 0.9 } } : {}),
+              extra: {
+                p50Ms: r.p50Ms,
+                p99Ms: r.p99Ms,
+                maxMs: round(r.maxMs),
+                appendsPerS: round(r.appendsPerSecond),
+                conflictsPerAppend: round(r.conflictsPerAppend, 2),
+                fairness: round(r.fairness, 2),
+              },
+            });
+            p99.set(n, r.p99Ms);
+          }
+          add({
+            case: 'h producer processes',
+            backend,
+            params: `${layout}: durable p99, 4 processes vs 1`,
+            value: p99.get(4) as number,
+            unit: 'ms p99',
+            limit: p99.get(1),
+            target: { op: '<=', ratio: 3 },
+          });
+        }
+      }
+    } finally {
+      await processes.close();
+    }
+  }
+
+  if (only.has('i')) {
+    // The limit is measured in slices alternating with the loop (see one-caller.ts).
+    for (const backend of backends.filter((b) => b !== 'memory')) {
+      const s = await freshStore(backend);
+      const r = await oneCaller(s.store, seconds);
+      await s.dispose();
+      add({
+        case: 'i one caller',
+        backend,
+        params: `log, inline, 1 caller, 1 KiB, flush 0 vs raw 1 KiB ${backend === 's3' ? 'PUT' : 'create'}s, 1 client`,
+        value: r.entriesPerSecond,
+        unit: 'entries/s',
+        limit: r.rawCreatesPerSecond,
+        target: { op: '>=', ratio: 0.8 },
+        extra: {
+          p50Ms: r.p50Ms,
+          p99Ms: r.p99Ms,
+          limitP50Ms: r.rawP50Ms,
+          requestsPerEntry: round(r.perEntry.requests, 3),
+          putsPerEntry: round(r.perEntry.put, 3),
+          bytesWrittenPerEntry: round(r.perEntry.bytesPut),
+        },
+      });
+    }
+  }
 } finally {
   stopRgw();
 }
@@ -294,20 +455,30 @@ await writeFile(file, JSON.stringify(result, null, 2) + '\n');
 await writeFile(join(root, 'bench/results/latest.json'), JSON.stringify(result, null, 2) + '\n');
 
 // The readable table.
-const header = ['case', 'backend', 'parameters', 'value', 'unit', 'limit', 'ratio', 'details'];
+const header = [
+  'case',
+  'backend',
+  'parameters',
+  'value',
+  'unit',
+  'limit',
+  'ratio',
+  'target',
+  'details',
+];
 const table = rows.map((r) => [
   r.case,
   r.backend,
   r.params,
-  String(r.value),
+  r.value === null ? 'skipped' : String(r.value),
   r.unit,
   r.limit === undefined ? '' : String(r.limit),
   r.ratio === undefined ? '' : String(r.ratio),
-  r.extra
-    ? Object.entries(r.extra)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ')
-    : '',
+  targetText(r),
+  [
+    ...(r.extra ? Object.entries(r.extra).map(([k, v]) => `${k} ${v}`) : []),
+    ...(r.note ? [r.note] : []),
+  ].join(', '),
 ]);
 const widths = header.map((h, i) =>
   Math.max(h.length, ...table.map((t) => (t[i] as string).length)),

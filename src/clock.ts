@@ -20,6 +20,12 @@ export interface TimerOptions {
 export interface Clock {
   /** Wall-clock milliseconds since the Unix epoch. */
   now(): number;
+  /**
+   * Milliseconds on a clock that never goes backwards, for measuring how
+   * long something took (its origin means nothing). Optional: without it,
+   * `performance.now()` is used.
+   */
+  monotonicNow?(): number;
   /** Calls `callback` once, `ms` milliseconds from now (by this clock). */
   setTimeout(callback: () => void, ms: number, options?: TimerOptions): ClockTimer;
   /** Cancels a timer; unknown or fired timers are ignored. */
@@ -29,6 +35,7 @@ export interface Clock {
 /** The system clock: `Date.now()` and Node's timers. */
 export const systemClock: Clock = Object.freeze({
   now: () => Date.now(),
+  monotonicNow: () => performance.now(),
   setTimeout(callback: () => void, ms: number, options?: TimerOptions): ClockTimer {
     // Node fires a timer past 2^31 - 1 ms at once; waits that long are capped there.
     const t = setTimeout(callback, Math.min(2_147_483_647, Math.max(0, ms)));
@@ -64,6 +71,11 @@ export class ManualClock implements Clock {
   constructor(private ms = 1_700_000_000_000) {}
 
   now(): number {
+    return this.ms;
+  }
+
+  /** The same as {@link ManualClock.now}: a manual clock never goes backwards. */
+  monotonicNow(): number {
     return this.ms;
   }
 
@@ -114,6 +126,11 @@ export class ManualClock implements Clock {
   }
 }
 
+/** `clock`'s monotonic milliseconds, or `performance.now()` when it has none. */
+export function monotonicNow(clock: Clock): number {
+  return clock.monotonicNow ? clock.monotonicNow() : performance.now();
+}
+
 /** Lets pending promise jobs and immediates run. */
 async function settle(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
@@ -154,6 +171,7 @@ export function sleep(
 export function skewedClock(offsetMs: number, base: Clock = systemClock): Clock {
   return {
     now: () => base.now() + offsetMs,
+    monotonicNow: () => monotonicNow(base),
     setTimeout: (callback, ms, options) => base.setTimeout(callback, ms, options),
     clearTimeout: (timer) => base.clearTimeout(timer),
   };

@@ -4,7 +4,7 @@ import { classifyBatchObject, oldestUlidTime, type CollectionContext } from './c
 import { ClosedError, InvalidArgumentError, NotFoundError, QueueNotFoundError } from './errors.ts';
 import { silentLogger, type Logger } from './logger.ts';
 import { noopMetrics, type Metrics } from './metrics.ts';
-import { resolveOptions, type OptionSpecs } from './options.ts';
+import { checkCallOptions, resolveOptions, type OptionSpecs } from './options.ts';
 import { collectLog } from './log-collector.ts';
 import type { ManifestQueue } from './queue/manifest-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from './queue/queue.ts';
@@ -142,6 +142,7 @@ export class GarbageCollector {
    * @throws {InvalidArgumentError} when the data prefix does not go with the manifest.
    */
   async run(options: StoreCallOptions & { dryRun?: boolean } = {}): Promise<CollectionResult> {
+    checkCallOptions('run', options, ['dryRun', 'signal']);
     if (this.closed) throw new ClosedError('garbage collector');
     const started = performance.now();
     const layout = await this.queue.layout(options);
@@ -153,10 +154,13 @@ export class GarbageCollector {
       if (e instanceof NotFoundError) throw this.noManifest();
       throw e;
     }
+    // A marker naming another manifest refuses here; none at all (a queue from before
+    // markers) is settled once the manifest is read.
+    const marked = await this.queue.hasOwnershipMarker(options);
     await this.queue.checkOwnership(options);
     const probe = await this.probeStoreClock(options.signal);
     try {
-      return await this.collect(probe.storeNowMs, probe.key, started, options);
+      return await this.collect(probe.storeNowMs, probe.key, started, options, marked);
     } finally {
       await this.store.delete(probe.key).catch(() => undefined);
     }
@@ -191,6 +195,7 @@ export class GarbageCollector {
           metrics: this.metrics,
           logger: this.logger,
           isProbe: (key) => PROBE_NAME.test(key.slice(this.prefix.length)),
+          probeKey: probe.key,
         },
         options,
       );
@@ -244,6 +249,7 @@ export class GarbageCollector {
     probeKey: string,
     started: number,
     options: StoreCallOptions & { dryRun?: boolean },
+    marked: boolean,
   ): Promise<CollectionResult> {
     const snapshot = await this.manifest.read(options.signal);
     if (snapshot.version === undefined) throw this.noManifest();
@@ -253,12 +259,27 @@ export class GarbageCollector {
         `${this.store.description}: the manifest "${this.queue.manifestPath}" references no batch under "${this.prefix}" (its batches are under "${entries[0]?.location.replace(/[^/]*$/, '')}"); refusing to collect: the data prefix does not go with this manifest`,
       );
     }
+    // Without a marker, only a manifest that references batches under the prefix proves
+    // the prefix is its own: then claim it; else collect nothing (it could be another
+    // queue's backlog under a prefix given by mistake).
+    let provenOwner = marked;
+    if (!marked && entries.some((e) => e.location.startsWith(this.prefix))) {
+      if (!(options.dryRun ?? false)) await this.queue.checkOwnership({ ...options, claim: true });
+      provenOwner = true;
+    }
+    if (!provenOwner) {
+      this.logger.warn(
+        { queue: this.queue.description },
+        'collection: the data prefix has no marker naming its manifest and the manifest references nothing under it; collecting nothing until a producer of this queue writes the marker',
+      );
+    }
     const context: CollectionContext = {
       prefix: this.prefix,
       referenced: new Set(entries.map((e) => e.location)),
       // A manifest that never had an entry is the queue of no batch here: nothing is
       // older than its oldest batch, so nothing is collected.
-      oldestReferencedMs: nextSequence === 0 ? -Infinity : oldestUlidTime(entries, this.prefix),
+      oldestReferencedMs:
+        nextSequence === 0 || !provenOwner ? -Infinity : oldestUlidTime(entries, this.prefix),
       nowMs: this.clock.now(),
       storeNowMs,
       gracePeriodMs: this.gracePeriodMs,

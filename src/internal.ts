@@ -56,6 +56,8 @@ export {
 } from './format/log-objects.ts';
 export {
   LogQueue,
+  LOG_MIN_COMMIT_AGE_MS,
+  TRUSTED_VIEW_MS,
   DEFAULT_SUBSCRIPTION,
   headOf,
   isSubscriptionName,

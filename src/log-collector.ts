@@ -8,7 +8,7 @@ import { commitEnd, commitNumberOf, type Commit } from './format/log-commit.ts';
 import { decodeTrailer } from './format/trailer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
-import type { LogQueue } from './queue/log-queue.ts';
+import { LOG_MIN_COMMIT_AGE_MS, type LogQueue } from './queue/log-queue.ts';
 import type { ObjectMeta, StoreCallOptions } from './store/object-store.ts';
 import { NotFoundError, QueueNotFoundError } from './errors.ts';
 
@@ -36,31 +36,36 @@ export interface LogCollectionContext {
   dryRun: boolean;
   metrics: Metrics;
   logger: Logger;
-  /** Keys a collection's own probes use: never counted. */
+  /** Keys of collectors' clock probes: never counted; deleted once older than the grace period. */
   isProbe: (key: string) => boolean;
+  /** This collection's own probe, never deleted here. */
+  probeKey?: string;
 }
 
-/** Keys deleted per request, and commits read per chunk. */
+/** Keys deleted per request. */
 const CHUNK = 1000;
 
 /**
- * One collection of a log queue.
+ * One collection of a log queue. It reads no commit it deletes: its cost is
+ * a few bisections of the log, one read per subscription, and listings of
+ * what it deletes and of the batch objects.
  *
  * 1. The floor: the lowest cursor of every subscription (or the end of the
  *    log when there is none), raised to what retention keeps (`maxAgeMs` by
  *    the commits' store times, `maxBytes` by the commits' running totals).
  * 2. The cut: the first commit that holds a batch at or above the floor; no
- *    commit younger than the grace period and never the newest commit are
- *    deleted.
+ *    commit younger than the grace period (nor than
+ *    {@link LOG_MIN_COMMIT_AGE_MS}) and never the newest commit is deleted.
  * 3. The boundary moves up to the cut (with `ifMatch`, only up), recording
- *    how far retention expired batches, so that a cursor below it reports
- *    its loss once.
- * 4. Commits below the boundary are read for their batch objects, and both
- *    are deleted.
- * 5. Orphans (batch objects of producers that died before their commit) are
- *    deleted once older than the grace period by both clocks and uploaded
- *    more than a grace period before the first commit kept: a batch appended
- *    by a kept commit was uploaded at most a grace period before it.
+ *    how far retention expired batches.
+ * 4. Commits below the boundary are deleted, the batch objects of the
+ *    newest of them (up to 2000) with them.
+ * 5. Batch objects are deleted once older than the grace period by both
+ *    clocks and uploaded more than a grace period before the first commit
+ *    kept: a batch appended by a kept commit was uploaded at most a grace
+ *    period before it. This takes the batches of deleted commits (a grace
+ *    period later) and the orphans of producers that died before their
+ *    commit alike.
  *
  * @throws {QueueNotFoundError} when no log queue lives at the root.
  */
@@ -89,12 +94,14 @@ export async function collectLog(
 
   let firstKept = boundary.firstCommit;
   let firstKeptTimeMs: number | undefined;
+  let skipOrphans = false;
   if (head.commit >= boundary.firstCommit) {
     // 1. The floor.
     let cursorFloor = head.endSequence;
-    for (const name of await log.subscriptions(signal)) {
-      const cursor = await log.readCursor(name, signal);
-      if (cursor) cursorFloor = Math.min(cursorFloor, cursor.value.next.sequence);
+    // Every cursor object counts, whatever its name; one that does not decode stops the
+    // collection (CorruptDataError) rather than let its data go.
+    for (const cursor of await log.allCursors(signal)) {
+      cursorFloor = Math.min(cursorFloor, cursor.next.sequence);
     }
     const retention = descriptor.value.retention;
     let expiredFloor = 0;
@@ -132,12 +139,14 @@ export async function collectLog(
       signal,
     );
     let cut = holding?.commit ?? head.commit + 1;
-    // ...but no commit younger than the grace period, and never the newest.
+    // ...but no commit younger than the grace period (and never than the protocol's
+    // minimum, which writers' views of the head rely on), and never the newest.
+    const minAgeMs = Math.max(c.gracePeriodMs, LOG_MIN_COMMIT_AGE_MS);
     const young = await firstCommitWhere(
       c,
       boundary.firstCommit,
       head.commit,
-      (t) => c.storeNowMs - t < c.gracePeriodMs,
+      (t) => c.storeNowMs - t < minAgeMs,
       signal,
     );
     if (young !== undefined) cut = Math.min(cut, young);
@@ -170,9 +179,22 @@ export async function collectLog(
     }
     result.firstCommit = firstKept;
     firstKeptTimeMs = await commitTimeMs(c, firstKept, signal);
+    if (firstKeptTimeMs === undefined) {
+      // Another collection moved the boundary further and deleted it meanwhile: the
+      // boundary's first commit is kept now, and its time is what the orphan rule needs.
+      const { value: now } = await log.readBoundary(signal);
+      firstKept = Math.max(firstKept, now.firstCommit);
+      firstKeptTimeMs = await commitTimeMs(c, now.firstCommit, signal);
+    }
+    // Still unknown: no orphan is judged this time (judged against no commit, every
+    // old batch object would look like one).
+    if (firstKeptTimeMs === undefined) skipOrphans = true;
   }
 
-  // 4. Commits below the boundary, and their batch objects.
+  // 4. Commits below the boundary. The newest of them (those right below it) are read
+  // for their batch objects, which go at once; older ones are deleted unread, their
+  // batch objects left to the time rule of step 5, so that a collection's reads stay
+  // bounded however far it moves.
   const commitKeys: string[] = [];
   for await (const meta of log.store.list(`${log.root}/log/`, { signal })) {
     const n = commitNumberOf(log.root, meta.key);
@@ -180,66 +202,107 @@ export async function collectLog(
     if (n >= firstKept) break;
     commitKeys.push(meta.key);
     result.bytesDeleted += meta.size;
-    if (commitKeys.length >= CHUNK) await deleteCommits(c, commitKeys.splice(0), result, signal);
+    if (commitKeys.length >= 2 * CHUNK) {
+      await deleteKeys(c, commitKeys.splice(0, CHUNK), result, signal);
+    }
   }
-  await deleteCommits(c, commitKeys, result, signal);
+  const batchKeys = await batchesOf(c, commitKeys, signal);
+  await deleteKeys(c, batchKeys, result, signal);
+  await deleteKeys(c, commitKeys, result, signal);
 
-  // 5. Orphans.
-  const orphans: ObjectMeta[] = [];
+  // 5. Batch objects no kept commit can hold, and probes of collectors that died
+  // before deleting theirs. Batch objects and probes sort before "log/" (a ULID
+  // starts with a digit), so the listing stops there.
+  const batches: ObjectMeta[] = [];
+  const staleProbes: string[] = [];
+  const end = `${log.root}/log/`;
   for await (const meta of log.store.list(`${log.root}/`, { signal })) {
+    if (meta.key >= end) break;
     const rest = meta.key.slice(log.root.length + 1);
-    if (rest.includes('/') || !rest.endsWith('.batch')) continue;
+    if (rest.includes('/')) continue;
+    if (c.isProbe(meta.key)) {
+      if (
+        meta.key !== c.probeKey &&
+        c.storeNowMs - meta.lastModified.getTime() >= c.gracePeriodMs
+      ) {
+        staleProbes.push(meta.key);
+      }
+      continue;
+    }
+    if (!rest.endsWith('.batch')) continue;
     const ulid = rest.slice(0, -'.batch'.length);
-    if (!isUlid(ulid) || c.isProbe(meta.key)) continue;
+    if (!isUlid(ulid)) continue;
+    if (skipOrphans) {
+      result.kept++;
+      continue;
+    }
     const uploaded = meta.lastModified.getTime();
     const old =
       c.nowMs - ulidTimeMs(ulid) >= c.gracePeriodMs &&
       c.storeNowMs - uploaded >= c.gracePeriodMs &&
       (firstKeptTimeMs === undefined || uploaded < firstKeptTimeMs - c.gracePeriodMs);
-    if (old) orphans.push(meta);
+    if (old) batches.push(meta);
     else result.kept++;
   }
-  for (let i = 0; i < orphans.length; i += CHUNK) {
-    const keys = orphans.slice(i, i + CHUNK).map((m) => m.key);
-    if (!c.dryRun) await log.store.deleteMany(keys, { signal });
-    result.deleted.push(...keys);
-    for (const m of orphans.slice(i, i + CHUNK)) result.bytesDeleted += m.size;
+  for (let i = 0; i < batches.length; i += CHUNK) {
+    const chunk = batches.slice(i, i + CHUNK);
+    for (const m of chunk) result.bytesDeleted += m.size;
+    await deleteKeys(
+      c,
+      chunk.map((m) => m.key),
+      result,
+      signal,
+    );
   }
-  if (result.expiredBatches > 0) {
+  if (!c.dryRun && staleProbes.length > 0) {
+    await log.store.deleteMany(staleProbes, { signal }).catch(() => undefined);
+  }
+  if (result.expiredBatches > 0 && !c.dryRun) {
     c.metrics.increment('buffer.retention_expired_batches', result.expiredBatches);
   }
   return result;
 }
 
-/** Reads commits to delete for their batch objects, then deletes both (batches first). */
-async function deleteCommits(
+/** The batch objects (not inline) of commits about to be deleted, read a few at a time. */
+async function batchesOf(
   c: LogCollectionContext,
-  commitKeys: string[],
+  commitKeys: readonly string[],
+  signal: AbortSignal | undefined,
+): Promise<string[]> {
+  const out: string[] = [];
+  const queue = [...commitKeys];
+  const worker = async (): Promise<void> => {
+    for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
+      let commit: Commit | undefined;
+      try {
+        commit = await c.log.readCommit(commitNumberOf(c.log.root, key) as number, signal);
+      } catch (e) {
+        // Below the boundary nobody reads it: it goes even if it does not decode.
+        c.logger.warn(
+          { key, error: String(e) },
+          'collection: an unreadable commit below the boundary',
+        );
+      }
+      for (const b of commit?.batches ?? []) {
+        // readCommit refuses a commit naming objects elsewhere; this is the second lock.
+        if (!b.inline && c.log.isBatchKey(b.entry.location)) out.push(b.entry.location);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  return out;
+}
+
+/** Deletes keys (unless dry), recording them. */
+async function deleteKeys(
+  c: LogCollectionContext,
+  keys: string[],
   result: LogCollection,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  if (commitKeys.length === 0) return;
-  const batchKeys: string[] = [];
-  for (const key of commitKeys) {
-    const n = commitNumberOf(c.log.root, key) as number;
-    let commit: Commit | undefined;
-    try {
-      commit = await c.log.readCommit(n, signal);
-    } catch (e) {
-      // A commit that does not decode still goes: it is below the boundary, nobody reads it.
-      if (e instanceof NotFoundError) continue;
-      c.logger.warn(
-        { key, error: String(e) },
-        'collection: an unreadable commit below the boundary',
-      );
-    }
-    for (const b of commit?.batches ?? []) if (!b.inline) batchKeys.push(b.entry.location);
-  }
-  if (!c.dryRun) {
-    if (batchKeys.length > 0) await c.log.store.deleteMany(batchKeys, { signal });
-    await c.log.store.deleteMany(commitKeys, { signal });
-  }
-  result.deleted.push(...batchKeys, ...commitKeys);
+  if (keys.length === 0) return;
+  if (!c.dryRun) await c.log.store.deleteMany(keys, { signal });
+  result.deleted.push(...keys);
 }
 
 /** Bytes of the log before a commit: its running total less its own batches. */

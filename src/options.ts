@@ -45,7 +45,7 @@ export function resolveOptions<T extends object>(
   }
   const out: Record<string, unknown> = { ...defaults };
   for (const [name, value] of Object.entries(given)) {
-    if (!(name in specs)) {
+    if (!Object.hasOwn(specs, name)) {
       throw new InvalidArgumentError(
         `${role}: unknown option "${name}"; expected one of ${Object.keys(specs).sort().join(', ')}`,
       );
@@ -97,5 +97,28 @@ export function checkOption(role: string, name: string, spec: OptionSpec, value:
       return;
     case 'any':
       return;
+  }
+}
+
+/**
+ * Refuses fields of a call's options object that the call does not know (a
+ * typo such as `dryrun` or `timeoutMS` would otherwise be ignored, and a dry
+ * run become a real one).
+ *
+ * @throws {InvalidArgumentError} naming the call and the field.
+ */
+export function checkCallOptions(call: string, options: unknown, known: readonly string[]): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== 'object') {
+    throw new InvalidArgumentError(
+      `${call}(): expected an options object, got ${describeValue(options)}`,
+    );
+  }
+  for (const name of Object.keys(options)) {
+    if (!known.includes(name)) {
+      throw new InvalidArgumentError(
+        `${call}(): unknown option "${name}"; expected ${known.length > 0 ? `one of ${known.join(', ')}` : 'none'}`,
+      );
+    }
   }
 }

@@ -1,7 +1,14 @@
-import type { Command } from 'commander';
-import { InvalidArgumentError, QueueNotFoundError, SpillwayError } from '../errors.ts';
+import { Option, type Command } from 'commander';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  QueueNotFoundError,
+  SpillwayError,
+} from '../errors.ts';
+import { isSubscriptionName } from '../internal.ts';
+import type { StartAt } from '../queue/log-queue.ts';
 import type { ManifestSnapshot } from '../queue/manifest-queue.ts';
-import { Queue, QUEUE_DEFAULTS } from '../queue/queue.ts';
+import { OWNER_MARKER, Queue, QUEUE_DEFAULTS, type Layout } from '../queue/queue.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { openStore } from '../store/open-store.ts';
 import { redactUrl, scrubSecrets } from '../redact.ts';
@@ -10,6 +17,8 @@ import { redactUrl, scrubSecrets } from '../redact.ts';
 export interface QueueOptions {
   manifestPath: string;
   dataPrefix: string;
+  /** The layout a new queue gets (commands that may create one). */
+  layout?: Layout;
   verbose?: boolean;
   json?: boolean;
 }
@@ -17,9 +26,25 @@ export interface QueueOptions {
 /** Adds `--manifest-path`, `--data-prefix` and `--verbose` to a command. */
 export function queueOptions(command: Command): Command {
   return command
-    .option('--manifest-path <key>', 'key of the queue manifest', QUEUE_DEFAULTS.manifestPath)
-    .option('--data-prefix <prefix>', 'folder of the batch objects', QUEUE_DEFAULTS.dataPathPrefix)
+    .option(
+      '--manifest-path <key>',
+      'key of the queue manifest (v1 layout)',
+      QUEUE_DEFAULTS.manifestPath,
+    )
+    .option(
+      '--data-prefix <prefix>',
+      'folder of the batch objects (and, log layout, of the whole queue)',
+      QUEUE_DEFAULTS.dataPathPrefix,
+    )
     .option('--verbose', 'print stack traces of errors');
+}
+
+/** `--layout`, for a command that may create a queue. */
+export function layoutOption(): Option {
+  return new Option(
+    '--layout <layout>',
+    'layout of a new queue: log (named subscriptions, retention) or v1 (OpenData Buffer v1, shared with the Rust implementation); an existing queue keeps its own, and naming the other is refused (default: log)',
+  ).choices(['log', 'v1']);
 }
 
 /** Adds `--json` to a read command. */
@@ -34,24 +59,176 @@ export function openCliStore(url: string): ObjectStore {
 
 /** The queue a command names: its URL and the path options; close it when done. */
 export function openCliQueue(url: string, o: QueueOptions): Queue {
-  return Queue.open({ store: url, manifestPath: o.manifestPath, dataPathPrefix: o.dataPrefix });
+  return Queue.open({
+    store: url,
+    manifestPath: o.manifestPath,
+    dataPathPrefix: o.dataPrefix,
+    ...(o.layout ? { layout: o.layout } : {}),
+  });
 }
 
-/** Reads the manifest; a missing one is an error that names where it was looked for. */
+/**
+ * The layout of the queue a command names, which must exist (a v1 manifest,
+ * or a log descriptor); reads only.
+ *
+ * @throws {CliError} naming both places looked at when there is no queue.
+ */
+export async function existingLayout(queue: Queue, url: string): Promise<Layout> {
+  const layout = await queue.layout();
+  if (layout === 'v1') {
+    try {
+      await queue.store.head(queue.manifestPath);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw noQueue(queue, url);
+      throw e;
+    }
+  } else if (!(await queue.logQueue().readDescriptor())) {
+    throw noQueue(queue, url);
+  }
+  return layout;
+}
+
+/** Reads the v1 manifest; a missing one is an error that names where it was looked for. */
 export async function readExistingManifest(queue: Queue, url: string): Promise<ManifestSnapshot> {
   try {
     return await queue.readExistingManifest();
   } catch (e) {
-    if (e instanceof QueueNotFoundError) throw noManifest(queue, url);
+    if (e instanceof QueueNotFoundError) throw noQueue(queue, url);
     throw e;
   }
 }
 
-/** The one-line error for a queue whose manifest is not where the command looked. */
-export function noManifest(queue: Queue, url: string): CliError {
+/** The one-line error for a queue that is not where the command looked, in either layout. */
+export function noQueue(queue: Queue, url: string): CliError {
   return new CliError(
-    `no manifest at "${queue.manifestPath}" in ${redactUrl(url)}: nothing was ever produced there, or --manifest-path / the URL is wrong`,
+    `no queue in ${redactUrl(url)}: no manifest at "${queue.manifestPath}" (v1 layout) and no log at "${queue.logQueue().descriptorKey}" (log layout): nothing was ever produced there, or --manifest-path / --data-prefix / the URL is wrong`,
   );
+}
+
+/**
+ * Refuses, with exit 1, what only the log layout can do on a v1 queue, and
+ * a queue that does not exist.
+ */
+export async function requireLog(queue: Queue, url: string, what: string): Promise<void> {
+  if ((await existingLayout(queue, url)) === 'v1') throw v1Cannot(queue, url, what);
+}
+
+/** The one-line error for what a v1 queue cannot do; `hint` replaces the default advice. */
+export function v1Cannot(queue: Queue, url: string, what: string, hint?: string): CliError {
+  return new CliError(
+    `the queue at "${queue.manifestPath}" in ${redactUrl(url)} has the v1 layout, which cannot ${what}: it has one consumer and no retention (${hint ?? 'new queues get the log layout; v1 is for sharing a queue with the Rust implementation'})`,
+  );
+}
+
+/**
+ * Checks, before a command that may create the queue reads or writes
+ * anything, that `--layout` does not name another layout than the queue's,
+ * and that a log queue about to be created does not land in the data prefix
+ * of a v1 queue (whose marker names another manifest path: a typo in
+ * `--manifest-path` must not start a second queue inside the first).
+ *
+ * @throws {UsageError} for the wrong `--layout`.
+ * @throws {InvalidArgumentError} when the data prefix belongs to another manifest.
+ */
+export async function checkQueueToWrite(queue: Queue, url: string, asked?: Layout): Promise<void> {
+  const [manifest, log] = await Promise.all([
+    queue.store.head(queue.manifestPath).then(
+      () => true,
+      (e: unknown) => {
+        if (e instanceof NotFoundError) return false;
+        throw e;
+      },
+    ),
+    queue.logQueue().readDescriptor(),
+  ]);
+  const found: Layout | undefined = manifest ? 'v1' : log ? 'log' : undefined;
+  if (found === undefined && (asked ?? 'log') === 'log') {
+    // Only a v1 queue marks its data prefix: a marker naming another manifest is refused
+    // by checkOwnership; one naming this manifest, which is missing, is a v1 queue that
+    // lost its manifest, and a log must not start inside it either.
+    await queue.checkOwnership();
+    const marker = `${queue.dataPathPrefix}/${OWNER_MARKER}`;
+    const marked = await queue.store.head(marker).then(
+      () => true,
+      (e: unknown) => {
+        if (e instanceof NotFoundError) return false;
+        throw e;
+      },
+    );
+    if (marked) {
+      throw new UsageError(
+        `the data prefix "${queue.dataPathPrefix}" in ${redactUrl(url)} belongs to a v1 queue (its marker "${marker}" names the manifest "${queue.manifestPath}"), but there is no manifest there: a log queue is not started inside it; check the URL and the paths, or give --layout v1 to go on with the v1 queue`,
+      );
+    }
+  }
+  if (asked !== undefined && found !== undefined && found !== asked) {
+    throw new UsageError(
+      `--layout ${asked}: the queue in ${redactUrl(url)} has the ${found} layout already (${found === 'v1' ? `a manifest at "${queue.manifestPath}"` : `a log at "${queue.logQueue().descriptorKey}"`}), and a queue keeps its layout: leave out --layout, or give --layout ${found}`,
+    );
+  }
+}
+
+/** Parses `--subscription`: a usage error naming the value unless it is a valid name. */
+export function subscriptionName(option = '--subscription'): (value: string) => string {
+  return (value: string) => {
+    if (!isSubscriptionName(value)) {
+      throw new UsageError(
+        `${option} expects 1-100 letters, digits, ".", "_" or "-", not starting with ".", got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  };
+}
+
+/** What `--start-at` accepts, for help texts and errors. */
+export const START_AT_FORMS = 'oldest, latest, seq:N or time:ISO-8601-or-ms';
+
+/**
+ * Parses `--start-at`: `oldest`, `latest`, `seq:N` (decimal digits) or
+ * `time:T`, with T milliseconds since the Unix epoch (decimal digits) or an
+ * ISO 8601 date (`2024-05-01`, midnight UTC) or date and time with a zone
+ * (`2024-05-01T12:00:00Z`, `...+02:00`); anything else is a usage error
+ * naming the value.
+ */
+export function parseStartAt(value: string, option = '--start-at'): StartAt {
+  const bad = (why: string): UsageError =>
+    new UsageError(`${option} expects ${START_AT_FORMS}${why}, got ${JSON.stringify(value)}`);
+  if (value === 'oldest' || value === 'latest') return value;
+  if (value.startsWith('seq:')) {
+    const digits = value.slice(4);
+    const n = /^[0-9]+$/.test(digits) ? Number(digits) : NaN;
+    if (!Number.isSafeInteger(n)) throw bad(' (N in decimal digits)');
+    return { sequence: n };
+  }
+  if (value.startsWith('time:')) {
+    const t = value.slice(5);
+    let ms = NaN;
+    if (/^[0-9]+$/.test(t)) ms = Number(t);
+    else if (
+      /^\d{4}-\d{2}-\d{2}$/.test(t) ||
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(t)
+    ) {
+      // Date.parse rolls 2024-02-30 over to March: a day the calendar lacks is refused.
+      const [y, m, d] = t.slice(0, 10).split('-').map(Number) as [number, number, number];
+      const day = new Date(Date.UTC(y, m - 1, d));
+      if (day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d) {
+        ms = Date.parse(t);
+      }
+    }
+    if (!Number.isSafeInteger(ms) || ms < 0) {
+      throw bad(
+        ' (T in ms since the Unix epoch, or an ISO 8601 date, or date and time with a zone such as 2024-05-01T12:00:00Z)',
+      );
+    }
+    return { timeMs: ms };
+  }
+  throw bad('');
+}
+
+/** A start position as the command line writes it. */
+export function formatStartAt(s: StartAt): string {
+  if (typeof s === 'string') return s;
+  return 'sequence' in s ? `seq:${s.sequence}` : `time:${new Date(s.timeMs).toISOString()}`;
 }
 
 /** A runtime failure of a command, reported in one line with exit code 1. */

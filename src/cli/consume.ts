@@ -1,17 +1,27 @@
 import { Command, Option } from 'commander';
+import { hostname } from 'node:os';
 import { sleep } from '../clock.ts';
 import { Consumer } from '../consumer/consumer.ts';
 import { InvalidArgumentError } from '../errors.ts';
-import type { Batch, Queue } from '../queue/queue.ts';
+import { DEFAULT_SUBSCRIPTION } from '../internal.ts';
+import type { StartAt } from '../queue/log-queue.ts';
+import type { Batch, Layout, Queue } from '../queue/queue.ts';
 import {
   asText,
   CliError,
+  checkQueueToWrite,
+  existingLayout,
+  formatStartAt,
   intOption,
+  layoutOption,
   MAX_TIMER_MS,
   openCliQueue,
-  readExistingManifest,
+  parseStartAt,
   queueOptions,
+  START_AT_FORMS,
+  subscriptionName,
   UsageError,
+  v1Cannot,
   type QueueOptions,
 } from './common.ts';
 import { PipeReaders } from './pipe-reader.ts';
@@ -27,6 +37,16 @@ interface ConsumeOptions extends QueueOptions {
   follow?: boolean;
   fromSequence?: number;
   pollIntervalMs: number;
+  subscription?: string;
+  startAt?: StartAt;
+}
+
+/** Who this consumer is, as a subscription's holder shows it: the command, host and process. */
+function consumerId(): string {
+  const host = hostname()
+    .replace(/[^\x21-\x7e]/g, '?')
+    .slice(0, 100);
+  return `spillway consume on ${host} pid ${process.pid}`;
 }
 
 /** Longest time written output waits before it is acknowledged, in ms. */
@@ -109,14 +129,33 @@ function writeBytes(bytes: Buffer): Promise<void> {
 }
 
 /** Refuses a start beyond the end of the queue: it would skip what is appended meanwhile. */
-async function checkFromSequence(queue: Queue, from: number | undefined): Promise<void> {
+async function checkFromSequence(
+  queue: Queue,
+  layout: Layout,
+  from: number | undefined,
+): Promise<void> {
   if (from === undefined) return;
-  const { manifest } = await queue.readManifest();
-  if (from > manifest.nextSequence) {
+  const next =
+    layout === 'v1'
+      ? (await queue.readManifest()).manifest.nextSequence
+      : (await queue.logQueue().discoverHead()).endSequence;
+  if (from > next) {
     throw new UsageError(
-      `--from-sequence ${from} is past the end of the queue (its next sequence is ${manifest.nextSequence}); expected at most ${manifest.nextSequence}`,
+      `--from-sequence ${from} is past the end of the queue (its next sequence is ${next}); expected at most ${next}`,
     );
   }
+}
+
+/**
+ * Where `--peek` starts on a log queue: `--from-sequence`, else `--start-at`,
+ * else where the subscription stands (what `consume` would print next), else,
+ * for a subscription not created yet, the oldest batch kept.
+ */
+async function logPeekStart(queue: Queue, o: ConsumeOptions): Promise<number | undefined> {
+  if (o.fromSequence !== undefined) return o.fromSequence;
+  const log = queue.logQueue();
+  if (o.startAt !== undefined) return (await log.resolveStart(o.startAt)).next.sequence;
+  return (await log.readCursor(o.subscription ?? DEFAULT_SUBSCRIPTION))?.value.next.sequence;
 }
 
 /** Prints batches without acknowledging them, and without fencing the queue's consumer. */
@@ -128,7 +167,7 @@ async function peek(
 ): Promise<void> {
   try {
     for await (const batch of queue.peek({
-      fromSequence: o.fromSequence,
+      ...(o.fromSequence !== undefined ? { fromSequence: o.fromSequence } : {}),
       follow: o.follow,
       pollIntervalMs: o.pollIntervalMs,
       signal,
@@ -192,7 +231,7 @@ export function consumeCommand(): Command {
   return queueOptions(
     new Command('consume')
       .description(
-        "write entries to stdout, acknowledging what was written (this takes over as the queue's consumer and fences the previous one), or --peek without acknowledging",
+        "write entries to stdout, acknowledging what was written (this takes over as the queue's consumer, or the subscription's, and fences the previous one), or --peek without acknowledging",
       )
       .argument('<url>', 'store URL')
       .addOption(
@@ -204,7 +243,20 @@ export function consumeCommand(): Command {
           .default('lines'),
       )
       .option('--json', 'same as --format ndjson')
-      .option('--peek', 'read without acknowledging and without fencing the running consumer')
+      .option(
+        '--peek',
+        "read without acknowledging and without fencing the running consumer, from where consume would start (log: the subscription's position, or --start-at)",
+      )
+      .option(
+        '--subscription <name>',
+        `the subscription to read and acknowledge as (log layout); a new one is created at --start-at (default "${DEFAULT_SUBSCRIPTION}")`,
+        subscriptionName(),
+      )
+      .option(
+        '--start-at <position>',
+        `where a subscription created now starts (log layout; an existing one keeps its position): ${START_AT_FORMS}; with --peek, where the peek starts`,
+        (v: string) => parseStartAt(v),
+      )
       .option('--follow', 'keep waiting for new batches (until Ctrl-C)')
       .option(
         '--from-sequence <n>',
@@ -216,7 +268,8 @@ export function consumeCommand(): Command {
         'wait between manifest reads with --follow',
         intOption('--poll-interval-ms', 1, MAX_TIMER_MS),
         1000,
-      ),
+      )
+      .addOption(layoutOption()),
   ).action(async (url: string, o: ConsumeOptions) => {
     if (o.json) o.format = 'ndjson';
     const queue = openCliQueue(url, o);
@@ -233,16 +286,51 @@ export function consumeCommand(): Command {
       batches++;
     };
     try {
-      await checkFromSequence(queue, o.fromSequence);
+      if (o.fromSequence !== undefined && o.startAt !== undefined) {
+        throw new UsageError(
+          '--from-sequence and --start-at both say where to start: give one of them',
+        );
+      }
+      if (!o.peek) await checkQueueToWrite(queue, url, o.layout);
       // Reading a queue that is not there is a mistake (a typo), unless waiting for it.
-      if (o.peek && !o.follow) await readExistingManifest(queue, url);
+      const layout = o.peek && !o.follow ? await existingLayout(queue, url) : await queue.layout();
+      if (layout === 'v1') {
+        if (o.subscription !== undefined && o.subscription !== DEFAULT_SUBSCRIPTION) {
+          throw v1Cannot(queue, url, `have named subscriptions (--subscription ${o.subscription})`);
+        }
+        if (o.startAt !== undefined) {
+          throw v1Cannot(
+            queue,
+            url,
+            `start a subscription at a position (--start-at ${formatStartAt(o.startAt)})`,
+            '--from-sequence N starts its consumer at N',
+          );
+        }
+      }
+      await checkFromSequence(queue, layout, o.fromSequence);
       if (o.peek) {
+        if (layout === 'log') {
+          const from = await logPeekStart(queue, o);
+          if (from !== undefined) o.fromSequence = from;
+        }
         await peek(queue, o, stop.signal, count);
         return;
+      }
+      if (layout === 'log' && o.startAt !== undefined) {
+        const name = o.subscription ?? DEFAULT_SUBSCRIPTION;
+        const cursor = await queue.logQueue().readCursor(name);
+        if (cursor) {
+          process.stderr.write(
+            `spillway: subscription "${name}" exists already, at sequence ${cursor.value.next.sequence}: --start-at ${formatStartAt(o.startAt)} is ignored (subscription reset moves it)\n`,
+          );
+        }
       }
       const consumer = await Consumer.open({
         queue,
         gcIntervalMs: 0,
+        instanceId: consumerId(),
+        ...(o.subscription !== undefined ? { subscription: o.subscription } : {}),
+        ...(o.startAt !== undefined ? { startAt: o.startAt } : {}),
         ...(o.fromSequence !== undefined ? { lastAckedSequence: o.fromSequence - 1 } : {}),
       });
       const acks = new WrittenAcks(consumer);

@@ -7,12 +7,15 @@ import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
 import type { Metrics } from '../metrics.ts';
 import { Producer } from '../producer/producer.ts';
 import type { Compression } from '../format/compression.ts';
+import { Queue, type Layout } from '../queue/queue.ts';
 import { openStore } from '../store/open-store.ts';
 import { redactUrl } from '../redact.ts';
 import {
+  checkQueueToWrite,
   formatBytes,
   formatDuration,
   intOption,
+  layoutOption,
   MAX_TIMER_MS,
   printJson,
   writeOut,
@@ -32,6 +35,7 @@ interface DemoOptions {
   flushIntervalMs: number;
   maxBufferedInputs: number;
   compression: Compression;
+  layout?: Layout;
   json?: boolean;
 }
 
@@ -42,7 +46,8 @@ interface DemoState {
   producedBytes: number;
   durable: number;
   consumed: number;
-  batchesPending: number;
+  /** As the consumer reports it (v1); unknown for the log. */
+  batchesPending: number | undefined;
   lagMs: number;
   latenciesMs: number[];
   recentLatenciesMs: number[];
@@ -63,6 +68,7 @@ export function demoCommand(): Command {
       `several producers write to a local directory store while one consumer drains it, with a live view; Ctrl-C stops cleanly with everything durable and drained (default store ${DEMO_STORE})`,
     )
     .option('--store <url>', 'store URL', DEMO_STORE)
+    .addOption(layoutOption())
     .option('--producers <n>', 'producers writing at once', intOption('--producers', 1), 3)
     .option(
       '--duration-s <s>',
@@ -100,13 +106,23 @@ export function demoCommand(): Command {
 
 async function runDemo(o: DemoOptions): Promise<void> {
   const store = openStore(o.store); // a bad URL fails here, before anything starts
+  // One handle for every role; the store stays ours to close.
+  const queue = Queue.open({ store, ...(o.layout ? { layout: o.layout } : {}) });
+  let layout: Layout;
+  try {
+    await checkQueueToWrite(queue, o.store, o.layout);
+    layout = await queue.layout();
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   const state: DemoState = {
     started: performance.now(),
     produced: 0,
     producedBytes: 0,
     durable: 0,
     consumed: 0,
-    batchesPending: 0,
+    batchesPending: undefined,
     lagMs: 0,
     latenciesMs: [],
     recentLatenciesMs: [],
@@ -137,15 +153,17 @@ async function runDemo(o: DemoOptions): Promise<void> {
     state.recentLatenciesMs = recent.slice(-2000);
     const elapsed = performance.now() - state.started;
     return [
-      `spillway demo: ${o.producers} producers -> 1 consumer on ${redactUrl(o.store)}  [${phase}, ${formatDuration(elapsed)}${o.durationS === 0 ? ', Ctrl-C to stop' : ` of ${o.durationS} s`}]`,
+      `spillway demo: ${o.producers} producers -> 1 consumer on ${redactUrl(o.store)} (${layout} layout)  [${phase}, ${formatDuration(elapsed)}${o.durationS === 0 ? ', Ctrl-C to stop' : ` of ${o.durationS} s`}]`,
       `  durable   ${fmt(state.durable).padStart(11)} entries  ${fmt(rates.durable).padStart(9)}/s   latency p50 ${percentile(recent, 0.5).toFixed(1)} ms, p99 ${percentile(recent, 0.99).toFixed(1)} ms`,
       `  consumed  ${fmt(state.consumed).padStart(11)} entries  ${fmt(rates.consumed).padStart(9)}/s   lag ${formatDuration(state.lagMs)}`,
-      `  queue     ${fmt(state.batchesPending).padStart(11)} batches pending, ${fmt(Math.max(0, state.durable - state.consumed))} entries behind`,
+      state.batchesPending === undefined
+        ? `  queue     ${fmt(Math.max(0, state.durable - state.consumed)).padStart(11)} entries behind`
+        : `  queue     ${fmt(state.batchesPending).padStart(11)} batches pending, ${fmt(Math.max(0, state.durable - state.consumed))} entries behind`,
     ].join('\n');
   };
   const status = new LiveStatus(view, { plainEveryMs: 2000, intervalMs: 250 });
 
-  const consumer = await Consumer.open({ store, metrics, gcIntervalMs: 0, ackIntervalMs: 200 });
+  const consumer = await Consumer.open({ queue, metrics, gcIntervalMs: 0, ackIntervalMs: 200 });
   let producersDone = false;
   const draining = (async () => {
     for (;;) {
@@ -171,7 +189,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     { length: o.producers },
     (_, p) =>
       new Producer({
-        store,
+        queue,
         instanceId: `demo-${run}-p${p}`,
         flushIntervalMs: o.flushIntervalMs,
         maxBufferedInputs: o.maxBufferedInputs,
@@ -217,7 +235,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
   producersDone = true;
   await draining;
   await consumer.close();
-  const gc = await new GarbageCollector({ store }).run();
+  const gc = await new GarbageCollector({ queue }).run();
+  await queue.close();
   await store.close();
   status.stop();
   clearInterval(ticker);
@@ -226,6 +245,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const all = state.latenciesMs.sort((a, b) => a - b);
   const summary = {
     store: redactUrl(o.store),
+    layout,
     producers: o.producers,
     produced_for_ms: Math.round(producedFor),
     entries_durable: state.durable,
@@ -245,11 +265,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
   else {
     await writeOut(
       [
-        `demo finished: ${o.producers} producers and 1 consumer on ${summary.store}`,
+        `demo finished: ${o.producers} producers and 1 consumer on ${summary.store} (${layout} layout)`,
         `  produced   ${fmt(summary.entries_durable)} entries (${formatBytes(summary.bytes_durable)}) in ${formatDuration(producedFor)}, all durable: ${fmt(summary.entries_per_second)} entries/s`,
         `  durable    p50 ${summary.durable_latency_ms.p50} ms, p99 ${summary.durable_latency_ms.p99} ms, max ${summary.durable_latency_ms.max} ms after produce()`,
         `  consumed   ${fmt(summary.entries_consumed)} entries${summary.entries_from_earlier_runs > 0 ? ` (${fmt(summary.entries_from_earlier_runs)} left from an earlier run)` : ''}, all acknowledged; the queue is empty`,
-        `  collected  ${summary.batch_objects_collected} batch objects; ${summary.batch_objects_awaiting_grace} wait out the ${formatDuration(GC_DEFAULTS.gcGracePeriodMs)} grace period`,
+        `  collected  ${summary.batch_objects_collected} objects; ${summary.batch_objects_awaiting_grace} wait out the ${formatDuration(GC_DEFAULTS.gcGracePeriodMs)} grace period`,
         '',
       ].join('\n'),
     );

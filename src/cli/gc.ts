@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
 import {
+  existingLayout,
   formatBytes,
   intOption,
   jsonOption,
@@ -18,7 +19,7 @@ export function gcCommand(): Command {
     queueOptions(
       new Command('gc')
         .description(
-          'run one garbage collection: delete batch objects that are acknowledged or orphaned and older than the grace period',
+          'run one garbage collection: delete batch objects (and, log layout, commits) that are acknowledged, orphaned or past the retention, and older than the grace period',
         )
         .argument('<url>', 'store URL')
         .option('--dry-run', 'delete nothing; print what would be deleted')
@@ -32,6 +33,8 @@ export function gcCommand(): Command {
   ).action(async (url: string, o: QueueOptions & { dryRun?: boolean; gracePeriodMs: number }) => {
     const queue = openCliQueue(url, o);
     try {
+      // A typo in a path or the URL is named here, before the collector writes its probe.
+      const layout = await existingLayout(queue, url);
       const gc = new GarbageCollector({ queue, gcGracePeriodMs: o.gracePeriodMs });
       const r = await gc.run({ dryRun: o.dryRun ?? false });
       if (o.json) {
@@ -46,7 +49,7 @@ export function gcCommand(): Command {
       const verb = r.dryRun ? 'would delete' : 'deleted';
       const lines = r.deleted.map((k) => `${verb} ${k}`);
       lines.push(
-        `${r.dryRun ? 'dry run: ' : ''}${verb} ${plural(r.deleted.length, 'batch object')} (${formatBytes(r.bytesDeleted)}), kept ${r.kept}`,
+        `${r.dryRun ? 'dry run: ' : ''}${verb} ${plural(r.deleted.length, layout === 'log' ? 'object' : 'batch object')} (${formatBytes(r.bytesDeleted)}), kept ${r.kept}`,
       );
       await writeOut(lines.join('\n') + '\n');
     } finally {

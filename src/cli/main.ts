@@ -17,6 +17,7 @@ import { gcCommand } from './gc.ts';
 import { manifestCommand } from './manifest.ts';
 import { produceCommand } from './produce.ts';
 import { queueCommand } from './queue.ts';
+import { subscriptionCommand } from './subscription.ts';
 
 // The AWS SDK warns about Node 20 on every run; the CLI's output is for the operator.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -29,7 +30,7 @@ const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.ur
 export function program(): Command {
   const root = new Command('spillway')
     .description(
-      'A durable ingestion buffer on object storage: inspect, produce, consume, collect, fence, demo.',
+      'A durable ingestion buffer on object storage: inspect, produce, consume, subscribe, collect, fence, demo.',
     )
     .version(pkg.version)
     .showSuggestionAfterError()
@@ -40,6 +41,7 @@ export function program(): Command {
   for (const c of [
     manifestCommand(),
     queueCommand(),
+    subscriptionCommand(),
     batchCommand(),
     produceCommand(),
     consumeCommand(),

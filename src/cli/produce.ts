@@ -4,11 +4,13 @@ import { Producer, PRODUCER_DEFAULTS } from '../producer/producer.ts';
 import { DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
 import type { Compression } from '../format/compression.ts';
 import {
+  checkQueueToWrite,
   formatBytes,
   formatDuration,
   intOption,
   MAX_TIMER_MS,
   jsonOption,
+  layoutOption,
   plural,
   openCliQueue,
   printJson,
@@ -63,11 +65,19 @@ export function produceCommand(): Command {
           new Option('--compression <codec>', 'compression of batch objects')
             .choices(['none', 'zstd'])
             .default('none'),
-        ),
+        )
+        .addOption(layoutOption()),
     ),
   ).action(async (url: string, o: ProduceOptions) => {
     const started = performance.now();
     const queue = openCliQueue(url, o);
+    try {
+      // Before any input is read: a refused --layout must not consume stdin.
+      await checkQueueToWrite(queue, url, o.layout);
+    } catch (e) {
+      await queue.close();
+      throw e;
+    }
     const producer = new Producer({
       queue,
       flushIntervalMs: o.flushIntervalMs,

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { sleep, systemClock, type Clock, type ClockTimer } from '../clock.ts';
 import {
   asError,
@@ -12,9 +13,9 @@ import { GarbageCollector, type CollectionResult } from '../gc.ts';
 import { abortable, withTimeout } from '../lifecycle.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
-import { resolveOptions, type OptionSpecs } from '../options.ts';
+import { checkCallOptions, resolveOptions, type OptionSpecs } from '../options.ts';
 import type { BatchDescriptor } from '../queue/batch-fetch.ts';
-import { DEFAULT_SUBSCRIPTION, type StartAt } from '../queue/log-queue.ts';
+import { DEFAULT_SUBSCRIPTION, type LogQueue, type StartAt } from '../queue/log-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type Batch, type QueueSelector } from '../queue/queue.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { LogReader, ManifestReader, type LayoutReader } from './layout-reader.ts';
@@ -239,6 +240,7 @@ export class Consumer {
       const metrics = o.metrics ?? noopMetrics;
       const logger = o.logger ?? silentLogger;
       const clock = o.clock ?? systemClock;
+      const instanceId = o.instanceId ?? randomUUID();
       const reader: LayoutReader =
         layout === 'v1'
           ? await ManifestReader.open(
@@ -248,14 +250,18 @@ export class Consumer {
               o.signal,
             )
           : await LogReader.open(
-              queue.logQueue({ metrics, logger, clock, writer: o.instanceId }),
+              await ensured(
+                queue,
+                queue.logQueue({ metrics, logger, clock, writer: instanceId }),
+                o.signal,
+              ),
               {
                 subscription: o.subscription ?? DEFAULT_SUBSCRIPTION,
                 startAt: o.startAt ?? 'oldest',
                 ...(o.lastAckedSequence !== undefined
                   ? { lastAckedSequence: o.lastAckedSequence }
                   : {}),
-                holder: o.instanceId ?? '',
+                holder: instanceId,
                 clock,
                 metrics,
                 logger,
@@ -288,6 +294,7 @@ export class Consumer {
    * does not match its manifest entry; the consumer does not advance past it.
    */
   async next(options: CallOptions = {}): Promise<Batch | undefined> {
+    checkCallOptions('next', options, ['signal']);
     this.check();
     return abortable(this.nextBatch(options.signal), options.signal);
   }
@@ -300,8 +307,11 @@ export class Consumer {
     try {
       batch = await this.decodeAhead(head);
     } catch (e) {
-      // Stay on this batch: the next call fetches it again (a transient failure heals, corruption repeats).
-      if (this.ahead[0] === head) this.ahead[0] = this.startFetch(head.d);
+      // Expired by retention after it was read ahead: recorded, reported once, moved past.
+      if (e instanceof DataLossError) await this.reportLoss(e, signal);
+      // Otherwise stay on this batch: the next call fetches it again (a transient
+      // failure heals, corruption repeats).
+      else if (this.ahead[0] === head) this.ahead[0] = this.startFetch(head.d);
       throw e;
     }
     // A caller that gave up (aborted) must not have the batch count as handed out:
@@ -330,15 +340,21 @@ export class Consumer {
    * if you like) and acknowledge with {@link ackThrough}.
    */
   async nextDescriptors(max: number, options: CallOptions = {}): Promise<BatchDescriptor[]> {
+    checkCallOptions('nextDescriptors', options, ['signal']);
     this.check();
     if (!Number.isSafeInteger(max) || max < 1)
       throw new InvalidArgumentError(
         `nextDescriptors(max): max must be an integer >= 1, got ${String(max)}`,
       );
+    // Read first, take after: a read that fails or is aborted must leave every batch
+    // where it was (in the read-ahead window or known), or they would be skipped.
+    if (this.ahead.length + this.known.length < max) {
+      await abortable(this.readManifest(options.signal), options.signal);
+      this.check();
+    }
     const out: BatchDescriptor[] = [];
     // Batches already fetched ahead come first, in order.
     while (out.length < max && this.ahead.length > 0) out.push((this.ahead.shift() as Ahead).d);
-    if (out.length < max && this.known.length === 0) await this.readManifest(options.signal);
     while (out.length < max && this.known.length > 0)
       out.push(this.known.shift() as BatchDescriptor);
     for (const d of out) this.unacked.push(d.sequence);
@@ -354,9 +370,16 @@ export class Consumer {
    * has another size or checksum than its manifest entry records, or does not decode.
    */
   async fetch(descriptor: BatchDescriptor, options: CallOptions = {}): Promise<Batch> {
+    checkCallOptions('fetch', options, ['signal']);
     this.check();
     const started = performance.now();
-    const body = await this.reader.fetchObject(descriptor, this.callSignal(options.signal));
+    let body: Uint8Array;
+    try {
+      body = await this.reader.fetchObject(descriptor, this.callSignal(options.signal));
+    } catch (e) {
+      if (e instanceof DataLossError) await this.reportLoss(e, options.signal);
+      throw e;
+    }
     const { records } = await decodeBatch(body, descriptor.location, {
       maxBatchBytes: this.o.maxBatchBytes,
     });
@@ -376,6 +399,7 @@ export class Consumer {
    * @throws {InvalidArgumentError} when `sequence` is not the oldest unacknowledged batch.
    */
   async ack(sequence: number, options: CallOptions = {}): Promise<void> {
+    checkCallOptions('ack', options, ['signal']);
     this.check();
     const expected = this.unacked[0];
     if (sequence !== expected) {
@@ -405,6 +429,7 @@ export class Consumer {
 
   /** Acknowledges every batch handed out up to `sequence`, and applies it at once in one manifest write. */
   async ackThrough(sequence: number, options: CallOptions = {}): Promise<void> {
+    checkCallOptions('ackThrough', options, ['signal']);
     this.check();
     if (!Number.isSafeInteger(sequence) || sequence > this.handedOut || sequence <= this.acked) {
       throw new InvalidArgumentError(
@@ -420,6 +445,7 @@ export class Consumer {
 
   /** Applies pending acks now (one manifest write). */
   async flush(options: CallOptions = {}): Promise<void> {
+    checkCallOptions('flush', options, ['signal']);
     this.check();
     await abortable(this.applyAcks(), options.signal);
   }
@@ -460,6 +486,7 @@ export class Consumer {
   async *batches(
     options: { signal?: AbortSignal; pollIntervalMs?: number } = {},
   ): AsyncIterable<Batch> {
+    checkCallOptions('batches', options, ['signal', 'pollIntervalMs']);
     const { signal, pollIntervalMs = 1000 } = options;
     while (!signal?.aborted) {
       let batch: Batch | undefined;
@@ -485,6 +512,7 @@ export class Consumer {
   async collectGarbage(
     options: { dryRun?: boolean; signal?: AbortSignal } = {},
   ): Promise<CollectionResult> {
+    checkCallOptions('collectGarbage', options, ['dryRun', 'signal']);
     this.check();
     const signal = this.callSignal(options.signal);
     const run = this.gcRun.then(() => this.gc.run({ dryRun: options.dryRun, signal }));
@@ -499,32 +527,35 @@ export class Consumer {
    * will be delivered again) and rejects with a {@link TimeoutError}.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
+    checkCallOptions('close', options, ['timeoutMs']);
     this.closing ??= (async () => {
       this.stopTimers();
       const errors: unknown[] = [];
-      const graceful = (async () => {
-        if (!this.fencedError && this.acked > this.applied && !this.destroyed) {
-          await this.applyAcks().catch((e: unknown) => errors.push(e));
-        }
-        await this.gcRun;
-      })();
-      if (options.timeoutMs !== undefined) {
-        if (await withTimeout(graceful, options.timeoutMs, this.clock)) {
-          const error = new TimeoutError(
-            `consumer: close() did not finish in ${options.timeoutMs} ms; acknowledgements through sequence ${this.acked} were not applied (those batches will be delivered again)`,
-          );
-          await this.destroy(error);
-          throw error;
-        }
-      } else {
-        await graceful;
+      if (!this.fencedError && this.acked > this.applied && !this.destroyed) {
+        await this.applyAcks().catch((e: unknown) => errors.push(e));
       }
+      await this.gcRun;
+      if (this.destroyed) return;
       this.releaseAhead();
       await this.gc.close();
       if (this.ownsQueue) await this.queue.close().catch((e: unknown) => errors.push(e));
       if (errors.length > 0) throw asError(errors[0]);
     })();
-    return this.closing;
+    this.closing.catch(() => undefined);
+    // Every call's timeout counts, also one given after a close without.
+    if (options.timeoutMs === undefined) return this.closing;
+    return this.boundedClose(this.closing, options.timeoutMs);
+  }
+
+  private async boundedClose(closing: Promise<void>, timeoutMs: number): Promise<void> {
+    if (await withTimeout(closing, timeoutMs, this.clock)) {
+      const error = new TimeoutError(
+        `consumer: close() did not finish in ${timeoutMs} ms; acknowledgements through sequence ${this.acked} were not applied (those batches will be delivered again)`,
+      );
+      await this.destroy(error);
+      throw error;
+    }
+    await closing;
   }
 
   /**
@@ -597,13 +628,21 @@ export class Consumer {
     if (last) this.cursor = last.sequence;
   }
 
-  /** Forgets everything through `sequence`: read ahead, handed out or acknowledged. */
+  /** Records a loss a fetch found (see `LayoutReader.recordLoss`), then moves past it. */
+  private async reportLoss(e: DataLossError, signal: AbortSignal | undefined): Promise<void> {
+    await this.reader.recordLoss?.(e, this.callSignal(signal));
+    this.skipThrough(e.lastSequence);
+  }
+
+  /**
+   * Moves reading past a loss through `sequence`: what was read ahead or known
+   * up to it is gone. Batches handed out and not acknowledged stay so (the
+   * application acknowledges them, or they come again after a restart, if
+   * they still exist); acknowledging past the loss covers it.
+   */
   private skipThrough(sequence: number): void {
     this.cursor = Math.max(this.cursor, sequence);
     this.handedOut = Math.max(this.handedOut, sequence);
-    this.acked = Math.max(this.acked, sequence);
-    this.applied = Math.max(this.applied, sequence);
-    while (this.unacked.length > 0 && (this.unacked[0] as number) <= sequence) this.unacked.shift();
     this.known = this.known.filter((d) => d.sequence > sequence);
     while (this.ahead.length > 0 && (this.ahead[0] as Ahead).d.sequence <= sequence) {
       const a = this.ahead.shift() as Ahead;
@@ -717,4 +756,10 @@ interface Ahead {
   body?: Uint8Array;
   /** Set once decoding started. */
   decoded?: Promise<Batch>;
+}
+
+/** `log`, once the queue made sure it exists (see `Queue.ensureLog`). */
+async function ensured(queue: Queue, log: LogQueue, signal?: AbortSignal): Promise<LogQueue> {
+  await queue.ensureLog(log, signal);
+  return log;
 }

@@ -4,7 +4,7 @@
  * acknowledgement by dequeue) and the log (named subscriptions, each a cursor
  * object with its own epoch).
  */
-import { sleep, type Clock } from '../clock.ts';
+import { monotonicNow, sleep, type Clock } from '../clock.ts';
 import {
   CorruptDataError,
   DataLossError,
@@ -13,7 +13,7 @@ import {
   OutcomeUnknownError,
   PreconditionFailedError,
 } from '../errors.ts';
-import { commitEnd, parseInlineLocation } from '../format/log-commit.ts';
+import { commitEnd, parseInlineLocation, type Commit } from '../format/log-commit.ts';
 import type { Cursor } from '../format/log-objects.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -49,6 +49,11 @@ export interface LayoutReader {
    * @throws {FencedError} when a newer consumer took over.
    */
   acknowledge(through: number, signal: AbortSignal): Promise<number | undefined>;
+  /**
+   * Records, when the layout keeps such records, that a loss found by a fetch
+   * is being reported to the application (so that it is not reported again).
+   */
+  recordLoss?(e: DataLossError, signal: AbortSignal): Promise<void>;
 }
 
 /** The v1 layout: one manifest, one consumer at a time. */
@@ -71,8 +76,9 @@ export class ManifestReader implements LayoutReader {
         `the queue at "${queue.manifestPath}" has the v1 layout, which has exactly one consumer: subscription "${subscription}" needs the log layout (a new queue gets it; v1 stays for sharing a queue with the Rust implementation)`,
       );
     }
-    // Refuse a data prefix that belongs to another manifest before writing anything.
-    await queue.checkOwnership({ signal });
+    // Refuse a data prefix that belongs to another manifest before writing anything; on a
+    // new queue, claim it, so that a mistyped path shows at once to the first producer.
+    await queue.checkOwnership({ signal, claim: true });
     return new ManifestReader(await manifest.fence(signal), queue, manifest);
   }
 
@@ -108,8 +114,8 @@ export interface LogReaderOptions {
   fenceCheckMs: number;
 }
 
-/** Commits read ahead per `read`, at most. */
-const COMMITS_PER_READ = 16;
+/** Commits read at once after one that holds batches to read (a backlog). */
+const COMMITS_AHEAD = 4;
 
 /** The log layout: a named subscription, read commit by commit. */
 export class LogReader implements LayoutReader {
@@ -118,7 +124,15 @@ export class LogReader implements LayoutReader {
   private commit: number;
   /** The commit of each batch handed out and not yet acknowledged, by sequence. */
   private readonly commitOf = new Map<number, number>();
-  private checkedAt = performance.now();
+  /**
+   * Commits read that hold inline batches not yet acknowledged: their batches
+   * are fetched from here, not by reading the commit again for each.
+   */
+  private readonly inlineCommits = new Map<number, Commit>();
+  /** Losses found by fetches are recorded one after another. */
+  private losses: Promise<void> = Promise.resolve();
+  /** When an idle read last looked at the boundary (monotonic ms). */
+  private boundaryCheckedAt = -Infinity;
 
   private constructor(
     private readonly log: LogQueue,
@@ -152,14 +166,15 @@ export class LogReader implements LayoutReader {
     let current = await log.createCursor(o.subscription, o.startAt, signal);
     for (let attempt = 1; ; attempt++) {
       const c = current.value;
-      const resume =
-        o.lastAckedSequence !== undefined && o.lastAckedSequence + 1 > c.next.sequence
-          ? { sequence: o.lastAckedSequence + 1, index: 0 }
-          : c.next;
+      const ahead = o.lastAckedSequence !== undefined && o.lastAckedSequence + 1 > c.next.sequence;
+      const resume = ahead ? { sequence: (o.lastAckedSequence as number) + 1, index: 0 } : c.next;
+      // Resuming further on than the cursor: find the commit that holds it (by bisection).
+      const commit = ahead ? await resumeCommit(log, resume.sequence, c.commit, signal) : c.commit;
       const next: Cursor = {
         ...c,
         epoch: c.epoch + 1,
         next: resume,
+        commit,
         updatedAtMs: o.clock.now(),
         holder: o.holder,
       };
@@ -182,74 +197,153 @@ export class LogReader implements LayoutReader {
   }
 
   async read(after: number, signal: AbortSignal): Promise<BatchDescriptor[]> {
-    if (performance.now() - this.checkedAt >= this.o.fenceCheckMs) await this.checkHolder(signal);
     const out: BatchDescriptor[] = [];
     const from = Math.max(after + 1, this.cursor.value.next.sequence);
-    for (let i = 0; i < COMMITS_PER_READ; i++) {
-      const c = await this.log.readCommit(this.commit, signal);
+    // Every read checks that the subscription is still this consumer's (a fenced
+    // consumer reads nothing), alongside its first commit read.
+    const [first] = await Promise.all([
+      this.log.readCommit(this.commit, signal),
+      this.checkHolder(signal),
+    ]);
+    let c = first;
+    for (;;) {
       if (!c) {
-        if (out.length > 0) break;
-        const skipped = await this.overBoundary(from, signal);
-        if (skipped) continue;
-        break;
+        // The end of the log, or collected under a lagging cursor: the boundary tells
+        // (looked at once per fenceCheckMs while idle; an empty read is only "not now").
+        if (out.length > 0 || !(await this.overBoundary(from, signal))) break;
+        c = await this.log.readCommit(this.commit, signal);
+        continue;
       }
-      for (const b of c.batches) {
-        if (b.entry.sequence < from) continue;
-        out.push(describeEntry(b.entry));
-        this.commitOf.set(b.entry.sequence, c.commit);
-      }
-      this.commit = c.commit + 1;
-      if (commitEnd(c) <= from) continue;
-      if (out.length > 0 && i >= 1) break;
+      this.take(c, from, out);
+      if (out.length > 0) break;
+      // Commits wholly before `from` are passed over, however many there are.
+      c = await this.log.readCommit(this.commit, signal);
     }
+    if (out.length === 0) return out;
+    // A backlog? The next commit tells; if so, the following ones are read a few at once.
+    // These reads are extra: one that fails ends this read early, and the next read
+    // meets (and reports) whatever is wrong with that commit.
+    const ahead = (n: number): Promise<Commit | undefined> =>
+      this.log.readCommit(n, signal).catch(() => undefined);
+    const next = await ahead(this.commit);
+    if (!next) return out;
+    this.take(next, from, out);
+    const more = await Promise.all(
+      Array.from({ length: COMMITS_AHEAD }, (_, i) => ahead(this.commit + i)),
+    );
+    for (const m of more) {
+      if (!m) break;
+      this.take(m, from, out);
+    }
+    signal.throwIfAborted();
     return out;
+  }
+
+  /** Adds a commit's batches from `from` on, and moves past it. */
+  private take(c: Commit, from: number, out: BatchDescriptor[]): void {
+    let inline = false;
+    for (const b of c.batches) {
+      if (b.entry.sequence < from) continue;
+      out.push(describeEntry(b.entry));
+      this.commitOf.set(b.entry.sequence, c.commit);
+      inline ||= b.inline !== undefined;
+    }
+    if (inline) this.inlineCommits.set(c.commit, c);
+    this.commit = c.commit + 1;
   }
 
   /**
    * A missing commit is the end of the log, or below the boundary: collected.
-   * Below the boundary, the read jumps to the boundary; if retention took
-   * batches this subscription had not acknowledged, that is recorded in the
-   * cursor and reported once, as a {@link DataLossError}.
+   * Below the boundary, the read jumps to the boundary; batches from `from`
+   * on that this subscription never had (retention took them, or a start or
+   * reset raced a collection) are a loss: recorded with the cursor and
+   * reported once, as a {@link DataLossError}.
    */
   private async overBoundary(from: number, signal: AbortSignal): Promise<boolean> {
+    const now = monotonicNow(this.o.clock);
+    if (now - this.boundaryCheckedAt < Math.min(this.o.fenceCheckMs, 1000)) return false;
+    this.boundaryCheckedAt = now;
     const { value: b } = await this.log.readBoundary(signal);
     if (this.commit >= b.firstCommit) return false;
     this.commit = b.firstCommit;
-    const lastLost = Math.min(b.firstSequence, b.expiredBelow) - 1;
-    if (from > lastLost) return true; // collected after every subscription had it: nothing lost
-    const loss = { firstSequence: from, lastSequence: lastLost, reportedAtMs: this.o.clock.now() };
-    await this.writeCursor(
-      {
-        next: { sequence: b.firstSequence, index: 0 },
-        commit: b.firstCommit,
-        lastLoss: loss,
-      },
-      signal,
-    );
-    this.o.metrics.increment(
-      'buffer.retention_lost_batches',
-      loss.lastSequence - loss.firstSequence + 1,
-      { subscription: this.o.subscription },
-    );
-    throw new DataLossError(
-      loss.firstSequence,
-      loss.lastSequence,
-      `subscription "${this.o.subscription}": retention deleted sequences ${loss.firstSequence} to ${loss.lastSequence} before they were acknowledged; reading continues at ${b.firstSequence}`,
-    );
+    if (from >= b.firstSequence) return true; // collected after this subscription had it
+    const loss = this.unreported(from, b.firstSequence - 1);
+    if (!loss) return true; // reported before (and recorded), by this holder or an earlier one
+    const error = lossError(this.o.subscription, loss.first, loss.last, b.firstSequence);
+    await this.recordLoss(error, signal);
+    throw error;
+  }
+
+  /** The part of [first, last] not yet recorded as lost in the cursor (its tail is, if any). */
+  private unreported(first: number, last: number): { first: number; last: number } | undefined {
+    const recorded = this.cursor.value.lastLoss;
+    if (!recorded || recorded.lastSequence < last || recorded.firstSequence > last) {
+      return { first, last };
+    }
+    if (recorded.firstSequence <= first) return undefined;
+    return { first, last: recorded.firstSequence - 1 };
+  }
+
+  /**
+   * Records a loss being reported to the application in the cursor (without
+   * moving it: batches handed out and not acknowledged stay where they are),
+   * so that it is not reported again after a restart; counts it.
+   */
+  async recordLoss(e: DataLossError, signal: AbortSignal): Promise<void> {
+    const turn = this.losses.then(() => undefined);
+    let done: () => void = () => undefined;
+    this.losses = new Promise<void>((r) => (done = r));
+    await turn;
+    try {
+      const fresh = this.unreported(e.firstSequence, e.lastSequence);
+      if (!fresh) return;
+      const recorded = this.cursor.value.lastLoss;
+      // One range is kept: the new one, joined to the one before when they touch.
+      const joined =
+        recorded && recorded.lastSequence + 1 >= fresh.first && recorded.firstSequence <= fresh.last
+          ? Math.min(recorded.firstSequence, fresh.first)
+          : fresh.first;
+      await this.writeCursor(
+        {
+          lastLoss: {
+            firstSequence: joined,
+            lastSequence: Math.max(e.lastSequence, recorded?.lastSequence ?? -1),
+            reportedAtMs: this.o.clock.now(),
+          },
+        },
+        signal,
+      );
+      this.o.metrics.increment('buffer.retention_lost_batches', fresh.last - fresh.first + 1, {
+        subscription: this.o.subscription,
+      });
+    } finally {
+      done();
+    }
   }
 
   async fetchObject(d: BatchDescriptor, signal: AbortSignal): Promise<Uint8Array> {
-    const inline = parseInlineLocation(this.log.root, d.location);
-    if (!inline) return fetchBatchObject(this.log.store, d, signal);
-    const c = await this.log.readCommit(inline.commit, signal);
-    const bytes = c?.batches[inline.index]?.inline;
-    if (!bytes) {
-      throw new CorruptDataError(
-        `inline batch "${d.location}" of sequence ${d.sequence} is missing (its commit was collected, or holds no such batch)`,
-        d.location,
-      );
+    try {
+      const inline = parseInlineLocation(this.log.root, d.location);
+      if (!inline) return await fetchBatchObject(this.log.store, d, signal);
+      const c =
+        this.inlineCommits.get(inline.commit) ?? (await this.log.readCommit(inline.commit, signal));
+      const bytes = c?.batches[inline.index]?.inline;
+      if (!bytes) {
+        throw new CorruptDataError(
+          `inline batch "${d.location}" of sequence ${d.sequence} is missing (its commit was collected, or holds no such batch)`,
+          d.location,
+        );
+      }
+      return bytes;
+    } catch (e) {
+      if (!(e instanceof CorruptDataError)) throw e;
+      // Read ahead (or handed out) and then expired by retention: a loss, not corruption.
+      // It is recorded when the consumer hands the error to the application.
+      const { value: b } = await this.log.readBoundary(signal);
+      if (d.sequence >= b.firstSequence) throw e;
+      if (this.commit < b.firstCommit) this.commit = b.firstCommit;
+      throw lossError(this.o.subscription, d.sequence, b.firstSequence - 1, b.firstSequence);
     }
-    return bytes;
   }
 
   async acknowledge(through: number, signal: AbortSignal): Promise<undefined> {
@@ -258,6 +352,9 @@ export class LogReader implements LayoutReader {
     if (through + 1 <= this.cursor.value.next.sequence) return undefined;
     await this.writeCursor({ next, commit }, signal);
     for (const seq of this.commitOf.keys()) if (seq <= through) this.commitOf.delete(seq);
+    for (const [n, c] of this.inlineCommits) {
+      if (c.firstSequence + c.batches.length - 1 <= through) this.inlineCommits.delete(n);
+    }
     return undefined;
   }
 
@@ -265,10 +362,14 @@ export class LogReader implements LayoutReader {
   private async writeCursor(change: Partial<Cursor>, signal: AbortSignal): Promise<void> {
     for (;;) {
       const next: Cursor = { ...this.cursor.value, ...change, updatedAtMs: this.o.clock.now() };
+      // A holder's writes only ever move the cursor forward (acks and losses may race).
+      if (next.next.sequence < this.cursor.value.next.sequence) {
+        next.next = this.cursor.value.next;
+        next.commit = this.cursor.value.commit;
+      }
       try {
         const version = await this.log.writeCursor(next, this.cursor.version, signal);
         this.cursor = { value: next, version };
-        this.checkedAt = performance.now();
         return;
       } catch (e) {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
@@ -282,10 +383,16 @@ export class LogReader implements LayoutReader {
   /** Reads the cursor; throws FencedError when another consumer took the subscription over. */
   private async checkHolder(signal: AbortSignal): Promise<Versioned<Cursor>> {
     const stored = await this.log.readCursor(this.o.subscription, signal);
-    this.checkedAt = performance.now();
     if (!stored) {
       throw new FencedError(
         `subscription "${this.o.subscription}" was deleted; this consumer can no longer read or acknowledge`,
+      );
+    }
+    const mine = this.cursor.value;
+    if (stored.value.createdAtMs !== mine.createdAtMs || stored.value.holder !== mine.holder) {
+      // Deleted and created again (its epochs start over): another subscription now.
+      throw new FencedError(
+        `subscription "${this.o.subscription}" was deleted and created again (now held by "${stored.value.holder}"); this consumer can no longer read or acknowledge`,
       );
     }
     if (stored.value.epoch !== this.epoch) {
@@ -295,4 +402,40 @@ export class LogReader implements LayoutReader {
     }
     return stored;
   }
+}
+
+/**
+ * The commit to resume reading at for `sequence` (ahead of the cursor): the
+ * first commit holding a batch at or after it, found by bisection.
+ */
+async function resumeCommit(
+  log: LogQueue,
+  sequence: number,
+  from: number,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const [{ value: b }, head] = await Promise.all([
+    log.readBoundary(signal),
+    log.discoverHead(signal),
+  ]);
+  if (sequence > head.endSequence) {
+    throw new InvalidArgumentError(
+      `lastAckedSequence ${sequence - 1} is past the end of the log (its last sequence is ${head.endSequence - 1}): resuming there would skip what is appended next`,
+    );
+  }
+  const found = await log.searchCommits(
+    Math.max(from, b.firstCommit),
+    head.commit,
+    (c) => commitEnd(c) > sequence,
+    signal,
+  );
+  return found?.commit ?? head.commit + 1;
+}
+
+function lossError(subscription: string, first: number, last: number, next: number): DataLossError {
+  return new DataLossError(
+    first,
+    last,
+    `subscription "${subscription}": sequences ${first} to ${last} were deleted before this subscription read them (retention expired them, or a collection ran while the subscription was created or reset); reading continues at ${next}`,
+  );
 }

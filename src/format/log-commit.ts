@@ -144,6 +144,9 @@ export function encodeCommit(c: Commit): Uint8Array {
   return w.bytes;
 }
 
+/** The end of an inline batch's location: `/log/{commit, 20 digits}#{index}`. */
+const INLINE_NAME = /\/log\/[0-9]{20}#[0-9]+$/;
+
 /**
  * Decodes a commit and checks it whole: magic, version, checksum, that its
  * number is `expected` (the one in its key), and that its batches carry
@@ -187,8 +190,8 @@ export function decodeCommit(bytes: Uint8Array, what: string, expected?: number)
   const totalRecords = r.u64('total records');
   const writer = Buffer.from(r.bytesOf(r.u16('writer length'), 'writer')).toString('utf8');
   const count = r.u32('batch count');
-  // Each batch takes at least 4 + 22 + 8 bytes: a count the object cannot hold is corrupt.
-  if (count > r.remaining / 34) {
+  // Each batch takes at least 4 + 14 + 4 + 8 bytes: a count the object cannot hold is corrupt.
+  if (count > r.remaining / 30) {
     throw new CorruptDataError(`${what}: claims ${count} batches in ${r.remaining} bytes`, what);
   }
   const batches: CommitBatch[] = [];
@@ -206,6 +209,17 @@ export function decodeCommit(bytes: Uint8Array, what: string, expected?: number)
     const records = r.u32(`batch ${i} record count`);
     const inlineLen = r.u64(`batch ${i} inline length`);
     const inline = inlineLen > 0 ? r.bytesOf(inlineLen, `batch ${i} inline bytes`) : undefined;
+    // An inline batch is named by its commit and place; nothing else may look like one.
+    const own = `/log/${String(commit).padStart(20, '0')}#${i}`;
+    const named = INLINE_NAME.test(entry.location);
+    if (inline ? !entry.location.endsWith(own) : named) {
+      throw new CorruptDataError(
+        inline
+          ? `${what}: inline batch ${i} is named "${entry.location}", expected a name ending "${own}"`
+          : `${what}: batch ${i} has no inline bytes but an inline batch's name, "${entry.location}"`,
+        what,
+      );
+    }
     batches.push(inline ? { entry, records, inline } : { entry, records });
   }
   if (r.remaining !== 0) {

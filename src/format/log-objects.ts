@@ -5,7 +5,7 @@
  * and a `version`; a reader refuses other tags, newer versions and
  * malformed fields with a {@link CorruptDataError} naming the object.
  */
-import { CorruptDataError } from '../errors.ts';
+import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
 
 /** A position: entry `index` of the batch with `sequence`. */
 export interface Position {
@@ -154,6 +154,19 @@ export function decodeQueueDescriptor(bytes: Uint8Array, what: string): QueueDes
 
 /** Encodes a cursor. */
 export function encodeCursor(c: Cursor): Uint8Array {
+  // What a reader would refuse is never written.
+  for (const [field, v] of [
+    ['epoch', c.epoch],
+    ['next.sequence', c.next.sequence],
+    ['next.index', c.next.index],
+    ['commit', c.commit],
+  ] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new InvalidArgumentError(
+        `cursor of "${c.subscription}": ${field} must be an integer from 0 to 2^53 - 1, got ${String(v)}`,
+      );
+    }
+  }
   return encodeObject('spillway-cursor', {
     subscription: c.subscription,
     epoch: c.epoch,

@@ -1,6 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock, type ClockTimer } from '../clock.ts';
-import { asError, ClosedError, InvalidArgumentError, TimeoutError } from '../errors.ts';
+import {
+  asError,
+  ClosedError,
+  InvalidArgumentError,
+  OutcomeUnknownError,
+  TimeoutError,
+} from '../errors.ts';
 import { DEFAULT_MAX_BATCH_BYTES, encodeBatch, RECORD_OVERHEAD_BYTES } from '../format/batch.ts';
 import type { Compression } from '../format/compression.ts';
 import { crc32c } from '../format/crc32c.ts';
@@ -8,13 +14,16 @@ import { encodeTrailer } from '../format/trailer.ts';
 import { UlidGenerator } from '../format/ulid.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
-import { resolveOptions, type OptionSpecs } from '../options.ts';
+import { checkCallOptions, resolveOptions, type OptionSpecs } from '../options.ts';
 import type { AppendBatch, LogQueue } from '../queue/log-queue.ts';
 import type { ManifestQueue } from '../queue/manifest-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from '../queue/queue.ts';
 import { abortable, withTimeout } from '../lifecycle.ts';
 import { describeValue } from '../store/keys.ts';
 import type { ObjectStore } from '../store/object-store.ts';
+
+/** Most inline batch bytes one append (one commit) carries. */
+const INLINE_BYTES_PER_APPEND = 1024 * 1024;
 
 /** Options of {@link Producer}. Name the queue with `queue`, or with `store` and the paths. */
 export interface ProducerOptions extends QueueSelector {
@@ -249,6 +258,8 @@ export class Producer {
   private readonly idle: (() => void)[] = [];
   private closing: Promise<void> | undefined;
   private destroyed: Error | undefined;
+  /** Batches whose append is in flight (out of the pipeline, not yet settled). */
+  private appendingBatches: Batch[] = [];
   /** How batches are appended, once the layout is known. */
   private appending$: Promise<Appender> | undefined;
   /** The log, when the queue has the log layout (its head hint is waited for at close). */
@@ -292,6 +303,8 @@ export class Producer {
     options?: Uint8Array | ProduceOptions,
   ): Promise<ProduceHandle> {
     if (this.closing || this.destroyed) throw new ClosedError('producer');
+    if (!(options instanceof Uint8Array))
+      checkCallOptions('produce', options, ['metadata', 'signal']);
     const { metadata, signal } =
       options instanceof Uint8Array ? { metadata: options, signal: undefined } : (options ?? {});
     signal?.throwIfAborted();
@@ -377,6 +390,7 @@ export class Producer {
    * The signal aborts the wait, not the flush.
    */
   async flush(options: { signal?: AbortSignal } = {}): Promise<void> {
+    checkCallOptions('flush', options, ['signal']);
     if (this.destroyed) throw new ClosedError('producer');
     this.seal(true);
     const batches = [...this.pipeline];
@@ -387,6 +401,13 @@ export class Producer {
     await abortable(done, options.signal);
     const failed = batches.find((b) => b.failed !== undefined);
     if (failed) throw asError(failed.failed);
+    // Read again: destroy() may have run while this call waited.
+    const destroyed = this.destroyedBy();
+    if (destroyed) throw destroyed;
+  }
+
+  private destroyedBy(): Error | undefined {
+    return this.destroyed;
   }
 
   /**
@@ -396,29 +417,16 @@ export class Producer {
    * (every `durable` still pending rejects with it) and rejects with it.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
+    checkCallOptions('close', options, ['timeoutMs']);
     this.closing ??= (async () => {
-      const graceful = (async () => {
-        while (this.waiters.length > 0 || this.open.length > 0 || this.pipeline.length > 0) {
-          if (this.destroyed) return;
-          await new Promise<void>((r) => {
-            this.idle.push(r);
-            this.seal(true);
-            if (this.waiters.length === 0 && this.open.length === 0 && this.pipeline.length === 0)
-              r();
-          });
-        }
-      })();
-      if (options.timeoutMs !== undefined) {
-        const timedOut = await withTimeout(graceful, options.timeoutMs, this.clock);
-        if (timedOut) {
-          const error = new TimeoutError(
-            `producer: close() did not finish in ${options.timeoutMs} ms; ${this.bufferedInputs} produce() calls were not made durable`,
-          );
-          await this.destroy(error);
-          throw error;
-        }
-      } else {
-        await graceful;
+      while (this.waiters.length > 0 || this.open.length > 0 || this.pipeline.length > 0) {
+        if (this.destroyed) break;
+        await new Promise<void>((r) => {
+          this.idle.push(r);
+          this.seal(true);
+          if (this.waiters.length === 0 && this.open.length === 0 && this.pipeline.length === 0)
+            r();
+        });
       }
       if (this.destroyed) throw this.destroyed;
       this.clearTimers();
@@ -426,7 +434,21 @@ export class Producer {
       if (this.ownsQueue) await this.queue.close();
       if (this.failure !== undefined) throw asError(this.failure);
     })();
-    return this.closing;
+    this.closing.catch(() => undefined);
+    // Every call's timeout counts, also one given after a close without.
+    if (options.timeoutMs === undefined) return this.closing;
+    return this.boundedClose(this.closing, options.timeoutMs);
+  }
+
+  private async boundedClose(closing: Promise<void>, timeoutMs: number): Promise<void> {
+    if (await withTimeout(closing, timeoutMs, this.clock)) {
+      const error = new TimeoutError(
+        `producer: close() did not finish in ${timeoutMs} ms; ${this.bufferedInputs} produce() calls were not made durable`,
+      );
+      await this.destroy(error);
+      throw error;
+    }
+    await closing;
   }
 
   /**
@@ -447,7 +469,20 @@ export class Producer {
       w.call.reject(reason);
     }
     for (const call of this.open.splice(0)) call.reject(reason);
-    for (const batch of this.pipeline) for (const call of batch.calls) call.reject(reason);
+    for (const batch of this.pipeline) {
+      batch.failed ??= reason;
+      for (const call of batch.calls) call.reject(reason);
+    }
+    // An append in flight may land or not: say so, rather than claim either.
+    for (const batch of this.appendingBatches) {
+      const unknown = new OutcomeUnknownError(
+        batch.location,
+        `producer destroyed while the append of ${batch.location} was in flight: it may have landed (then it is delivered) or not`,
+        reason,
+      );
+      batch.failed ??= unknown;
+      for (const call of batch.calls) call.reject(unknown);
+    }
     this.closing ??= Promise.reject(reason);
     this.closing.catch(() => undefined);
     // Wake a graceful close waiting on the pipeline: it sees `destroyed` and ends.
@@ -633,7 +668,7 @@ export class Producer {
         clock: this.clock,
         writer: this.instanceId,
       });
-      await log.ensureCreated(signal);
+      await this.queue.ensureLog(log, signal);
       this.log = log;
       return {
         inline: this.options.inlineMaxBytes > 0,
@@ -703,9 +738,17 @@ export class Producer {
           break;
         }
         const ready: Batch[] = [];
-        while (this.pipeline.length > 0 && (this.pipeline[0] as Batch).settled)
+        // Inline batches travel in the commit: a commit carries at most a bounded
+        // amount of them, so readers never fetch huge commits (the rest go next).
+        let inlineBytes = 0;
+        while (this.pipeline.length > 0 && (this.pipeline[0] as Batch).settled) {
+          const size = (this.pipeline[0] as Batch).uploaded?.inline?.byteLength ?? 0;
+          if (ready.length > 0 && inlineBytes + size > INLINE_BYTES_PER_APPEND) break;
+          inlineBytes += size;
           ready.push(this.pipeline.shift() as Batch);
+        }
         const ok = ready.filter((b) => b.uploaded !== undefined);
+        this.appendingBatches = ok;
         if (ok.length > 0) {
           try {
             const appender = await this.appender();
@@ -721,6 +764,7 @@ export class Producer {
             for (const b of ok) b.failed = e;
           }
         }
+        this.appendingBatches = [];
         for (const b of ready) {
           if (b.failed !== undefined) this.fail(b, b.failed);
           this.bufferedInputs -= b.calls.length;

@@ -3,6 +3,7 @@ import { decodeBatch, type BatchLimitOptions, type DecodedBatch } from '../forma
 import { crc32c } from '../format/crc32c.ts';
 import { entryTrailer, type ManifestEntry, type MetadataItem } from '../format/manifest.ts';
 import type { ObjectStore } from '../store/object-store.ts';
+import { readShared } from './fetch-cache.ts';
 
 /** A batch in the queue, before its object is fetched. */
 export interface BatchDescriptor {
@@ -42,7 +43,9 @@ export async function fetchBatchObject(
 ): Promise<Uint8Array> {
   let body: Uint8Array;
   try {
-    body = (await store.get(descriptor.location, { signal })).body;
+    // Shared while in flight: several subscriptions of this process reading one batch
+    // at the same time ask the store once.
+    body = await readShared(store, descriptor.location, signal);
   } catch (e) {
     if (e instanceof NotFoundError) {
       throw new CorruptDataError(

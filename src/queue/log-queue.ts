@@ -10,7 +10,7 @@
  * place. An append whose outcome is unknown is settled by reading the commit
  * it tried to create and comparing bytes; nothing is ever appended twice.
  */
-import { sleep, systemClock, type Clock } from '../clock.ts';
+import { monotonicNow, sleep, systemClock, type Clock } from '../clock.ts';
 import {
   CorruptDataError,
   InvalidArgumentError,
@@ -107,17 +107,25 @@ export interface LogQueueOptions {
   clock?: Clock;
   /** Time limit of one append with its re-reads after lost races, in ms. @default 120000 */
   deadlineMs?: number;
-  /**
-   * How long a producer trusts what it last saw of the head, in ms, before it
-   * looks again. It must stay well below the collector's grace period (which
-   * is what keeps a stalled writer from re-creating a collected commit).
-   * @default 60000
-   */
-  headFreshMs?: number;
 }
 
 /** Commits between head hints: the creator of a commit whose number is a multiple writes one. */
 const HINT_EVERY_COMMITS = 64;
+
+/**
+ * How old, in ms, a writer's view of the head may be when its create lands
+ * for the writer to trust, without looking, that the commit it created had
+ * not already been created and collected. Older views are checked against the
+ * boundary after the create. Must stay well below {@link LOG_MIN_COMMIT_AGE_MS}.
+ */
+export const TRUSTED_VIEW_MS = 5_000;
+
+/**
+ * The collector never deletes a commit younger than this by the store's
+ * clock, whatever its grace period: it is what makes a writer's view of the
+ * head trustworthy for {@link TRUSTED_VIEW_MS}.
+ */
+export const LOG_MIN_COMMIT_AGE_MS = 10_000;
 
 /**
  * One log queue under a root prefix. Safe to share within a process; every
@@ -131,8 +139,10 @@ export class LogQueue {
   private readonly logger: Logger;
   private readonly clock: Clock;
   private readonly deadlineMs: number;
-  private readonly headFreshMs: number;
-  /** The newest commit this process knows, and when (monotonic ms) it was seen. */
+  /**
+   * The newest commit this process knows, and when (monotonic ms) the reads
+   * that showed it started.
+   */
   private head: (Head & { observedAt: number }) | undefined;
   private hintWrite: Promise<void> = Promise.resolve();
 
@@ -144,7 +154,6 @@ export class LogQueue {
     this.logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? systemClock;
     this.deadlineMs = options.deadlineMs ?? RETRY_DEFAULTS.deadlineMs;
-    this.headFreshMs = options.headFreshMs ?? 60_000;
   }
 
   /** `{root}/queue`: the descriptor that says a log queue lives here. */
@@ -268,11 +277,41 @@ export class LogQueue {
   /** A commit, or undefined when it does not exist (not yet, or collected). Reads are shared in the process. */
   async readCommit(n: number, signal?: AbortSignal): Promise<Commit | undefined> {
     const bytes = await this.readCommitBytes(n, signal);
-    return bytes && decodeCommit(bytes, this.commitKey(n), n);
+    if (!bytes) return undefined;
+    const key = this.commitKey(n);
+    const commit = decodeCommit(bytes, key, n);
+    // Every batch lies in this queue: an inline one named by this commit and its place,
+    // an object directly under the root (nothing a collector may delete elsewhere).
+    commit.batches.forEach((b, i) => {
+      const own = b.inline ? b.entry.location === `${key}#${i}` : this.isBatchKey(b.entry.location);
+      if (!own) {
+        throw new CorruptDataError(
+          `${key}: batch ${i} is at "${b.entry.location}", outside this queue's batches (expected ${b.inline ? `"${key}#${i}"` : `"${this.root}/{name}.batch"`})`,
+          key,
+        );
+      }
+    });
+    return commit;
   }
 
-  private async readCommitBytes(n: number, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+  /** Whether `key` can be one of this queue's batch objects: `{root}/{name}.batch`. */
+  isBatchKey(key: string): boolean {
+    if (!key.startsWith(`${this.root}/`) || !key.endsWith('.batch')) return false;
+    const name = key.slice(this.root.length + 1, -'.batch'.length);
+    return name.length > 0 && !name.includes('/');
+  }
+
+  /**
+   * A commit's bytes; `fresh` asks the store itself, not a read shared with
+   * others that may have started before the caller's own write.
+   */
+  private async readCommitBytes(
+    n: number,
+    signal?: AbortSignal,
+    fresh = false,
+  ): Promise<Uint8Array | undefined> {
     try {
+      if (fresh) return (await this.store.get(this.commitKey(n), { signal })).body;
       return await readShared(this.store, this.commitKey(n), signal);
     } catch (e) {
       if (e instanceof NotFoundError) return undefined;
@@ -299,15 +338,78 @@ export class LogQueue {
    * deleted), so the probe needs O(log distance) requests.
    */
   async discoverHead(signal?: AbortSignal): Promise<Head> {
-    const [{ value: b }, hint] = await Promise.all([
-      this.readBoundary(signal),
-      getOrUndefined(this.store, this.headKey, signal),
-    ]);
-    let known = b.firstCommit - 1;
-    if (hint) {
-      const h = decodeHeadHint(hint.body, this.headKey);
-      if (h.commit > known && (await this.commitExists(h.commit, signal))) known = h.commit;
+    for (;;) {
+      const [{ value: b }, hint] = await Promise.all([
+        this.readBoundary(signal),
+        getOrUndefined(this.store, this.headKey, signal),
+      ]);
+      let known = b.firstCommit - 1;
+      const h = hint && this.hintOf(hint.body);
+      if (h && h.commit > known && (await this.commitExists(h.commit, signal))) known = h.commit;
+      const found = await this.headFrom(known, signal, undefined, known < b.firstCommit);
+      if (found === 'raced') continue;
+      if (found !== 'none') return found;
+      // Nothing at or above a boundary that did not move: a new log.
+      return {
+        commit: b.firstCommit - 1,
+        endSequence: b.firstSequence,
+        appendTimeMs: 0,
+        totalBytes: 0,
+        totalRecords: 0,
+      };
     }
+  }
+
+  /** The head hint, or undefined when it does not decode (it is only advice). */
+  private hintOf(body: Uint8Array): { commit: number } | undefined {
+    try {
+      return decodeHeadHint(body, this.headKey);
+    } catch (e) {
+      this.logger.warn(
+        { key: this.headKey, error: String(e) },
+        'head hint ignored: it does not decode',
+      );
+      return undefined;
+    }
+  }
+
+  /**
+   * The head, probing forward from `known` (a commit seen to exist, or the
+   * one just below the boundary's first commit). A probe that finds commit
+   * n + 1 missing proves that n is the head only if n + 1 was not collected;
+   * the boundary read after the probe tells, since a collector raises it
+   * before it deletes. `knownHead`, when given, is what commit `known` says
+   * (spares reading it again). `'raced'`: the probe raced a collection, look
+   * again; `'none'`: the probe started just below the boundary
+   * (`belowBoundary`), found no commit, and no collection ran meanwhile.
+   */
+  private async headFrom(
+    known: number,
+    signal?: AbortSignal,
+    knownHead?: Head,
+    belowBoundary = false,
+  ): Promise<Head | 'raced' | 'none'> {
+    const last = await this.lastExisting(known, signal);
+    let head: Head | undefined;
+    if (last === known && knownHead) head = knownHead;
+    else if (last > known || !belowBoundary) {
+      const c = await this.readCommit(last, signal);
+      head = c && headOf(c);
+    }
+    const { value: after } = await this.readBoundary(signal);
+    if (after.firstCommit > last + 1) return 'raced';
+    if (head) return head;
+    // Nothing at or above a boundary that did not move: a new log. A commit seen to
+    // exist that is gone now was collected: look again.
+    return belowBoundary && last === known ? 'none' : 'raced';
+  }
+
+  /**
+   * The last commit of the unbroken run that `known` (a commit seen to exist,
+   * or one below the first) belongs to: probe forward by doubling steps, then
+   * bisect back to the first commit that does not exist.
+   */
+  private async lastExisting(known: number, signal?: AbortSignal): Promise<number> {
     let step = 1;
     let missing = known + 1;
     while (await this.commitExists(missing, signal)) {
@@ -320,31 +422,38 @@ export class LogQueue {
       if (await this.commitExists(mid, signal)) known = mid;
       else missing = mid;
     }
-    if (known < b.firstCommit) {
-      // No commit at or above the boundary: a new log (a collector never deletes the head).
-      return {
-        commit: b.firstCommit - 1,
-        endSequence: b.firstSequence,
-        appendTimeMs: 0,
-        totalBytes: 0,
-        totalRecords: 0,
-      };
+    return known;
+  }
+
+  /** The head as this process last saw it, checked again when older than {@link TRUSTED_VIEW_MS}. */
+  private async freshHead(signal?: AbortSignal): Promise<Head & { observedAt: number }> {
+    if (!this.head) {
+      const since = monotonicNow(this.clock);
+      return this.observe(await this.discoverHead(signal), since);
     }
-    const c = await this.readCommit(known, signal);
-    if (!c) return this.discoverHead(signal); // collected meanwhile: look again
-    return headOf(c);
+    return this.trusted(this.head, signal);
   }
 
-  /** The head as this process last saw it, looked up again when older than `headFreshMs`. */
-  private async freshHead(signal?: AbortSignal): Promise<Head> {
-    if (this.head && performance.now() - this.head.observedAt < this.headFreshMs) return this.head;
-    const head = await this.discoverHead(signal);
-    this.observe(head);
-    return head;
+  /**
+   * `view` if it is younger than {@link TRUSTED_VIEW_MS}; else the head as
+   * found from it now: a probe past it and the boundary after the probe (two
+   * requests when nothing changed), which proves the next number absent now.
+   */
+  private async trusted(
+    view: Head & { observedAt: number },
+    signal?: AbortSignal,
+  ): Promise<Head & { observedAt: number }> {
+    const since = monotonicNow(this.clock);
+    if (since - view.observedAt < TRUSTED_VIEW_MS) return view;
+    const found = await this.headFrom(view.commit, signal, view);
+    return this.observe(typeof found === 'string' ? await this.discoverHead(signal) : found, since);
   }
 
-  private observe(head: Head): void {
-    this.head = { ...head, observedAt: performance.now() };
+  /** Records a head seen by reads that started at `since` (monotonic ms). */
+  private observe(head: Head, since: number): Head & { observedAt: number } {
+    const seen = { ...head, observedAt: since };
+    if (!this.head || seen.commit >= this.head.commit) this.head = seen;
+    return seen;
   }
 
   /**
@@ -366,13 +475,24 @@ export class LogQueue {
     let bytes = 0;
     let records = 0;
     for (const b of batches) {
+      if (!b.inline && (b.location === undefined || !this.isBatchKey(b.location))) {
+        throw new InvalidArgumentError(
+          `${this.root}: a batch to append must be inline or an object "${this.root}/{name}.batch", got ${JSON.stringify(b.location)}`,
+        );
+      }
       bytes += b.sizeBytes;
       records += b.records;
     }
+    // The bytes tried for a number are kept for every retry of that number: a create
+    // that lands late is then recognised as ours, never taken for another writer's.
+    let tried: { commit: Commit; body: Uint8Array } | undefined;
+    let lost = 0;
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
+      head = await this.trusted(head, signal);
       const n = head.commit + 1;
-      const commit: Commit = {
+      if (tried?.commit.commit !== n) tried = undefined;
+      const commit: Commit = tried?.commit ?? {
         commit: n,
         firstSequence: head.endSequence,
         appendTimeMs: Math.max(this.clock.now(), head.appendTimeMs),
@@ -390,22 +510,58 @@ export class LogQueue {
           ...(b.inline ? { inline: b.inline } : {}),
         })),
       };
-      const body = encodeCommit(commit);
+      const body = tried?.body ?? encodeCommit(commit);
+      tried = { commit, body };
       let failure: unknown;
+      const putAt = monotonicNow(this.clock);
+      let landed = false;
       try {
         await this.store.put(this.commitKey(n), body, { mode: 'create', signal });
-        return this.appended(commit, body.byteLength);
+        landed = true;
       } catch (e) {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
         failure = e;
       }
+      if (landed) return this.appended(commit, body.byteLength, head.observedAt, putAt, signal);
       // Lost a race, or lost the response: the commit as stored says which.
-      const stored = await this.readCommitBytes(n, signal);
-      if (stored && Buffer.from(stored).equals(body)) return this.appended(commit, body.byteLength);
+      let stored: Uint8Array | undefined;
+      const checkedAt = monotonicNow(this.clock);
+      try {
+        stored = await this.readCommitBytes(n, signal, true);
+      } catch (e) {
+        if (failure instanceof OutcomeUnknownError) {
+          throw new OutcomeUnknownError(
+            this.commitKey(n),
+            `${this.commitKey(n)}: an append's outcome is unknown and the commit could not be read back to tell (${(e as Error).message})`,
+            e,
+          );
+        }
+        throw e;
+      }
+      if (stored && Buffer.from(stored).equals(body)) {
+        return this.appended(commit, body.byteLength, head.observedAt, putAt, signal);
+      }
       if (stored) {
-        head = headOf(decodeCommit(stored, this.commitKey(n), n));
-        this.observe(head);
         this.metrics.increment('buffer.manifest_conflicts', 1, { role: 'producer' });
+        lost++;
+        if (lost === 1) {
+          // Another writer took n: try n + 1 on it at once, as the winner does. The view
+          // keeps the time of the one it replaces: n was absent then, so n + 1 was
+          // created (if at all) after it, and cannot have been collected within the
+          // trusted window since.
+          head = {
+            ...headOf(decodeCommit(stored, this.commitKey(n), n)),
+            observedAt: head.observedAt,
+          };
+        } else {
+          // Lost again: others are further ahead. Catch up with the head rather than
+          // one number at a time (a writer that steps while others append never catches up).
+          const found = await this.headFrom(n, signal);
+          head = this.observe(
+            typeof found === 'string' ? await this.discoverHead(signal) : found,
+            checkedAt,
+          );
+        }
       } else {
         const { value: b } = await this.readBoundary(signal);
         if (n < b.firstCommit) {
@@ -417,14 +573,24 @@ export class LogQueue {
             );
           }
           // Collected under a stale writer: look for the head again.
-          head = await this.discoverHead(signal);
-          this.observe(head);
+          head = this.observe(await this.discoverHead(signal), checkedAt);
+        } else {
+          // The create did not land: try the same number again, with a view as of the read.
+          head = { ...head, observedAt: checkedAt };
         }
-        // Otherwise the create did not land: try the same number again.
       }
+      // A little jitter after repeated losses breaks writers out of lockstep; no real
+      // backoff: a writer that lost a race knows where the head is now.
       const wait =
-        attempt > 1 ? backoffMs(Math.min(attempt, 16), { baseDelayMs: 5, maxDelayMs: 50 }) : 0;
+        attempt > 2 ? backoffMs(Math.min(attempt, 6), { baseDelayMs: 1, maxDelayMs: 5 }) : 0;
       if (this.clock.now() + wait - started >= this.deadlineMs) {
+        if (failure instanceof OutcomeUnknownError && !stored) {
+          throw new OutcomeUnknownError(
+            this.commitKey(n),
+            `${this.commitKey(n)}: an append's outcome is unknown and the deadline passed`,
+            failure,
+          );
+        }
         throw new StorageError(
           `${this.root}: an append did not land in ${this.deadlineMs} ms (${attempt} attempts); the log is too contended or the store too slow`,
           { retriable: true, cause: failure },
@@ -438,9 +604,48 @@ export class LogQueue {
     }
   }
 
-  private appended(commit: Commit, bytes: number): { sequence: number; location: string }[] {
+  /**
+   * Completes an append whose commit is stored. A create that lands long
+   * after the writer looked at the head may have re-created a commit the
+   * collector had already deleted; the boundary tells, and such a commit is
+   * deleted again and the append fails: nobody reads below the boundary.
+   */
+  private async appended(
+    commit: Commit,
+    bytes: number,
+    viewedAt: number,
+    putAt: number,
+    signal: AbortSignal | undefined,
+  ): Promise<{ sequence: number; location: string }[]> {
+    const viewAgeMs = monotonicNow(this.clock) - viewedAt;
+    if (viewAgeMs >= TRUSTED_VIEW_MS) {
+      // The create took so long that the number may have been created and collected
+      // meanwhile: the boundary tells. Whatever goes wrong from here, the commit is
+      // stored, so the outcome is unknown rather than failed.
+      const key = this.commitKey(commit.commit);
+      let b: Boundary;
+      try {
+        b = (await this.readBoundary(signal)).value;
+      } catch (e) {
+        throw new OutcomeUnknownError(
+          key,
+          `${key}: an append landed ${Math.round(viewAgeMs)} ms after its writer saw the head, and the boundary could not be read to tell whether it landed below it (${(e as Error).message})`,
+          e,
+        );
+      }
+      if (commit.commit < b.firstCommit) {
+        this.head = undefined;
+        await this.store.delete(key, { signal }).catch(() => undefined);
+        throw new OutcomeUnknownError(
+          key,
+          `${key}: an append of ${commit.batches.length} batches landed below the log's boundary (commit ${b.firstCommit}): the number was created and collected during the ${Math.round(viewAgeMs)} ms its create took; no subscription reads it, unless one lagging below the boundary did before it was deleted`,
+        );
+      }
+    }
+    // When the create landed, the commit was the newest: no writer creates n + 1 before n exists.
     const head = headOf(commit);
-    this.observe(head);
+    this.observe(head, putAt);
+
     this.metrics.increment('buffer.manifest_writes', 1, { role: 'producer' });
     this.metrics.increment('buffer.bytes_written', bytes, { role: 'producer' });
     if (commit.commit % HINT_EVERY_COMMITS === 0) {
@@ -504,12 +709,44 @@ export class LogQueue {
         mode: 'create',
         signal,
       });
+      if (startAt === 'oldest') return await this.keepUp({ value: cursor, version }, signal);
       return { value: cursor, version };
     } catch (e) {
       if (!(e instanceof PreconditionFailedError)) throw e;
       const now2 = await this.readCursor(subscription, signal);
       if (!now2) throw e;
       return now2;
+    }
+  }
+
+  /**
+   * A cursor just created at the oldest batch may already be below the
+   * boundary, if a collection ran meanwhile: "oldest" means what is retained,
+   * so it moves up to the boundary rather than report a loss it never had.
+   */
+  private async keepUp(
+    created: Versioned<Cursor>,
+    signal?: AbortSignal,
+  ): Promise<Versioned<Cursor>> {
+    let current = created;
+    for (;;) {
+      const { value: b } = await this.readBoundary(signal);
+      if (current.value.next.sequence >= b.firstSequence) return current;
+      const moved: Cursor = {
+        ...current.value,
+        next: { sequence: b.firstSequence, index: 0 },
+        commit: b.firstCommit,
+      };
+      try {
+        return { value: moved, version: await this.writeCursor(moved, current.version, signal) };
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+        const again = await this.readCursor(current.value.subscription, signal);
+        // Somebody else holds it now (or deleted it): theirs to keep up.
+        if (!again) throw e;
+        if (again.value.createdAtMs !== current.value.createdAtMs) return again;
+        current = again;
+      }
     }
   }
 
@@ -534,6 +771,20 @@ export class LogQueue {
       if (isSubscriptionName(name)) names.push(name);
     }
     return names;
+  }
+
+  /**
+   * Every cursor object under the subscriptions' prefix, whatever its name.
+   *
+   * @throws {CorruptDataError} for one that does not decode.
+   */
+  async allCursors(signal?: AbortSignal): Promise<Cursor[]> {
+    const out: Cursor[] = [];
+    for await (const meta of this.store.list(this.subscriptionsPrefix, { signal })) {
+      const got = await getOrUndefined(this.store, meta.key, signal);
+      if (got) out.push(decodeCursor(got.body, meta.key));
+    }
+    return out;
   }
 
   /** Deletes a subscription: it no longer holds data back, and its holder is fenced. */

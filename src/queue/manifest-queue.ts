@@ -128,7 +128,21 @@ export class ManifestQueue {
     let previous: Previous = 'none';
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
-      const snapshot = await this.read(signal);
+      let snapshot: ManifestSnapshot;
+      try {
+        snapshot = await this.read(signal);
+      } catch (e) {
+        // After a write whose outcome is unknown, a failed re-read leaves it unknown:
+        // a plain storage error would invite a retry that may append twice.
+        if (previous === 'unknown') {
+          throw new OutcomeUnknownError(
+            this.manifestPath,
+            `${this.manifestPath}: a ${role} write's outcome is unknown and the manifest could not be read back to tell (${(e as Error).message}); re-read before deciding`,
+            e,
+          );
+        }
+        throw e;
+      }
       const next = change(snapshot.manifest, previous);
       if ('done' in next) return { manifest: snapshot.manifest, writes };
       try {
@@ -150,6 +164,13 @@ export class ManifestQueue {
           this.metrics.increment('buffer.manifest_conflicts', 1, { role });
         const wait = previous === 'conflict' ? backoffMs(Math.min(attempt, 16), this.backoff) : 0;
         if (this.clock.now() + wait - started >= this.deadlineMs) {
+          if (previous === 'unknown') {
+            throw new OutcomeUnknownError(
+              this.manifestPath,
+              `${this.manifestPath}: a ${role} write's outcome is unknown and the deadline (${this.deadlineMs} ms) passed before a re-read could tell; re-read before deciding`,
+              e,
+            );
+          }
           throw new StorageError(
             `${this.manifestPath}: a ${role} change did not land in ${this.deadlineMs} ms (${attempt} attempts, the last one ${previous === 'conflict' ? 'lost a race to another writer' : 'had an unknown outcome'}); the store is too contended or too slow`,
             { retriable: true, cause: e },

@@ -398,6 +398,17 @@ export class Queue {
     }
   }
 
+  /** Whether the data prefix has the marker naming a manifest (any manifest). */
+  async hasOwnershipMarker(options: StoreCallOptions = {}): Promise<boolean> {
+    try {
+      await this.store.head(`${this.dataPathPrefix}/${OWNER_MARKER}`, options);
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    }
+  }
+
   /**
    * Makes sure the data prefix belongs to this queue's manifest: a small
    * marker object, `{dataPathPrefix}/queue.manifest`, holds the manifest's
@@ -499,6 +510,26 @@ export class Queue {
       );
     }
     return log;
+  }
+
+  /**
+   * Creates the log queue `log` unless it exists, after making sure it does
+   * not start inside the data prefix of a v1 queue (a mistyped manifest path
+   * must not start a second queue among another's batches).
+   *
+   * @throws {InvalidArgumentError} when the data prefix holds a v1 queue's marker.
+   */
+  async ensureLog(log: LogQueue, signal?: AbortSignal): Promise<void> {
+    if (await log.readDescriptor(signal)) return;
+    // A marker naming another manifest is refused here...
+    await this.checkOwnership({ signal });
+    // ...and one naming this (missing) manifest is a v1 queue that lost it.
+    if (await this.hasOwnershipMarker({ signal })) {
+      throw new InvalidArgumentError(
+        `${redactUrl(this.store.description)}: the data prefix "${this.dataPathPrefix}" belongs to a v1 queue (its marker names the manifest "${this.manifestPath}", which is missing); a log queue is not started inside it`,
+      );
+    }
+    await log.ensureCreated(signal);
   }
 
   /** Refuses what only the log layout can do, naming it. */

@@ -34,10 +34,11 @@ export class FileLock {
   }
 
   /**
-   * Runs `fn` while holding the lock. Waits (polling with jittered backoff)
-   * while another process holds it; `signal` aborts the wait.
+   * Runs `fn` while holding the lock. Waits (polling with jittered backoff, at
+   * most `maxPollMs` between looks) while another process holds it; `signal`
+   * aborts the wait.
    */
-  async withLock<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async withLock<T>(fn: () => Promise<T>, signal?: AbortSignal, maxPollMs = 20): Promise<T> {
     // Same-process callers queue on a promise chain instead of polling the socket.
     const previous = inProcess.get(this.address) ?? Promise.resolve();
     let release!: () => void;
@@ -46,7 +47,7 @@ export class FileLock {
     inProcess.set(this.address, tail);
     try {
       await previous;
-      const server = await this.acquire(signal);
+      const server = await this.acquire(signal, maxPollMs);
       try {
         return await fn();
       } finally {
@@ -58,7 +59,7 @@ export class FileLock {
     }
   }
 
-  private async acquire(signal?: AbortSignal): Promise<net.Server> {
+  private async acquire(signal: AbortSignal | undefined, maxPollMs: number): Promise<net.Server> {
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
       const server = net.createServer();
@@ -78,7 +79,7 @@ export class FileLock {
         continue;
       }
       // Holders keep the lock for one rename and fsync: poll quickly at first.
-      await sleep(Math.min(20, 0.25 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random()), {
+      await sleep(Math.min(maxPollMs, 0.25 * 2 ** Math.min(attempt, 7)) * (0.5 + Math.random()), {
         signal,
       });
     }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants, type BigIntStats } from 'node:fs';
+import { constants, type BigIntStats, type Stats } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, realpath, rename, unlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import {
@@ -176,7 +176,7 @@ export class FileStore implements ObjectStore {
       attemptSignal: (s) => s ?? new AbortController().signal,
       classify: (e) =>
         e instanceof PreconditionFailedError ? 'conflict' : isRetriable(e) ? 'uncertain' : 'fatal',
-      readBack: () => this.getOnce(key, { signal: options.signal }, 1),
+      readBack: (bounded) => this.getOnce(key, { signal: bounded }, 1),
     });
   }
 
@@ -251,49 +251,92 @@ export class FileStore implements ObjectStore {
     }
   }
 
+  /** The error of a create whose key is taken: by an object, or by something that is not one. */
+  private refuseExisting(key: string, existing: Stats | undefined): never {
+    if (existing?.isSymbolicLink()) throw this.unsafe(`key "${key}"`, key);
+    if (existing?.isDirectory()) {
+      throw new InvalidArgumentError(
+        `${this.description}: key "${key}" names a folder of other keys, not an object`,
+      );
+    }
+    if (existing && !existing.isFile()) throw this.notAnObject(key, false);
+    throw new PreconditionFailedError(
+      key,
+      `${this.description}: create "${key}": the object already exists`,
+    );
+  }
+
+  /** A fresh temporary file's path under the store's own folder. */
+  private tempPath(root: string): string {
+    return join(
+      root,
+      FILE_STORE_INTERNAL_DIR,
+      'tmp',
+      `spw-${process.pid}-${randomBytes(8).toString('hex')}.tmp`,
+    );
+  }
+
+  /** Creates `key` if absent (the caller holds the key's lock): temp file, fsync, link(2). */
+  private async createOnce(
+    root: string,
+    segments: readonly string[],
+    key: string,
+    path: string,
+    body: Uint8Array,
+  ): Promise<PutResult> {
+    const existing = await lstat(path).catch(() => undefined);
+    if (existing) this.refuseExisting(key, existing);
+    const tmp = this.tempPath(root);
+    const handle = await open(tmp, TEMP_FLAGS, 0o666);
+    try {
+      await handle.writeFile(body);
+      await this.makeParents(root, segments, key);
+      await handle.sync();
+      const st = await handle.stat({ bigint: true });
+      await handle.close();
+      try {
+        // link(2) fails with EEXIST if the key exists (a writer without the lock, such as
+        // another machine on a shared folder): an atomic create-if-absent. It never
+        // follows a link at the new name.
+        await link(tmp, path);
+      } catch (e) {
+        if (errnoOf(e) !== 'EEXIST') throw e;
+        this.refuseExisting(key, await lstat(path).catch(() => undefined));
+      }
+      await fsyncDir(dirname(path));
+      return { version: versionOf(st) };
+    } finally {
+      await handle.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+
   private async putOnce(key: string, body: Uint8Array, options: PutOptions): Promise<PutResult> {
     const segments = this.enter(key, options);
     const mode = options.mode ?? 'overwrite';
     try {
       const root = await this.prepareWrites();
       const path = join(root, ...segments);
-      const tmp = join(
-        root,
-        FILE_STORE_INTERNAL_DIR,
-        'tmp',
-        `spw-${process.pid}-${randomBytes(8).toString('hex')}.tmp`,
-      );
+      if (mode === 'create') {
+        // A create that will lose finds out before writing and syncing anything; creates
+        // of one key are serialized, so racing writers (log commits) wait for the winner
+        // instead of all syncing their bytes. The link is what makes a create atomic.
+        const existing = await lstat(path).catch(() => undefined);
+        if (existing) this.refuseExisting(key, existing);
+        // Waiters look often: the holder keeps the lock for one small write and fsync,
+        // and a racing writer wants to learn at once that it lost.
+        return await this.lock(root, key).withLock(
+          () => this.createOnce(root, segments, key, path, body),
+          options.signal,
+          1,
+        );
+      }
+      const tmp = this.tempPath(root);
       const handle = await open(tmp, TEMP_FLAGS, 0o666);
       let moved = false;
       try {
         await handle.writeFile(body);
         await this.makeParents(root, segments, key);
-        if (mode === 'create') {
-          await handle.sync();
-          const st = await handle.stat({ bigint: true });
-          await handle.close();
-          try {
-            // link(2) fails with EEXIST if the key exists: an atomic create-if-absent.
-            // It never follows a link at the new name.
-            await link(tmp, path);
-          } catch (e) {
-            if (errnoOf(e) !== 'EEXIST') throw e;
-            const existing = await lstat(path).catch(() => undefined);
-            if (existing?.isSymbolicLink()) throw this.unsafe(`key "${key}"`, key);
-            if (existing?.isDirectory()) {
-              throw new InvalidArgumentError(
-                `${this.description}: key "${key}" names a folder of other keys, not an object`,
-              );
-            }
-            if (existing && !existing.isFile()) throw this.notAnObject(key, false);
-            throw new PreconditionFailedError(
-              key,
-              `${this.description}: create "${key}": the object already exists`,
-            );
-          }
-          await fsyncDir(dirname(path));
-          return { version: versionOf(st) };
-        }
         return await this.lock(root, key).withLock(async () => {
           const current = await lstat(path, { bigint: true }).catch((e: unknown) => {
             if (errnoOf(e) === 'ENOENT') return undefined;

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from '../errors.ts';
+import { checkCallOptions } from '../options.ts';
 import { redactUrl } from '../redact.ts';
 import { AzureStore, azureOptionsFromUrl } from './azure-store.ts';
 import { FileStore } from './file-store.ts';
@@ -40,6 +41,7 @@ const SCHEMES =
  * await store.put('greeting', new TextEncoder().encode('hello'), { mode: 'create' });
  */
 export function openStore(url: string, options: OpenStoreOptions = {}): ObjectStore {
+  checkCallOptions('openStore', options, ['retry', 'clock', 'logger']);
   try {
     return openStoreUnchecked(url, options);
   } catch (e) {

@@ -237,7 +237,7 @@ export abstract class RemoteStore implements ObjectStore {
         }
         return failure.sent ? 'uncertain' : 'not-sent';
       },
-      readBack: () => this.run('get', key, signal, (s) => this.rawGet(key, undefined, s)),
+      readBack: (bounded) => this.run('get', key, bounded, (s) => this.rawGet(key, undefined, s)),
       sameVersion: (a, b) => this.sameVersion(a, b),
     });
   }

@@ -1,6 +1,7 @@
 import { systemClock, type Clock } from '../clock.ts';
 import { OutcomeUnknownError, PreconditionFailedError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
+import { checkCallOptions } from '../options.ts';
 import {
   attemptSignal,
   isRetriable,
@@ -53,6 +54,7 @@ export class RetryingStore implements ObjectStore {
     readonly inner: ObjectStore,
     options: RetryingStoreOptions = {},
   ) {
+    checkCallOptions('RetryingStore', options, ['retry', 'clock', 'logger']);
     this.description = inner.description;
     this.policy = resolveRetryPolicy(options.retry);
     this.clock = options.clock ?? systemClock;
@@ -95,7 +97,7 @@ export class RetryingStore implements ObjectStore {
         if (e instanceof OutcomeUnknownError || isRetriable(e)) return 'uncertain';
         return 'fatal';
       },
-      readBack: () => this.get(key, { signal: options.signal }),
+      readBack: (bounded) => this.get(key, { signal: bounded }),
     });
   }
 

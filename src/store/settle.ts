@@ -75,8 +75,11 @@ export interface SettledPut {
   attempt(signal: AbortSignal): Promise<PutResult>;
   /** How a failed attempt is to be treated. */
   classify(error: unknown): PutFailure;
-  /** Reads the object back (with the store's own retries); a NotFoundError means absent. */
-  readBack(): Promise<GetResult>;
+  /**
+   * Reads the object back (with the store's own retries); a NotFoundError
+   * means absent. The signal ends it at the put's deadline.
+   */
+  readBack(signal: AbortSignal): Promise<GetResult>;
   sameVersion?: (a: string, b: string) => boolean;
   /** Per-attempt signal for `attempt`. */
   attemptSignal(signal: AbortSignal | undefined): AbortSignal;
@@ -148,7 +151,12 @@ export async function putSettled(p: SettledPut): Promise<PutResult> {
     uncertain = error;
     let settled: Settlement;
     try {
-      const current = await p.readBack().catch((e: unknown) => {
+      // The read-back shares the put's deadline: the call's whole budget stays the policy's.
+      const left = Math.max(1, p.policy.deadlineMs - (p.clock.now() - started));
+      const bounded = p.signal
+        ? AbortSignal.any([p.signal, AbortSignal.timeout(left)])
+        : AbortSignal.timeout(left);
+      const current = await p.readBack(bounded).catch((e: unknown) => {
         if (e instanceof NotFoundError) return undefined;
         throw e;
       });

@@ -16,18 +16,38 @@ export interface ProducedCall {
   outcome: 'resolved' | 'rejected' | 'unknown';
 }
 
-/** What consumers did, in the order it happened. */
+/**
+ * What consumers did, in the order it happened. `subscription` names the
+ * subscription the consumer read (log layout); absent, the default one.
+ * Every subscription is checked on its own: each must receive every entry
+ * whose `durable` resolved, exactly once once acknowledged, in each
+ * producer's order.
+ */
 export type ConsumerEvent =
   | {
       kind: 'delivered';
       /** The consumer session (one per `Consumer.open`). */
       consumer: string;
+      subscription?: string;
       sequence: number;
       location: string;
       entries: readonly string[];
     }
   /** An acknowledgement through `through` that is known to be stored (its flush resolved). */
-  | { kind: 'acked'; consumer: string; through: number };
+  | { kind: 'acked'; consumer: string; subscription?: string; through: number }
+  /**
+   * A `DataLossError` a consumer received: sequences `first` to `last` were
+   * deleted before it acknowledged them. A violation unless retention was
+   * meant to expire them (`expected`).
+   */
+  | {
+      kind: 'lost';
+      consumer: string;
+      subscription?: string;
+      first: number;
+      last: number;
+      expected: boolean;
+    };
 
 /** Everything a run tells the checker. */
 export interface RunLog {
@@ -100,68 +120,23 @@ export function checkInvariants(log: RunLog): InvariantReport {
     else report.unknownEntries += c.count;
   }
 
-  // Deliveries: a batch may come again only while it was never acknowledged, and an
-  // entry may live in one batch only.
-  const sequenceOf = new Map<string, number>();
   const locationOf = new Map<number, string>();
-  const seenBatch = new Set<number>();
-  let ackedThrough = -1;
-  const firstDeliveries: { sequence: number; index: number; id: string }[] = [];
+  const subscriptions = new Map<string, ConsumerEvent[]>();
   for (const ev of log.events) {
-    if (ev.kind === 'acked') {
-      ackedThrough = Math.max(ackedThrough, ev.through);
-      continue;
-    }
-    const where = `batch ${ev.sequence} (${ev.location}) to ${ev.consumer}`;
-    const knownLocation = locationOf.get(ev.sequence);
-    if (knownLocation !== undefined && knownLocation !== ev.location) {
-      report.manifestDuplicates.push(
-        `sequence ${ev.sequence} delivered as ${knownLocation} and as ${ev.location}`,
-      );
-    }
-    locationOf.set(ev.sequence, ev.location);
-    if (ev.sequence <= ackedThrough) {
-      report.duplicated.push(
-        `${where}: delivered after it was acknowledged (through ${ackedThrough})`,
-      );
-    }
-    const again = seenBatch.has(ev.sequence);
-    if (again) {
-      report.redeliveredBatches++;
-      report.redeliveredEntries += ev.entries.length;
-    }
-    seenBatch.add(ev.sequence);
-    ev.entries.forEach((id, index) => {
-      const first = sequenceOf.get(id);
-      if (first === undefined) {
-        sequenceOf.set(id, ev.sequence);
-        firstDeliveries.push({ sequence: ev.sequence, index, id });
-        const o = outcome.get(id);
-        if (o === undefined) report.phantom.push(`${id} in ${where} was never produced`);
-        else if (o !== 'resolved') report.deliveredWithoutResolve++;
-      } else if (first !== ev.sequence) {
-        report.duplicated.push(`${id} is in batch ${first} and again in ${where}`);
-      }
-    });
+    const name = ev.subscription ?? 'default';
+    let list = subscriptions.get(name);
+    if (!list) subscriptions.set(name, (list = []));
+    list.push(ev);
   }
-  report.deliveredEntries = sequenceOf.size;
-
-  for (const [id, o] of outcome) {
-    if (o === 'resolved' && !sequenceOf.has(id)) report.lost.push(id);
+  if (subscriptions.size === 0) subscriptions.set('default', []);
+  let delivered = 0;
+  for (const [name, events] of subscriptions) {
+    const prefix = subscriptions.size > 1 ? `[${name}] ` : '';
+    delivered = Math.max(delivered, checkSubscription(events, prefix, outcome, locationOf, report));
   }
+  report.deliveredEntries = delivered;
 
-  // Each producer's entries arrive in the order it submitted them.
-  firstDeliveries.sort((a, b) => a.sequence - b.sequence || a.index - b.index);
-  const lastN = new Map<string, { n: number; id: string }>();
-  for (const d of firstDeliveries) {
-    const cut = d.id.lastIndexOf(':');
-    const producer = d.id.slice(0, cut);
-    const n = Number(d.id.slice(cut + 1));
-    const prev = lastN.get(producer);
-    if (prev && n <= prev.n) report.outOfOrder.push(`${d.id} arrived after ${prev.id}`);
-    lastN.set(producer, { n, id: d.id });
-  }
-
+  // No manifest version holds a location twice, and a location keeps its sequence.
   // No manifest version holds a location twice, and a location keeps its sequence.
   for (const [i, locations] of log.manifests.entries()) {
     const seen = new Set<string>();
@@ -224,4 +199,89 @@ export function entryBytes(producer: string, n: number): Uint8Array {
 /** The id of entry bytes made by {@link entryBytes}. */
 export function entryId(bytes: Uint8Array): string {
   return new TextDecoder().decode(bytes);
+}
+
+/**
+ * The checks one subscription's events must pass: a batch may come again only
+ * while it was never acknowledged, an entry lives in one batch only, every
+ * resolved entry arrives, in each producer's order, and no loss was reported
+ * that retention was not meant to cause. Returns the entries delivered.
+ */
+function checkSubscription(
+  events: readonly ConsumerEvent[],
+  prefix: string,
+  outcome: ReadonlyMap<string, ProducedCall['outcome']>,
+  locationOf: Map<number, string>,
+  report: InvariantReport,
+): number {
+  const sequenceOf = new Map<string, number>();
+  const seenBatch = new Set<number>();
+  let ackedThrough = -1;
+  const firstDeliveries: { sequence: number; index: number; id: string }[] = [];
+  const expectedLoss: [number, number][] = [];
+  for (const ev of events) {
+    if (ev.kind === 'acked') {
+      ackedThrough = Math.max(ackedThrough, ev.through);
+      continue;
+    }
+    if (ev.kind === 'lost') {
+      if (ev.expected) expectedLoss.push([ev.first, ev.last]);
+      else
+        report.lost.push(
+          `${prefix}sequences ${ev.first} to ${ev.last} reported lost to ${ev.consumer}`,
+        );
+      ackedThrough = Math.max(ackedThrough, ev.last);
+      continue;
+    }
+    const where = `${prefix}batch ${ev.sequence} (${ev.location}) to ${ev.consumer}`;
+    const knownLocation = locationOf.get(ev.sequence);
+    if (knownLocation !== undefined && knownLocation !== ev.location) {
+      report.manifestDuplicates.push(
+        `sequence ${ev.sequence} delivered as ${knownLocation} and as ${ev.location}`,
+      );
+    }
+    locationOf.set(ev.sequence, ev.location);
+    if (ev.sequence <= ackedThrough) {
+      report.duplicated.push(
+        `${where}: delivered after it was acknowledged (through ${ackedThrough})`,
+      );
+    }
+    const again = seenBatch.has(ev.sequence);
+    if (again) {
+      report.redeliveredBatches++;
+      report.redeliveredEntries += ev.entries.length;
+    }
+    seenBatch.add(ev.sequence);
+    ev.entries.forEach((id, index) => {
+      const first = sequenceOf.get(id);
+      if (first === undefined) {
+        sequenceOf.set(id, ev.sequence);
+        firstDeliveries.push({ sequence: ev.sequence, index, id });
+        const o = outcome.get(id);
+        if (o === undefined) report.phantom.push(`${id} in ${where} was never produced`);
+        else if (o !== 'resolved') report.deliveredWithoutResolve++;
+      } else if (first !== ev.sequence) {
+        report.duplicated.push(`${id} is in batch ${first} and again in ${where}`);
+      }
+    });
+  }
+
+  for (const [id, o] of outcome) {
+    if (o === 'resolved' && !sequenceOf.has(id) && expectedLoss.length === 0) {
+      report.lost.push(`${prefix}${id}`);
+    }
+  }
+
+  // Each producer's entries arrive in the order it submitted them.
+  firstDeliveries.sort((a, b) => a.sequence - b.sequence || a.index - b.index);
+  const lastN = new Map<string, { n: number; id: string }>();
+  for (const d of firstDeliveries) {
+    const cut = d.id.lastIndexOf(':');
+    const producer = d.id.slice(0, cut);
+    const n = Number(d.id.slice(cut + 1));
+    const prev = lastN.get(producer);
+    if (prev && n <= prev.n) report.outOfOrder.push(`${prefix}${d.id} arrived after ${prev.id}`);
+    lastN.set(producer, { n, id: d.id });
+  }
+  return sequenceOf.size;
 }

@@ -17,11 +17,18 @@ import {
 } from '../support/servers.ts';
 import { bin, json, ok, spillway } from '../support/cli.ts';
 
+/** `manifest dump` of either layout: the v1 manifest, or the log with its commits. */
 interface Dump {
+  layout?: 'log';
   version: number;
-  epoch: number;
+  epoch?: number;
   next_sequence: number;
+  head?: { commit: number; end_sequence: number };
+  boundary?: { first_commit: number; first_sequence: number };
+  subscriptions?: { name: string; epoch: number; next_sequence: number }[];
+  commits?: { commit: number; first_sequence: number; batches: number }[];
   entries: {
+    commit?: number;
     sequence: number;
     location: string;
     metadata: { start_index: number; ingestion_time_ms: number; payload_base64: string }[];
@@ -29,13 +36,32 @@ interface Dump {
   }[];
 }
 
+type Layout = 'v1' | 'log';
+
+/** The epoch of the queue's consumer: the manifest's (v1) or the default subscription's (log). */
+function consumerEpoch(d: Dump): number | undefined {
+  return d.layout === 'log' ? d.subscriptions?.find((x) => x.name === 'default')?.epoch : d.epoch;
+}
+
+/** The first sequence not acknowledged by the queue's consumer. */
+function firstPending(d: Dump): number | undefined {
+  return d.layout === 'log'
+    ? d.subscriptions?.find((x) => x.name === 'default')?.next_sequence
+    : d.entries[0]?.sequence;
+}
+
 test('the CLI is built (npm test builds it first)', () => {
   assert.ok(existsSync(bin), `${bin} is missing: run npm run build`);
 });
 
-/** The whole operator workflow against one store URL. */
-function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
-  describe(`spillway on ${name}`, () => {
+/**
+ * The whole operator workflow against one store URL, on a queue of the
+ * layout given: `v1` is asked for by the first `produce`, `log` is the default.
+ */
+function describeWorkflow(name: string, layout: Layout, newUrl: () => Promise<string>): void {
+  const log = layout === 'log';
+  const create = log ? [] : ['--layout', 'v1'];
+  describe(`spillway on ${name}, ${layout} layout`, () => {
     let url: string;
     const lines = Array.from({ length: 2500 }, (_, i) => `line ${i} ${'x'.repeat(i % 50)}`);
     before(async () => {
@@ -45,7 +71,7 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
     test('produce reads lines from stdin, ends when all are durable, and prints counts', async () => {
       const first = ok(
         await spillway(
-          ['produce', url, '--entries-per-call', '500'],
+          ['produce', url, ...create, '--entries-per-call', '500'],
           lines.slice(0, 1000).join('\n') + '\n',
         ),
       );
@@ -61,32 +87,68 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
       assert.ok(second.batches >= 1);
     });
 
-    test('queue stats shows pending batches, bytes, age, epoch and stored objects', async () => {
-      const s = json<Record<string, number | null>>(
-        await spillway(['queue', 'stats', url, '--json']),
-      );
+    test('queue stats shows the layout, pending batches, bytes, age, epoch and stored objects', async () => {
+      const s = json<Record<string, unknown>>(await spillway(['queue', 'stats', url, '--json']));
+      assert.equal(s.layout, layout);
       assert.ok((s.batches_pending as number) >= 2);
-      assert.equal(s.produce_calls_pending, 2 + 5);
+      assert.equal(s.produce_calls_pending, log ? null : 2 + 5);
+      assert.equal(s.entries_pending, log ? lines.length : null);
       assert.ok((s.bytes_pending as number) > 0);
       assert.equal(s.epoch, 0);
       assert.equal(s.next_sequence, s.batches_pending);
-      assert.equal(s.batch_objects, s.batches_pending);
+      if (log) {
+        // Small batches travel inside their commits: no batch object of their own.
+        assert.ok((s.batch_objects as number) <= (s.batches_pending as number));
+        const subs = s.subscriptions as {
+          name: string;
+          lag_batches: number;
+          lag_entries: number;
+        }[];
+        assert.deepEqual(
+          subs.map((x) => [x.name, x.lag_batches, x.lag_entries]),
+          [['default', s.batches_pending, lines.length]],
+        );
+        assert.deepEqual(s.retention, { max_age_ms: null, max_bytes: null });
+      } else {
+        assert.equal(s.batch_objects, s.batches_pending);
+        assert.deepEqual(s.subscriptions, []);
+        assert.equal(s.retention, null);
+      }
       assert.equal(s.orphans, 0);
       assert.ok(typeof s.oldest_entry_age_ms === 'number' && s.oldest_entry_age_ms >= 0);
       const text = ok(await spillway(['queue', 'stats', url])).stdout;
-      assert.match(text, /^pending\s+\d+ batches, 7 produce calls/m);
-      assert.match(text, /^epoch\s+0$/m);
+      assert.match(text, new RegExp(`^layout\\s+${layout}`, 'm'));
+      if (log) {
+        assert.match(text, /^pending\s+\d+ batches, 2,500 entries/m);
+        assert.match(text, /^ {2}default\s+0\s+0\s+\d+\s+2,500 /m);
+      } else {
+        assert.match(text, /^pending\s+\d+ batches, 7 produce calls/m);
+        assert.match(text, /^epoch\s+0$/m);
+      }
       assert.doesNotMatch(text, /secret/i);
     });
 
-    test('manifest dump prints the reference JSON shape with trailers', async () => {
+    test('manifest dump prints each batch in the reference JSON shape with trailers', async () => {
       const d = json<Dump>(await spillway(['manifest', 'dump', url]));
       assert.equal(d.version, 1);
-      assert.equal(d.epoch, 0);
+      assert.equal(consumerEpoch(d), 0);
       assert.equal(d.next_sequence, d.entries.length);
       const e = d.entries[0]!;
       assert.equal(e.sequence, 0);
-      assert.match(e.location, /^ingest\/[0-9A-HJKMNP-TV-Z]{26}\.batch$/);
+      if (log) {
+        assert.equal(d.layout, 'log');
+        assert.equal(e.commit, 0);
+        assert.match(e.location, /^ingest\/log\/0{20}#0$/, 'a small batch is inline');
+        assert.equal(d.head!.end_sequence, d.next_sequence);
+        assert.equal(d.boundary!.first_commit, 0);
+        assert.equal(
+          d.commits!.reduce((n, c) => n + c.batches, 0),
+          d.entries.length,
+        );
+      } else {
+        assert.equal(d.layout, undefined, 'v1 keeps the reference shape');
+        assert.match(e.location, /^ingest\/[0-9A-HJKMNP-TV-Z]{26}\.batch$/);
+      }
       assert.deepEqual(Object.keys(e.metadata[0]!).sort(), [
         'ingestion_time_ms',
         'payload_base64',
@@ -130,8 +192,8 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
       const from = ok(await spillway(['consume', url, '--peek', '--from-sequence', '1']));
       assert.deepEqual(from.stdout.split('\n').slice(0, -1), lines.slice(1000));
       const d = json<Dump>(await spillway(['manifest', 'dump', url]));
-      assert.equal(d.epoch, 0, 'peeking does not fence');
-      assert.equal(d.entries[0]!.sequence, 0, 'peeking does not acknowledge');
+      assert.equal(consumerEpoch(d), 0, 'peeking does not fence');
+      assert.equal(firstPending(d), 0, 'peeking does not acknowledge');
     });
 
     test('consume writes NDJSON and acknowledges; the queue is then empty', async () => {
@@ -162,6 +224,32 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
     });
 
     test('gc --dry-run lists what it would delete, gc deletes it', async () => {
+      if (log) {
+        // Commits younger than the protocol's minimum age stay whatever the grace period
+        // (test/cli/log.test.ts waits them out): here, that dry run and run agree and say
+        // what they take in the log's words.
+        const dry = ok(await spillway(['gc', url, '--dry-run', '--grace-period-ms', '0']));
+        const listed = dry.stdout
+          .split('\n')
+          .filter((l) => l.startsWith('would delete ingest/'))
+          .map((l) => l.slice('would delete '.length));
+        for (const key of listed) assert.match(key, /^ingest\/(log\/\d{20}|[0-9A-Z]{26}\.batch)$/);
+        assert.match(
+          dry.stdout,
+          new RegExp(`^dry run: would delete ${listed.length} objects? `, 'm'),
+        );
+        const gc = json<{ deleted: string[]; dry_run: boolean; kept: number }>(
+          await spillway(['gc', url, '--grace-period-ms', '0', '--json']),
+        );
+        assert.equal(gc.dry_run, false);
+        assert.deepEqual(gc.deleted, listed);
+        const after = json<Record<string, number>>(
+          await spillway(['queue', 'stats', url, '--json']),
+        );
+        assert.equal(after.batch_objects, 0);
+        assert.equal(after.batches_pending, 0);
+        return;
+      }
       const stats = json<{ orphans: number }>(await spillway(['queue', 'stats', url, '--json']));
       assert.ok(stats.orphans > 0, 'acknowledged batch objects await collection');
       const kept = ok(await spillway(['gc', url]));
@@ -180,14 +268,13 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
 
     test('consume --follow waits for new batches until Ctrl-C; --manifest-path and --data-prefix pick another queue', async () => {
       const paths = ['--manifest-path', 'other/queue.manifest', '--data-prefix', 'other/batches'];
-      const before = json<{ epoch: number; next_sequence: number }>(
-        await spillway(['manifest', 'dump', url]),
-      );
+      const before = json<Dump>(await spillway(['manifest', 'dump', url]));
       const child = spawn(process.execPath, [
         bin,
         'consume',
         url,
         ...paths,
+        ...create,
         '--follow',
         '--poll-interval-ms',
         '50',
@@ -207,27 +294,35 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
       const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
       assert.equal(code, 0, stderr);
       assert.equal(stdout, 'late 1\nlate 2\n');
-      const other = json<{ manifest_path: string; batches_pending: number; batch_objects: number }>(
-        await spillway(['queue', 'stats', url, ...paths, '--json']),
-      );
-      assert.equal(other.manifest_path, 'other/queue.manifest');
+      const other = json<{
+        layout: string;
+        manifest_path: string;
+        batches_pending: number;
+        batch_objects: number;
+      }>(await spillway(['queue', 'stats', url, ...paths, '--json']));
+      assert.equal(other.layout, layout, 'the follower created the queue in the layout asked for');
+      assert.equal(other.manifest_path, log ? 'other/batches/queue' : 'other/queue.manifest');
       assert.equal(other.batches_pending, 0, 'the follower acknowledged what it printed');
-      assert.equal(other.batch_objects, 1);
-      const after = json<{ epoch: number; next_sequence: number }>(
-        await spillway(['manifest', 'dump', url]),
-      );
+      assert.equal(other.batch_objects, log ? 0 : 1);
+      const after = json<Dump>(await spillway(['manifest', 'dump', url]));
       assert.deepEqual(after, before, 'the default queue was not touched');
     });
 
     test('consumer fence raises the epoch', async () => {
-      const r = json<{ previous_epoch: number; epoch: number }>(
+      const before = json<Dump>(await spillway(['manifest', 'dump', url]));
+      const r = json<{ previous_epoch: number; epoch: number; layout: string }>(
         await spillway(['consumer', 'fence', url, '--json']),
       );
+      assert.equal(r.layout, layout);
       assert.equal(r.epoch, r.previous_epoch + 1);
+      assert.equal(r.previous_epoch, consumerEpoch(before));
       assert.match(
         ok(await spillway(['consumer', 'fence', url])).stdout,
         /epoch raised from \d+ to \d+/,
       );
+      const after = json<Dump>(await spillway(['manifest', 'dump', url]));
+      assert.equal(consumerEpoch(after), r.epoch + 1);
+      assert.equal(firstPending(after), firstPending(before), 'fencing does not move the cursor');
     });
 
     test('produce takes NDJSON and length-prefixed frames, and stops at a bad line having made the lines before it durable', async () => {
@@ -264,11 +359,16 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
       );
     });
 
-    test('a corrupt manifest is a one-line error naming it, exit 1; --verbose adds the stack', async () => {
-      // Written through the CLI's own store: overwrite the manifest with garbage.
+    test('a corrupt manifest or commit is a one-line error naming it, exit 1; --verbose adds the stack', async () => {
+      // Written through the CLI's own store: overwrite the manifest (v1) or the head commit
+      // (log) with garbage.
+      const d = json<Dump>(await spillway(['manifest', 'dump', url]));
+      const key = log
+        ? `ingest/log/${String(d.head!.commit).padStart(20, '0')}`
+        : 'ingest/manifest';
       const { openStore } = await import('../../src/index.ts');
       const store = openStore(url);
-      await store.put('ingest/manifest', new TextEncoder().encode('this is not a manifest at all'));
+      await store.put(key, new TextEncoder().encode('this is not a manifest at all'));
       await store.close();
       for (const args of [
         ['manifest', 'dump', url],
@@ -277,7 +377,10 @@ function describeWorkflow(name: string, newUrl: () => Promise<string>): void {
       ]) {
         const r = await spillway(args);
         assert.equal(r.code, 1, args.join(' '));
-        assert.match(r.stderr, /^spillway: CorruptDataError: ingest\/manifest: /);
+        assert.ok(
+          r.stderr.startsWith(`spillway: CorruptDataError: ${key}: `),
+          `${args.join(' ')}: ${r.stderr}`,
+        );
         assert.equal(r.stderr.trim().split('\n').length, 1);
       }
       const verbose = await spillway(['manifest', 'dump', url, '--verbose']);
@@ -294,11 +397,13 @@ describe('file://', () => {
   after(async () => {
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
-  describeWorkflow('file://', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-'));
-    dirs.push(dir);
-    return `file://${dir}`;
-  });
+  for (const layout of ['log', 'v1'] as const) {
+    describeWorkflow('file://', layout, async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-'));
+      dirs.push(dir);
+      return `file://${dir}`;
+    });
+  }
 
   test('demo runs producers and a consumer on a directory and drains everything', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-demo-'));
@@ -307,6 +412,7 @@ describe('file://', () => {
       await spillway(['demo', '--store', `file://${dir}`, '--duration-s', '1', '--json']),
     );
     const s = JSON.parse(r.stdout) as {
+      layout: string;
       entries_durable: number;
       entries_consumed: number;
       producers: number;
@@ -314,13 +420,38 @@ describe('file://', () => {
     assert.ok(s.entries_durable > 0);
     assert.equal(s.entries_consumed, s.entries_durable);
     assert.equal(s.producers, 3);
+    assert.equal(s.layout, 'log');
     // Not a terminal: plain progress lines on stderr, no cursor codes.
     assert.ok(!r.stderr.includes('\u001b['), 'no terminal escape codes');
     const text = ok(
       await spillway(['demo', '--store', `file://${dir}`, '--duration-s', '1', '--producers', '2']),
     ).stdout;
-    assert.match(text, /^demo finished: 2 producers and 1 consumer/m);
+    assert.match(text, /^demo finished: 2 producers and 1 consumer .*\(log layout\)/m);
     assert.match(text, /all acknowledged; the queue is empty/);
+    const refused = await spillway(['demo', '--store', `file://${dir}`, '--layout', 'v1']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /--layout v1: the queue in file:.* has the log layout already/);
+  });
+
+  test('demo --layout v1 runs on a v1 manifest', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'spillway-cli-demo-'));
+    dirs.push(dir);
+    const s = json<{ layout: string; entries_durable: number; entries_consumed: number }>(
+      await spillway([
+        'demo',
+        '--store',
+        `file://${dir}`,
+        '--layout',
+        'v1',
+        '--duration-s',
+        '1',
+        '--json',
+      ]),
+    );
+    assert.equal(s.layout, 'v1');
+    assert.ok(s.entries_durable > 0);
+    assert.equal(s.entries_consumed, s.entries_durable);
+    assert.ok(existsSync(join(dir, 'ingest', 'manifest')));
   });
 
   test('Ctrl-C stops the demo cleanly: everything durable is drained, exit 0', async () => {
@@ -374,7 +505,7 @@ describe('file://', () => {
     assert.equal(missing.code, 1);
     assert.match(
       missing.stderr,
-      /^spillway: no manifest at "ingest\/manifest" in file:\/\/.*--manifest-path/,
+      /^spillway: no queue in file:\/\/.*: no manifest at "ingest\/manifest" \(v1 layout\) and no log at "ingest\/queue" \(log layout\).*--manifest-path \/ --data-prefix/,
     );
     assert.equal(missing.stderr.trim().split('\n').length, 1);
     for (const args of [
@@ -386,6 +517,12 @@ describe('file://', () => {
       ['consume'],
       ['gc'],
       ['consumer', 'fence'],
+      ['subscription'],
+      ['subscription', 'list'],
+      ['subscription', 'create'],
+      ['subscription', 'delete'],
+      ['subscription', 'reset'],
+      ['queue', 'config'],
       ['demo'],
     ]) {
       const r = await spillway([...args, '--help']);
@@ -431,9 +568,11 @@ if (!endpoint) {
   after(async () => {
     for (const b of buckets) await deleteTestBucket(endpoint, b);
   });
-  describeWorkflow('s3 (Ceph RGW)', async () => {
-    const bucket = await createTestBucket(endpoint, 'cli');
-    buckets.push(bucket);
-    return `s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`;
-  });
+  for (const layout of ['log', 'v1'] as const) {
+    describeWorkflow('s3 (Ceph RGW)', layout, async () => {
+      const bucket = await createTestBucket(endpoint, 'cli');
+      buckets.push(bucket);
+      return `s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`;
+    });
+  }
 }

@@ -55,25 +55,24 @@ function parseFrames(bytes: Buffer): Buffer[] {
 }
 
 describe('spillway command hardening', () => {
-  test('gc with a mistyped --manifest-path refuses, naming the path, and deletes nothing', async () => {
-    const url = `file://${await freshDir()}`;
-    ok(await spillway(['produce', url], numbered(1, 10)));
-    ok(await spillway(['produce', url], numbered(11, 20)));
-    for (const grace of ['0', '600000']) {
-      const r = await spillway([
-        'gc',
-        url,
-        '--manifest-path',
-        'ingest/manifset',
-        '--grace-period-ms',
-        grace,
-      ]);
-      assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, /no manifest at "ingest\/manifset"/);
+  test('gc with a mistyped --manifest-path (v1) or --data-prefix (log) refuses, naming the path, and deletes nothing', async () => {
+    for (const [layout, typo, named] of [
+      ['v1', ['--manifest-path', 'ingest/manifset'], /no manifest at "ingest\/manifset"/],
+      ['log', ['--data-prefix', 'ingset'], /no log at "ingset\/queue"/],
+    ] as const) {
+      const url = `file://${await freshDir()}`;
+      ok(await spillway(['produce', url, '--layout', layout], numbered(1, 10)));
+      ok(await spillway(['produce', url], numbered(11, 20)));
+      for (const grace of ['0', '600000']) {
+        const r = await spillway(['gc', url, ...typo, '--grace-period-ms', grace]);
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, named);
+      }
+      const s = json<Stats>(await spillway(['queue', 'stats', url, '--json']));
+      assert.equal(s.next_sequence, 2);
+      if (layout === 'v1') assert.equal(s.batch_objects, 2);
+      assert.equal(ok(await spillway(['consume', url])).stdout, numbered(1, 20));
     }
-    const s = json<Stats>(await spillway(['queue', 'stats', url, '--json']));
-    assert.equal(s.batch_objects, 2);
-    assert.equal(ok(await spillway(['consume', url])).stdout, numbered(1, 20));
   });
 
   test('numeric options take decimal digits only: empty, 1e3, 0x10, -1 and 1.5 are usage errors naming the option', async () => {
@@ -85,6 +84,13 @@ describe('spillway command hardening', () => {
       cases.push([['produce', url, '--flush-interval-ms', value], '--flush-interval-ms']);
       cases.push([['consume', url, '--peek', '--from-sequence', value], '--from-sequence']);
       cases.push([['queue', 'stats', url, '--grace-period-ms', value], '--grace-period-ms']);
+      for (const option of ['--retention-max-age-ms', '--retention-max-bytes']) {
+        cases.push([['queue', 'config', url, option, value], option]);
+      }
+    }
+    for (const option of ['--retention-max-age-ms', '--retention-max-bytes']) {
+      cases.push([['queue', 'config', url, option, '0'], option]);
+      cases.push([['queue', 'config', url, option, 'None'], option]);
     }
     for (const [args, option] of cases) {
       const r = await spillway(args, 'y\n');
@@ -92,8 +98,16 @@ describe('spillway command hardening', () => {
       assert.ok(r.stderr.includes(option), r.stderr);
       assert.ok(r.stderr.includes(JSON.stringify(args.at(-1))), r.stderr);
     }
-    const s = json<Stats>(await spillway(['queue', 'stats', url, '--json']));
-    assert.equal(s.batch_objects, 1, 'no refused command collected or produced anything');
+    const s = json<Stats & { retention: unknown }>(
+      await spillway(['queue', 'stats', url, '--json']),
+    );
+    assert.equal(s.next_sequence, 1, 'no refused command produced anything');
+    assert.equal(s.batches_pending, 1, 'no refused command collected anything');
+    assert.deepEqual(
+      s.retention,
+      { max_age_ms: null, max_bytes: null },
+      'nor changed the retention',
+    );
   });
 
   test('--format lines stores bytes unchanged: invalid UTF-8 survives, one \\r before \\n is dropped, a lone \\r is kept', async () => {
@@ -283,7 +297,7 @@ describe('spillway command hardening', () => {
 
   test('a consumer or a collection with a mistyped manifest path is refused by the data prefix marker; the backlog stays', async () => {
     const url = `file://${await freshDir()}`;
-    ok(await spillway(['produce', url], 'a\nb\n'));
+    ok(await spillway(['produce', url, '--layout', 'v1'], 'a\nb\n'));
     const typo = ['--manifest-path', 'ingest/manifset'];
     const consumer = await spillway(['consume', url, ...typo]);
     assert.equal(consumer.code, 2, consumer.stderr);
@@ -299,9 +313,9 @@ describe('spillway command hardening', () => {
 
   test('a collection whose data prefix belongs to another queue is refused; that queue keeps its backlog', async () => {
     const url = `file://${await freshDir()}`;
-    ok(await spillway(['produce', url], 'a\n'));
+    ok(await spillway(['produce', url, '--layout', 'v1'], 'a\n'));
     const events = ['--manifest-path', 'events/manifest', '--data-prefix', 'events'];
-    ok(await spillway(['produce', url, ...events], 'b\n'));
+    ok(await spillway(['produce', url, ...events, '--layout', 'v1'], 'b\n'));
     const r = await spillway([
       'gc',
       url,
@@ -330,11 +344,14 @@ describe('spillway command hardening', () => {
   test('a folder or FIFO where the manifest should be ends produce and consume with an error, not a loop', async () => {
     const dir = await freshDir();
     const url = `file://${dir}`;
-    ok(await spillway(['produce', url], '1\n'));
+    ok(await spillway(['produce', url, '--layout', 'v1'], '1\n'));
     await rm(join(dir, 'ingest', 'manifest'));
     await mkdir(join(dir, 'ingest', 'manifest', 'inner'), { recursive: true });
     await writeFile(join(dir, 'ingest', 'manifest', 'inner', 'x'), 'x');
-    const produced = await spillway(['produce', url], '2\n');
+    const relaid = await spillway(['produce', url], '2\n');
+    assert.equal(relaid.code, 2, relaid.stderr);
+    assert.match(relaid.stderr, /belongs to a v1 queue .* a log queue is not started inside it/);
+    const produced = await spillway(['produce', url, '--layout', 'v1'], '2\n');
     assert.equal(produced.code, 2, produced.stderr);
     assert.match(produced.stderr, /names a folder of other keys/);
   });
@@ -427,13 +444,18 @@ describe('spillway command hardening', () => {
   });
 
   test('queue stats counts in words that agree with the number; a failed produce does not claim success', async () => {
-    const url = `file://${await freshDir()}`;
-    ok(await spillway(['produce', url], 'x\n'));
-    const text = ok(await spillway(['queue', 'stats', url])).stdout;
-    assert.match(text, /pending\s+1 batch, 1 produce call,/);
-    const bad = await spillway(['produce', url, '--format', 'ndjson'], '{"a":1}\nnot json\n');
-    assert.equal(bad.code, 1);
-    assert.match(bad.stdout, /^stopped at an input error/);
-    assert.match(bad.stderr, /line 2 is not valid JSON/);
+    for (const [layout, pending] of [
+      ['v1', /pending\s+1 batch, 1 produce call,/],
+      ['log', /pending\s+1 batch, 1 entry,/],
+    ] as const) {
+      const url = `file://${await freshDir()}`;
+      ok(await spillway(['produce', url, '--layout', layout], 'x\n'));
+      const text = ok(await spillway(['queue', 'stats', url])).stdout;
+      assert.match(text, pending);
+      const bad = await spillway(['produce', url, '--format', 'ndjson'], '{"a":1}\nnot json\n');
+      assert.equal(bad.code, 1);
+      assert.match(bad.stdout, /^stopped at an input error/);
+      assert.match(bad.stderr, /line 2 is not valid JSON/);
+    }
   });
 });

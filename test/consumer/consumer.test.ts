@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { MemoryStore } from '../../src/index.ts';
 import {
   ClosedError,
   Consumer,
@@ -7,14 +8,13 @@ import {
   FencedError,
   InMemoryMetrics,
   InvalidArgumentError,
-  MemoryStore,
   TimeoutError,
   type Batch,
 } from '../../src/index.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import { decodeManifest, encodeManifest } from '../../src/internal.ts';
 import { settlesWithin, until } from '../support/deferred.ts';
-import { queueWith } from '../support/queue.ts';
+import { queueWith, v1Store } from '../support/queue.ts';
 
 const dec = new TextDecoder();
 const text = (b: Batch) => b.entries.map((e) => dec.decode(e));
@@ -25,7 +25,7 @@ async function readManifest(store: MemoryStore) {
 
 describe('consumer', () => {
   test('acks must be in order', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 3);
     const consumer = await Consumer.open({ store, gcIntervalMs: 0 });
     const b0 = (await consumer.next()) as Batch;
@@ -45,7 +45,7 @@ describe('consumer', () => {
   });
 
   test('acks are applied every ackBatchSize acks as one dequeue, and flush() applies them now', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 5);
     const metrics = new InMemoryMetrics();
     const consumer = await Consumer.open({
@@ -64,7 +64,7 @@ describe('consumer', () => {
   });
 
   test('a newer consumer fences the older: its reads, acks and flushes fail, and the newer resumes', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 3);
     const first = await Consumer.open({ store, gcIntervalMs: 0, ackIntervalMs: 60_000 });
     const b0 = (await first.next()) as Batch;
@@ -95,7 +95,7 @@ describe('consumer', () => {
   });
 
   test('lastAckedSequence skips what was already processed', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 4);
     const consumer = await Consumer.open({ store, gcIntervalMs: 0, lastAckedSequence: 1 });
     assert.equal(((await consumer.next()) as Batch).sequence, 2);
@@ -107,7 +107,7 @@ describe('consumer', () => {
   });
 
   test('nextDescriptors, concurrent fetch and ackThrough advance in one write', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 6);
     const consumer = await Consumer.open({ store, gcIntervalMs: 0 });
     const ds = await consumer.nextDescriptors(4);
@@ -131,7 +131,7 @@ describe('consumer', () => {
   });
 
   test('a missing batch object is an error naming its location, and the consumer does not advance', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 2);
     const m = await readManifest(store);
     const missing = m.entries[0]!.location;
@@ -148,7 +148,7 @@ describe('consumer', () => {
   });
 
   test('a batch whose checksum does not match its manifest entry is refused', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 1);
     const loc = (await readManifest(store)).entries[0]!.location;
     const body = (await store.get(loc)).body;
@@ -164,7 +164,7 @@ describe('consumer', () => {
   });
 
   test('entries without a trailer (other writers) are accepted', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 1);
     const m = await readManifest(store);
     m.entries[0]!.extension = new Uint8Array();
@@ -175,7 +175,7 @@ describe('consumer', () => {
   });
 
   test('batches() polls on the injected clock while caught up, until aborted', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const clock = new ManualClock();
     const consumer = await Consumer.open({ store, gcIntervalMs: 0, clock });
     const controller = new AbortController();
@@ -197,7 +197,7 @@ describe('consumer', () => {
   });
 
   test('a pending ack is applied after ackIntervalMs on the injected clock', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 2);
     const clock = new ManualClock();
     const consumer = await Consumer.open({
@@ -219,7 +219,7 @@ describe('consumer', () => {
 
   test('background collections run every gcIntervalMs on the injected clock', async () => {
     const clock = new ManualClock(Date.now());
-    const store = new MemoryStore(undefined, { clock });
+    const store = await v1Store({ clock });
     await queueWith(store, 1);
     const consumer = await Consumer.open({
       store,
@@ -245,7 +245,7 @@ describe('consumer', () => {
 describe('consumer lifecycle', () => {
   /** A consumer over a queue of `n` batches whose store stalls (every call hangs) once `stall()` is called. */
   async function stallable(n: number, clock?: ManualClock) {
-    const inner = new MemoryStore();
+    const inner = await v1Store();
     await queueWith(inner, n);
     const store = new FaultInjectingStore(inner);
     let stalled = false;
@@ -304,7 +304,7 @@ describe('consumer lifecycle', () => {
 
   test('unknown options are refused, naming them', async () => {
     await assert.rejects(
-      Consumer.open({ store: new MemoryStore(), ackIntervalMS: 5 } as never),
+      Consumer.open({ store: await v1Store(), ackIntervalMS: 5 } as never),
       (e: unknown) =>
         e instanceof InvalidArgumentError && /unknown option "ackIntervalMS"/.test(e.message),
     );

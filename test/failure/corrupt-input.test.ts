@@ -5,16 +5,17 @@
  * cannot read. file:// keys that try to leave the root are refused.
  */
 import assert from 'node:assert/strict';
+import { v1Store } from '../support/queue.ts';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import type { MemoryStore } from '../../src/index.ts';
 import {
   Consumer,
   CorruptDataError,
   GarbageCollector,
   InvalidArgumentError,
-  MemoryStore,
   openStore,
   Producer,
   type Batch,
@@ -65,7 +66,7 @@ const damagedManifests: [string, (b: Uint8Array) => Uint8Array][] = [
 describe('a manifest that cannot be read', () => {
   for (const [name, damage] of damagedManifests) {
     test(`${name}: consumer, producer and collector stop with CorruptDataError naming it, and nothing is written or deleted`, async () => {
-      const store = new MemoryStore();
+      const store = await v1Store();
       await queueWith(store, 3);
       const good = (await store.get(MANIFEST)).body;
       await store.put(MANIFEST, damage(good));
@@ -118,7 +119,7 @@ const damagedBatches: [string, (store: MemoryStore, location: string) => Promise
 describe('a batch object that is damaged or gone', () => {
   for (const [name, damage, message] of damagedBatches) {
     test(`${name}: next() fails naming it, again and again, the consumer does not advance and nothing is deleted`, async () => {
-      const store = new MemoryStore();
+      const store = await v1Store();
       const locations = await queueWith(store, 3);
       const bad = locations[1] as string;
       await damage(store, bad);
@@ -156,7 +157,7 @@ describe('a batch object that is damaged or gone', () => {
   }
 
   test('a batch object that is not a batch at all (no trailer to check it against) fails to decode, naming it', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const location = 'ingest/01ARZ3NDEKTSV4RRFFQ69G5FAV.batch';
     const { encodeManifest } = await import('../../src/format/manifest.ts');
     await store.put(location, enc('this is not a batch'));

@@ -5,14 +5,17 @@
  * code`). With a crash point it kills itself with SIGKILL there:
  *
  * - `after-batch-upload`: the n-th batch object is stored, its append not begun;
- * - `before-manifest-write` / `after-manifest-write`: around the n-th manifest
- *   write (after: it landed, and the producer never learns it did).
+ * - `before-manifest-write` / `after-manifest-write`: around the n-th append
+ *   write, a manifest write (v1) or a commit create (log); after: it landed,
+ *   and the producer never learns it did.
  *
- * Every manifest version it writes is checked for a location held twice
- * (`MDUP location`).
+ * Every manifest version (or commit) it writes is checked for a location held
+ * twice (`MDUP location`). On the log layout it makes its batches inline or
+ * not, as configured, so both kinds are killed around.
  */
 import { openSync, writeSync } from 'node:fs';
-import { openStore, Producer } from '../../src/index.ts';
+import { openStore, Producer, type Layout } from '../../src/index.ts';
+import { decodeCommit } from '../../src/internal.ts';
 import { FaultInjectingStore } from '../../src/testing.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
 import { entryBytes } from '../../src/testing.ts';
@@ -25,6 +28,9 @@ export interface ProducerChildConfig {
   crashAt: 'timer' | 'after-batch-upload' | 'before-manifest-write' | 'after-manifest-write';
   crashAfter: number;
   flushIntervalMs: number;
+  layout: Layout;
+  /** Log layout: batches up to this size travel inside their commit. */
+  inlineMaxBytes: number;
 }
 
 const cfg = JSON.parse(process.argv[2] as string) as ProducerChildConfig;
@@ -32,21 +38,27 @@ const fd = openSync(cfg.logPath, 'a');
 const log = (line: string): void => void writeSync(fd, `${line}\n`);
 const die = (): void => void process.kill(process.pid, 'SIGKILL');
 const manifestPath = 'ingest/manifest';
+const isAppend = (key: string): boolean =>
+  cfg.layout === 'v1' ? key === manifestPath : /^ingest\/log\/[0-9]{20}$/.test(key);
 
 const store = new FaultInjectingStore(openStore(cfg.url));
 let batches = 0;
 let manifestWrites = 0;
 store.before('put', (call) => {
-  if (call.key === manifestPath && cfg.crashAt === 'before-manifest-write') {
+  if (isAppend(call.key) && cfg.crashAt === 'before-manifest-write') {
     if (++manifestWrites === cfg.crashAfter) die();
   }
 });
 store.after('put', (call) => {
   if (call.key.endsWith('.batch')) {
     if (cfg.crashAt === 'after-batch-upload' && ++batches === cfg.crashAfter) die();
-  } else if (call.key === manifestPath && call.body) {
+  } else if (isAppend(call.key) && call.body) {
     const seen = new Set<string>();
-    for (const e of decodeManifest(call.body).entries) {
+    const entries =
+      cfg.layout === 'v1'
+        ? decodeManifest(call.body).entries
+        : decodeCommit(call.body, call.key).batches.map((b) => b.entry);
+    for (const e of entries) {
       if (seen.has(e.location)) log(`MDUP ${e.location}`);
       seen.add(e.location);
     }
@@ -57,6 +69,8 @@ store.after('put', (call) => {
 const producer = new Producer({
   store,
   instanceId: cfg.id,
+  layout: cfg.layout,
+  inlineMaxBytes: cfg.inlineMaxBytes,
   flushIntervalMs: cfg.flushIntervalMs,
   maxBufferedInputs: 64,
 });

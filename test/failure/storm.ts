@@ -6,10 +6,12 @@
  */
 import {
   Consumer,
+  DataLossError,
   FencedError,
   GarbageCollector,
   InMemoryMetrics,
   Producer,
+  Queue,
   type Batch,
   type ObjectStore,
 } from '../../src/index.ts';
@@ -36,6 +38,12 @@ export interface StormOptions {
   producers?: number;
   /** Fault rates, the seed aside. */
   faults?: Omit<RandomFaults, 'seed'>;
+  /**
+   * The queue's layout. On the log, two subscriptions (`default` and
+   * `audit`) each drain everything, through their own restarting consumers.
+   * @default 'v1'
+   */
+  layout?: 'v1' | 'log';
   /**
    * Grace period of the collections run during the storm. It must exceed the
    * longest seal-to-durable time of any batch (reported as `maxFlushMs`), or a
@@ -79,6 +87,8 @@ export interface StormResult {
 export async function runStorm(options: StormOptions): Promise<StormResult> {
   const started = performance.now();
   const { seed, calls = 10_000, producers = 3, gcGracePeriodMs = 15_000 } = options;
+  const layout = options.layout ?? 'v1';
+  const subscriptions = layout === 'log' ? ['default', 'audit'] : ['default'];
   const rng = mulberry32(seed ^ 0x5eed);
   const recorder = recordingStore(options.store, 'ingest/manifest');
   const faulty = new FaultInjectingStore(recorder.store, {
@@ -91,11 +101,18 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
   const events: ConsumerEvent[] = [];
   const rejections = new Map<string, number>();
   const metrics = new InMemoryMetrics();
+  if (layout === 'log') {
+    // Both subscriptions exist before the first entry, so each must receive everything.
+    const queue = Queue.open({ store, layout: 'log' });
+    await queue.logQueue().ensureCreated();
+    await queue.createSubscription('audit', 'oldest');
+  }
 
   let producing = producers;
   const producerRuns = Array.from({ length: producers }, (_, p) =>
     produceAll(
       store,
+      layout,
       `s${seed}p${p}`,
       Math.ceil(calls / producers),
       rng,
@@ -105,18 +122,20 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
     ).finally(() => producing--),
   );
 
-  // The consumer drains while the producers run, restarting now and then (a crash: no
-  // close, no flush) and collecting garbage.
+  // A consumer per subscription drains while the producers run, restarting now and then
+  // (a crash: no close, no flush) and collecting garbage. They take turns.
   let sessions = 0;
   let consumerErrors = 0;
   let collected = 0;
-  let consumer: Consumer | undefined;
-  const open = async (): Promise<Consumer> => {
+  const consumers = new Map<string, Consumer | undefined>();
+  const open = async (subscription: string): Promise<Consumer> => {
     for (;;) {
       try {
         sessions++;
         return await Consumer.open({
           store,
+          layout,
+          ...(layout === 'log' ? { subscription } : {}),
           ackBatchSize: 1 + Math.floor(rng() * 8),
           ackIntervalMs: 60_000,
           gcIntervalMs: 0,
@@ -128,58 +147,96 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
       }
     }
   };
+  const sessionOf = new Map<Consumer, string>();
+  const consumerOf = async (subscription: string): Promise<Consumer> => {
+    let c = consumers.get(subscription);
+    if (!c) {
+      c = await open(subscription);
+      consumers.set(subscription, c);
+      sessionOf.set(c, `c${sessions}`);
+    }
+    return c;
+  };
+  let turn = 0;
   while (producing > 0) {
-    consumer ??= await open();
-    const c = consumer;
-    const name = `c${sessions}`;
+    const subscription = subscriptions[turn++ % subscriptions.length] as string;
+    const c = await consumerOf(subscription);
+    const name = sessionOf.get(c) as string;
     try {
       const batch = await c.next();
       if (!batch) {
         await new Promise((r) => setTimeout(r, 2));
         continue;
       }
-      deliver(events, name, batch);
+      deliver(events, name, subscription, batch);
       const r = rng();
       if (r < 0.02) {
-        consumer = undefined; // crash between fetch and ack: the batch comes again
+        consumers.set(subscription, undefined); // crash between fetch and ack: the batch comes again
         continue;
       }
       await c.ack(batch.sequence);
       if (r < 0.2) {
         await c.flush();
-        events.push({ kind: 'acked', consumer: name, through: batch.sequence });
+        events.push({ kind: 'acked', consumer: name, subscription, through: batch.sequence });
       }
       if (r > 0.97) collected += (await c.collectGarbage()).deleted.length;
     } catch (e) {
       consumerErrors++;
-      if (e instanceof FencedError) consumer = undefined;
-      else if (rng() < 0.1) consumer = undefined;
+      if (e instanceof DataLossError) {
+        events.push({
+          kind: 'lost',
+          consumer: name,
+          subscription,
+          first: e.firstSequence,
+          last: e.lastSequence,
+          expected: false,
+        });
+      }
+      if (e instanceof FencedError) consumers.set(subscription, undefined);
+      else if (rng() < 0.1) consumers.set(subscription, undefined);
     }
   }
   await Promise.all(producerRuns);
 
-  // Clean drain: faults off, one consumer, everything acknowledged, then a grace-0 collection.
+  // Clean drain: faults off, one consumer per subscription, everything acknowledged, then a
+  // grace-0 collection.
   faulty.setRandomFaults(undefined);
-  const final = await open();
-  const name = `c${sessions}`;
-  for (;;) {
-    const batch = await final.next().catch((e: unknown) => {
-      const flushes = metrics.histograms.get('buffer.flush_duration_seconds') ?? [];
-      throw new Error(
-        `seed ${seed}: the final drain failed (longest seal-to-append ${Math.round(1000 * Math.max(0, ...flushes))} ms, grace ${gcGracePeriodMs} ms): ${String(e)}`,
-        { cause: e },
-      );
-    });
-    if (!batch) break;
-    deliver(events, name, batch);
-    await final.ack(batch.sequence);
+  for (const subscription of subscriptions) {
+    const final = await open(subscription);
+    const name = `c${sessions}`;
+    for (;;) {
+      const batch = await final.next().catch((e: unknown) => {
+        const flushes = metrics.histograms.get('buffer.flush_duration_seconds') ?? [];
+        throw new Error(
+          `seed ${seed}: the final drain of ${subscription} failed (longest seal-to-append ${Math.round(1000 * Math.max(0, ...flushes))} ms, grace ${gcGracePeriodMs} ms): ${String(e)}`,
+          { cause: e },
+        );
+      });
+      if (!batch) break;
+      deliver(events, name, subscription, batch);
+      await final.ack(batch.sequence);
+    }
+    await final.flush();
+    events.push({ kind: 'acked', consumer: name, subscription, through: final.lastAckedSequence });
+    await final.close();
   }
-  await final.flush();
-  events.push({ kind: 'acked', consumer: name, through: final.lastAckedSequence });
-  await final.close();
-  collected += (await new GarbageCollector({ store, gcGracePeriodMs: 0 }).run()).deleted.length;
+  collected += (await new GarbageCollector({ store, layout, gcGracePeriodMs: 0 }).run()).deleted
+    .length;
+  // What is left: nothing on v1; on the log, only what the commits still stored hold (the
+  // newest, and those younger than the protocol's minimum commit age, are never collected).
+  const kept = new Set<string>();
+  if (layout === 'log') {
+    const log = Queue.open({ store }).logQueue();
+    const { value: b } = await log.readBoundary();
+    for (let n = b.firstCommit; ; n++) {
+      const c = await log.readCommit(n);
+      if (!c) break;
+      for (const x of c.batches) kept.add(x.entry.location);
+    }
+  }
   let objectsLeft = 0;
-  for await (const m of faulty.list('ingest/')) if (m.key.endsWith('.batch')) objectsLeft++;
+  for await (const m of faulty.list('ingest/'))
+    if (m.key.endsWith('.batch') && !kept.has(m.key)) objectsLeft++;
 
   const report = checkInvariants({
     calls: log,
@@ -211,10 +268,16 @@ export async function runStorm(options: StormOptions): Promise<StormResult> {
   };
 }
 
-function deliver(events: ConsumerEvent[], consumer: string, batch: Batch): void {
+function deliver(
+  events: ConsumerEvent[],
+  consumer: string,
+  subscription: string,
+  batch: Batch,
+): void {
   events.push({
     kind: 'delivered',
     consumer,
+    subscription,
     sequence: batch.sequence,
     location: batch.location,
     entries: batch.entries.map(entryId),
@@ -227,6 +290,7 @@ function deliver(events: ConsumerEvent[], consumer: string, batch: Batch): void 
  */
 async function produceAll(
   store: ObjectStore,
+  layout: 'v1' | 'log',
   id: string,
   calls: number,
   rng: () => number,
@@ -236,6 +300,7 @@ async function produceAll(
 ): Promise<void> {
   const producer = new Producer({
     store,
+    layout,
     metrics,
     instanceId: id,
     flushIntervalMs: rng() < 0.5 ? 0 : 1 + Math.floor(rng() * 3),

@@ -6,15 +6,9 @@
  * stored ack left off, or after `lastAckedSequence`.
  */
 import assert from 'node:assert/strict';
+import { v1Store } from '../support/queue.ts';
 import { describe, test } from 'node:test';
-import {
-  Consumer,
-  FencedError,
-  MemoryStore,
-  Producer,
-  type Batch,
-  type ObjectStore,
-} from '../../src/index.ts';
+import { Consumer, FencedError, Producer, type Batch, type ObjectStore } from '../../src/index.ts';
 import { FaultInjectingStore } from '../../src/testing.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
 
@@ -24,7 +18,7 @@ const MANIFEST = 'ingest/manifest';
 async function queueWith(
   count: number,
 ): Promise<{ store: FaultInjectingStore; versions: { epoch: number; sequences: number[] }[] }> {
-  const store = new FaultInjectingStore(new MemoryStore());
+  const store = new FaultInjectingStore(await v1Store());
   const producer = new Producer({ store, flushIntervalMs: 0 });
   for (let i = 0; i < count; i++)
     await (

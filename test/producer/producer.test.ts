@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { v1Store } from '../support/queue.ts';
 import { spawn } from 'node:child_process';
 import { describe, test } from 'node:test';
 import {
@@ -34,7 +35,7 @@ function stalledStore(): FaultInjectingStore {
 
 describe('producer', () => {
   test('entries become durable, then arrive in order with one metadata item per produce() call', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const producer = new Producer({ store, flushIntervalMs: 60_000 });
     const a = await producer.produce([enc.encode('a1'), enc.encode('a2')], enc.encode('meta-a'));
     const b = await producer.produce([enc.encode('b1')]);
@@ -61,7 +62,7 @@ describe('producer', () => {
 
   test('metrics count flushed entries and their bytes (entries and metadata, no overhead)', async () => {
     const metrics = new InMemoryMetrics();
-    const producer = new Producer({ store: new MemoryStore(), flushIntervalMs: 0, metrics });
+    const producer = new Producer({ store: await v1Store(), flushIntervalMs: 0, metrics });
     await (
       await producer.produce([enc.encode('abc'), enc.encode('de')], enc.encode('m'))
     ).durable;
@@ -75,7 +76,7 @@ describe('producer', () => {
   });
 
   test('a flush starts when flushSizeBytes is reached, with no timer and no flush()', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     // A manual clock never fires the 60 s timer by itself: only the size trigger can flush.
     const clock = new ManualClock();
     const producer = new Producer({ store, clock, flushIntervalMs: 60_000, flushSizeBytes: 1000 });
@@ -88,7 +89,7 @@ describe('producer', () => {
   });
 
   test('the flush timer runs on the injected clock: nothing flushes before flushIntervalMs', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const clock = new ManualClock();
     const producer = new Producer({ store, clock, flushIntervalMs: 500 });
     const h = await producer.produce([enc.encode('x')]);
@@ -100,7 +101,7 @@ describe('producer', () => {
   });
 
   test('group commit (flushIntervalMs 0) flushes at once and grows batches while a flush runs', async () => {
-    const inner = new MemoryStore();
+    const inner = await v1Store();
     const store = new FaultInjectingStore(inner).setLatency('put', 5);
     const producer = new Producer({ store, flushIntervalMs: 0 });
     const handles = [];
@@ -113,7 +114,7 @@ describe('producer', () => {
   });
 
   test('uploaded batches are coalesced into one conditional manifest write', async () => {
-    const inner = new MemoryStore();
+    const inner = await v1Store();
     const store = new FaultInjectingStore(inner);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
@@ -149,7 +150,7 @@ describe('producer', () => {
   });
 
   test('a batch upload and a manifest write both applied but reported lost are settled by the store: durable, one entry', async () => {
-    const inner = new MemoryStore();
+    const inner = await v1Store();
     const faulty = new FaultInjectingStore(inner);
     // The injector stands for the network below a store's retries: the store settles.
     const store = new RetryingStore(faulty);
@@ -166,7 +167,7 @@ describe('producer', () => {
   });
 
   test('a manifest write applied but reported lost is not appended twice', async () => {
-    const inner = new MemoryStore();
+    const inner = await v1Store();
     const store = new FaultInjectingStore(inner);
     store.before('put', (call) => {
       if (call.key === 'ingest/manifest' && store.stats.appliedThenFailed === 0)
@@ -184,7 +185,7 @@ describe('producer', () => {
   });
 
   test('durable rejects with the cause when the batch upload fails, and later produce() calls still work', async () => {
-    const store = new FaultInjectingStore(new MemoryStore());
+    const store = new FaultInjectingStore(await v1Store());
     const producer = new Producer({ store, flushIntervalMs: 0 });
     store.failNext('put', 1, () => new Error('disk on fire'));
     const bad = await producer.produce([enc.encode('lost')]);
@@ -195,7 +196,7 @@ describe('producer', () => {
   });
 
   test('produce() waits for room under maxBufferedInputs while the store stalls, and refuses a call that can never fit', async () => {
-    const store = new FaultInjectingStore(new MemoryStore());
+    const store = new FaultInjectingStore(await v1Store());
     let release!: () => void;
     const stall = new Promise<void>((r) => (release = r));
     store.before('put', () => stall);
@@ -224,7 +225,7 @@ describe('producer', () => {
   });
 
   test('a call admitted from the wait for room keeps its place: a later call that finds room does not overtake it', async () => {
-    const inner = new MemoryStore();
+    const inner = await v1Store();
     const store = new FaultInjectingStore(inner);
     const stall = deferred();
     store.before('put', () => stall.promise);
@@ -252,7 +253,7 @@ describe('producer', () => {
   });
 
   test('close() is idempotent, flushes everything, and produce() after it is refused', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const producer = new Producer({ store, flushIntervalMs: 60_000 });
     const h = await producer.produce([enc.encode('x')]);
     await Promise.all([producer.close(), producer.close()]);
@@ -263,7 +264,7 @@ describe('producer', () => {
   });
 
   test('the producer refuses to append to a manifest it cannot parse and never overwrites it', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const garbage = enc.encode('this is not a manifest at all');
     await store.put('ingest/manifest', garbage);
     const producer = new Producer({ store, flushIntervalMs: 0 });
@@ -276,7 +277,7 @@ describe('producer', () => {
 
 describe('producer lifecycle', () => {
   test('produce() takes { metadata, signal }; an aborted wait for room rejects with the reason and frees its place', async () => {
-    const store = new FaultInjectingStore(new MemoryStore());
+    const store = new FaultInjectingStore(await v1Store());
     const stall = deferred();
     store.before('put', () => stall.promise);
     const producer = new Producer({ store, flushIntervalMs: 0, maxBufferedInputs: 1 });

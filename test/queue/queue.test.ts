@@ -16,18 +16,18 @@ import {
 } from '../../src/index.ts';
 import { ManualClock } from '../../src/testing.ts';
 import { until } from '../support/deferred.ts';
-import { queueWith } from '../support/queue.ts';
+import { queueWith, v1Store } from '../support/queue.ts';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 describe('queue handle', () => {
   test('roles share one handle; paths come from it; a handle given is not closed by the roles', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const queue = Queue.open({ store, manifestPath: 'orders/manifest', dataPathPrefix: 'orders' });
     const producer = new Producer({ queue, flushIntervalMs: 0 });
     const r = await (await producer.produce([enc.encode('o1')])).durable;
-    assert.match(r.location, /^orders\/[0-9A-Z]{26}\.batch$/);
+    assert.match(r.location, /^orders\/(log\/[0-9]{20}#0|[0-9A-Z]{26}\.batch)$/);
     await producer.close();
     const consumer = await Consumer.open({ queue, gcIntervalMs: 0 });
     const batch = (await consumer.next()) as Batch;
@@ -35,8 +35,31 @@ describe('queue handle', () => {
     await consumer.close();
     await new GarbageCollector({ queue }).close();
     // Still usable: the roles did not close the store they were handed.
-    assert.equal((await queue.stats()).manifestPath, 'orders/manifest');
+    assert.equal((await queue.stats()).manifestPath, 'orders/queue', 'a log queue: its descriptor');
     await queue.close();
+  });
+
+  test("a log queue never starts inside a v1 queue's data prefix (a mistyped manifest path)", async () => {
+    const store = await v1Store();
+    await queueWith(store, 1);
+    const typo = { store, manifestPath: 'ingest/manfest' };
+    await assert.rejects(Consumer.open({ ...typo, gcIntervalMs: 0 }), (e: unknown) => {
+      assert.ok(e instanceof InvalidArgumentError);
+      assert.match(
+        e.message,
+        /belongs to the queue whose manifest is "ingest\/manifest", not "ingest\/manfest"/,
+      );
+      return true;
+    });
+    const producer = new Producer({ ...typo, flushIntervalMs: 0 });
+    await assert.rejects(
+      (async () => (await producer.produce([enc.encode('x')])).durable)(),
+      InvalidArgumentError,
+    );
+    await producer.destroy();
+    const keys: string[] = [];
+    for await (const m of store.list('ingest/')) keys.push(m.key);
+    assert.ok(!keys.includes('ingest/queue'), 'no log queue was created');
   });
 
   test('a store URL as the queue opens (and the role closes) its store; the paths are validated', async () => {
@@ -50,7 +73,7 @@ describe('queue handle', () => {
 
   test('stats count pending, stored and collectable objects by the collector rule', async () => {
     const clock = new ManualClock(Date.now());
-    const store = new MemoryStore(undefined, { clock });
+    const store = await v1Store({ clock });
     // Batches a millisecond apart by their ULIDs, so the oldest pending one is strictly newer.
     const producer = new Producer({ store, clock, flushIntervalMs: 0 });
     for (let i = 0; i < 3; i++) {
@@ -78,12 +101,12 @@ describe('queue handle', () => {
     assert.equal(old.collectable, 1);
     await assert.rejects(
       Queue.open({ store, manifestPath: 'typo' }).stats(),
-      (e: unknown) => e instanceof QueueNotFoundError && /no manifest at "typo"/.test(e.message),
+      (e: unknown) => e instanceof QueueNotFoundError && /"typo"/.test(e.message),
     );
   });
 
   test('peek reads without acknowledging or fencing; fromSequence past the end is refused', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     await queueWith(store, 3);
     const consumer = await Consumer.open({ store, gcIntervalMs: 0 });
     const queue = Queue.open({ store });
@@ -103,7 +126,7 @@ describe('queue handle', () => {
   });
 
   test('peek with follow waits on the clock for new batches until aborted', async () => {
-    const store = new MemoryStore();
+    const store = await v1Store();
     const clock = new ManualClock();
     await queueWith(store, 1);
     const queue = Queue.open({ store });

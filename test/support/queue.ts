@@ -2,10 +2,17 @@
  * Building queues for tests: a producer that writes `count` one-entry
  * batches and closes, and the manifest's locations.
  */
-import { Producer, type Clock, type DurableResult, type ObjectStore } from '../../src/index.ts';
+import {
+  MemoryStore,
+  Producer,
+  Queue,
+  type Clock,
+  type DurableResult,
+  type ObjectStore,
+} from '../../src/index.ts';
 import { FaultInjectingStore } from '../../src/testing.ts';
 import { deferred } from './deferred.ts';
-import { decodeManifest } from '../../src/internal.ts';
+import { emptyManifest, encodeManifest } from '../../src/internal.ts';
 
 const enc = new TextEncoder();
 
@@ -17,9 +24,11 @@ export async function queueWith(store: ObjectStore, count: number): Promise<stri
   return manifestLocations(store);
 }
 
-/** The locations in the default manifest, in order. */
+/** The locations of the batches pending in the queue at the default paths, in order (either layout). */
 export async function manifestLocations(store: ObjectStore): Promise<string[]> {
-  return decodeManifest((await store.get('ingest/manifest')).body).entries.map((e) => e.location);
+  const locations: string[] = [];
+  for await (const b of Queue.open({ store }).peek()) locations.push(b.location);
+  return locations;
 }
 
 /** A produce() whose batch is uploaded and whose manifest append is held until `release()`. */
@@ -60,4 +69,21 @@ export async function holdAppend(
   const { durable } = await producer.produce([enc.encode(options.entry ?? 'in flight')]);
   await uploaded.promise;
   return { durable, release: () => gate.resolve(), producer };
+}
+
+/**
+ * A memory store holding an empty v1 manifest, so that every role on it
+ * finds the v1 layout (tests of the manifest's own behaviour).
+ */
+export async function v1Store(
+  options: { name?: string; clock?: Clock } = {},
+): Promise<MemoryStore> {
+  const store = new MemoryStore(options.name, options.clock ? { clock: options.clock } : {});
+  await makeV1(store);
+  return store;
+}
+
+/** Writes an empty v1 manifest at the default path, so that every role on `store` finds the v1 layout. */
+export async function makeV1(store: ObjectStore): Promise<void> {
+  await store.put('ingest/manifest', encodeManifest(emptyManifest()));
 }

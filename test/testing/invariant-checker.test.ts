@@ -38,6 +38,54 @@ describe('invariant checker', () => {
     assert.equal(r.resolvedEntries, 3);
   });
 
+  test('several subscriptions are judged each on its own: one missing an entry, or taking a batch again after its ack, is caught', () => {
+    const on = (subscription: string, ev: ConsumerEvent): ConsumerEvent => ({
+      ...ev,
+      subscription,
+    });
+    const both: RunLog = {
+      ...clean,
+      events: [...clean.events, ...clean.events.map((e) => on('audit', e))],
+    };
+    const ok = checkInvariants(both);
+    for (const k of VIOLATIONS) assert.deepEqual(ok[k], [], k);
+    const missing = checkInvariants({
+      ...clean,
+      events: [...clean.events, ...clean.events.slice(0, 3).map((e) => on('audit', e))],
+    });
+    assert.deepEqual(missing.lost, ['[audit] a:2']);
+    const again = checkInvariants({
+      ...clean,
+      events: [
+        ...clean.events,
+        ...clean.events.map((e) => on('audit', e)),
+        on('audit', deliver(0, 'x/0', ['a:0', 'a:1'])),
+      ],
+    });
+    assert.equal(again.duplicated.length, 1);
+    assert.match(again.duplicated[0] as string, /^\[audit\] batch 0/);
+  });
+
+  test('a loss reported to a consumer is a violation unless retention was meant to cause it', () => {
+    const lost = (expected: boolean): ConsumerEvent => ({
+      kind: 'lost',
+      consumer: 'c',
+      first: 1,
+      last: 1,
+      expected,
+    });
+    const unexpected = checkInvariants({
+      ...clean,
+      events: [...clean.events.slice(0, 3), lost(false)],
+    });
+    assert.ok(unexpected.lost.some((l) => /sequences 1 to 1 reported lost/.test(l)));
+    const expected = checkInvariants({
+      ...clean,
+      events: [...clean.events.slice(0, 3), lost(true)],
+    });
+    assert.deepEqual(expected.lost, []);
+  });
+
   test('a resolved entry never delivered is lost', () => {
     const r = checkInvariants({ ...clean, events: clean.events.slice(0, 3) });
     assert.deepEqual(r.lost, ['a:2']);
