@@ -72,6 +72,13 @@ export {
   type ConsumerOptions,
   type CallOptions,
   type BatchDescriptor,
+  type Delivery,
+  type ProcessEndReason,
+  type ProcessEntry,
+  type ProcessHandler,
+  type ProcessOptions,
+  type ProcessOutcome,
+  type ProcessResult,
 } from './consumer/consumer.ts';
 export {
   GarbageCollector,

@@ -19,9 +19,26 @@ import { DEFAULT_SUBSCRIPTION, type LogQueue, type StartAt } from '../queue/log-
 import { Queue, QUEUE_SELECTOR_SPECS, type Batch, type QueueSelector } from '../queue/queue.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { LogReader, ManifestReader, type LayoutReader } from './layout-reader.ts';
+import {
+  EntryProcessor,
+  type ProcessHandler,
+  type ProcessHost,
+  type ProcessOptions,
+  type ProcessResult,
+} from './process.ts';
+import type { Producer } from '../producer/producer.ts';
 
 export type { BatchDescriptor } from '../queue/batch-fetch.ts';
 export type { Batch } from '../queue/queue.ts';
+export type {
+  Delivery,
+  ProcessEndReason,
+  ProcessEntry,
+  ProcessHandler,
+  ProcessOptions,
+  ProcessOutcome,
+  ProcessResult,
+} from './process.ts';
 
 /** Options of {@link Consumer.open}. Name the queue with `queue`, or with `store` and the paths. */
 export interface ConsumerOptions extends QueueSelector {
@@ -187,6 +204,13 @@ export class Consumer {
   private closing: Promise<void> | undefined;
   private destroyed: Error | undefined;
   private readonly entryCounts = new Map<number, number>();
+  /** The position inside the first batch where reading resumes, until that batch is handed out. */
+  private resumeAt: { sequence: number; index: number } | undefined;
+  /** The first entry not finished by process(), once it has run (else the batch after the last ack). */
+  private processedTo: { sequence: number; index: number } | undefined;
+  private processor: EntryProcessor | undefined;
+  /** The subscription read (the default one on a v1 queue). */
+  private readonly subscription: string;
 
   private constructor(
     o: ConsumerOptions & ConsumerSettings,
@@ -195,6 +219,7 @@ export class Consumer {
     owned: boolean,
   ) {
     this.o = o;
+    this.subscription = o.subscription ?? DEFAULT_SUBSCRIPTION;
     this.reader = reader;
     this.queue = queue;
     this.ownsQueue = owned;
@@ -211,6 +236,7 @@ export class Consumer {
     this.handedOut = start;
     this.acked = start;
     this.applied = -1;
+    if (reader.startIndex > 0) this.resumeAt = { sequence: start + 1, index: reader.startIndex };
     this.gc = new GarbageCollector({
       queue,
       gcGracePeriodMs: o.gcGracePeriodMs,
@@ -321,6 +347,7 @@ export class Consumer {
     // A concurrent next() handed this one out meanwhile: take the following one.
     if (this.ahead[0] !== head) return this.nextBatch(signal);
     this.ahead.shift();
+    batch = this.trimResumed(batch);
     this.handedOut = batch.sequence;
     this.unacked.push(batch.sequence);
     this.entryCounts.set(batch.sequence, batch.entries.length);
@@ -384,12 +411,131 @@ export class Consumer {
       maxBatchBytes: this.o.maxBatchBytes,
     });
     this.metrics.observe('buffer.fetch_duration_seconds', (performance.now() - started) / 1000);
-    return {
+    return this.trimResumed({
       sequence: descriptor.sequence,
       location: descriptor.location,
       entries: records,
       metadata: descriptor.metadata,
+    });
+  }
+
+  /**
+   * The batch without the entries before the subscription's position, when
+   * that position is inside it (committed by `process()` before a restart).
+   */
+  private trimResumed(batch: Batch): Batch {
+    const r = this.resumeAt;
+    if (!r || batch.sequence !== r.sequence) return batch;
+    return { ...batch, entries: batch.entries.slice(r.index), firstIndex: r.index };
+  }
+
+  /**
+   * The first entry not yet finished: where this consumer (or the next holder
+   * of its subscription, once recorded) continues. `{ sequence, index }`.
+   */
+  get position(): { sequence: number; index: number } {
+    if (this.processedTo) return { ...this.processedTo };
+    if (this.resumeAt && this.acked < this.resumeAt.sequence) return { ...this.resumeAt };
+    return { sequence: this.acked + 1, index: 0 };
+  }
+
+  /**
+   * Processes entries one by one with `handler`, which resolves to
+   * `'commit'` (done), `'retry'` (the same entry again, after the retry
+   * policy's wait; a thrown error is the same), `'skip'` (passed over,
+   * counted and logged) or `'stop'` (return now). Entries whose attempts run
+   * out are handled by `onExhausted` (stop, skip, or a durable write to a
+   * dead-letter queue before moving on). Returns counts and why it returned;
+   * what it handed out and did not finish comes first in the next call.
+   *
+   * Positions are entries: in the exactly-once styles (the default) the
+   * subscription's cursor records each finished entry before the next is
+   * handed out, so after a crash the next holder resumes at the first entry
+   * not finished. On a v1 queue only whole batches are recorded: a crash
+   * inside a batch delivers that batch's finished entries again. Use either
+   * `process()` or `next()`/`ack()` on one consumer, not both.
+   *
+   * @throws {InvalidArgumentError} for bad options or a handler outcome that is none of the four.
+   * @throws {FencedError} once a newer consumer took the subscription over.
+   */
+  async process(handler: ProcessHandler, options: ProcessOptions = {}): Promise<ProcessResult> {
+    this.check();
+    this.processor ??= new EntryProcessor(this.processHost());
+    return this.processor.run(handler, options);
+  }
+
+  /** What the entry processor needs of this consumer. */
+  private processHost(): ProcessHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    const subscription = this.subscription;
+    return {
+      next: (signal) => this.next({ signal }),
+      commit: (sequence, index, length, durable) =>
+        this.commitEntries(sequence, index, length, durable),
+      get position() {
+        return self.position;
+      },
+      clock: this.clock,
+      metrics: this.metrics,
+      logger: this.logger,
+      queueDescription: this.queue.description,
+      subscription,
+      onDefaultSubscription: subscription === DEFAULT_SUBSCRIPTION,
+      sameQueue: (producer: Producer) => sameQueue(producer.queue, this.queue),
+      stopped: this.inFlight.signal,
     };
+  }
+
+  /**
+   * Records that the entries before `index` of batch `sequence` (of `length`)
+   * are finished: batches wholly finished are acknowledged in order; when
+   * `durable`, the position is written before this returns (inside a batch:
+   * the log's cursor; v1 records whole batches only).
+   */
+  private async commitEntries(
+    sequence: number,
+    index: number,
+    length: number,
+    durable: boolean,
+  ): Promise<void> {
+    this.check();
+    const whole = index >= length;
+    const through = whole ? sequence : sequence - 1;
+    let acked = 0;
+    while (this.unacked.length > 0 && (this.unacked[0] as number) <= through) {
+      this.unacked.shift();
+      acked++;
+    }
+    if (through > this.acked) {
+      this.acked = through;
+      this.pendingAcks += acked;
+      this.metrics.increment('buffer.acks', acked);
+    }
+    this.processedTo = whole ? { sequence: sequence + 1, index: 0 } : { sequence, index };
+    if (!durable) {
+      if (this.pendingAcks >= this.o.ackBatchSize) await this.applyAcks();
+      return;
+    }
+    if (whole || index === 0 || !this.reader.commitPosition) {
+      await this.applyAcks();
+      return;
+    }
+    const commitPosition = this.reader.commitPosition.bind(this.reader);
+    const run = this.flushing.then(async () => {
+      this.check();
+      try {
+        await commitPosition(sequence, index, this.inFlight.signal);
+      } catch (e) {
+        if (e instanceof FencedError) this.fencedError = e;
+        throw e;
+      }
+      // The position covers every batch before it.
+      if (this.acked > this.applied) this.applied = this.acked;
+      this.pendingAcks = 0;
+    });
+    this.flushing = run.catch(() => undefined);
+    await run;
   }
 
   /**
@@ -762,4 +908,12 @@ interface Ahead {
 async function ensured(queue: Queue, log: LogQueue, signal?: AbortSignal): Promise<LogQueue> {
   await queue.ensureLog(log, signal);
   return log;
+}
+
+/** Whether two queue handles name the same queue (same store and paths). */
+function sameQueue(a: Queue, b: Queue): boolean {
+  const sameStore =
+    a.store === b.store ||
+    (a.store.description === b.store.description && !a.store.description.startsWith('memory:'));
+  return sameStore && a.manifestPath === b.manifestPath && a.dataPathPrefix === b.dataPathPrefix;
 }

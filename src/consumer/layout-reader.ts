@@ -50,6 +50,19 @@ export interface LayoutReader {
    */
   acknowledge(through: number, signal: AbortSignal): Promise<number | undefined>;
   /**
+   * Where reading resumes inside the first batch: the index of its first
+   * entry not yet committed (0 but after a commit inside a batch, log only).
+   */
+  readonly startIndex: number;
+  /**
+   * Records, durably, that every entry before `index` of batch `sequence`
+   * (and every batch before it) is done; the layouts that record whole
+   * batches only (v1) do not have it.
+   *
+   * @throws {FencedError} when a newer consumer took over.
+   */
+  commitPosition?(sequence: number, index: number, signal: AbortSignal): Promise<void>;
+  /**
    * Records, when the layout keeps such records, that a loss found by a fetch
    * is being reported to the application (so that it is not reported again).
    */
@@ -58,6 +71,8 @@ export interface LayoutReader {
 
 /** The v1 layout: one manifest, one consumer at a time. */
 export class ManifestReader implements LayoutReader {
+  /** v1 records whole batches: reading always starts at a batch's first entry. */
+  readonly startIndex = 0;
   private constructor(
     readonly epoch: number,
     private readonly queue: Queue,
@@ -133,6 +148,7 @@ export class LogReader implements LayoutReader {
   private losses: Promise<void> = Promise.resolve();
   /** When an idle read last looked at the boundary (monotonic ms). */
   private boundaryCheckedAt = -Infinity;
+  readonly startIndex: number;
 
   private constructor(
     private readonly log: LogQueue,
@@ -141,6 +157,7 @@ export class LogReader implements LayoutReader {
   ) {
     this.cursor = cursor;
     this.commit = cursor.value.commit;
+    this.startIndex = cursor.value.next.index;
   }
 
   get epoch(): number {
@@ -350,6 +367,7 @@ export class LogReader implements LayoutReader {
     const next = { sequence: through + 1, index: 0 };
     const commit = this.commitOf.get(through) ?? this.cursor.value.commit;
     if (through + 1 <= this.cursor.value.next.sequence) return undefined;
+    // (a position inside batch `through` is below `through + 1`: the ack moves past it)
     await this.writeCursor({ next, commit }, signal);
     for (const seq of this.commitOf.keys()) if (seq <= through) this.commitOf.delete(seq);
     for (const [n, c] of this.inlineCommits) {
@@ -358,12 +376,22 @@ export class LogReader implements LayoutReader {
     return undefined;
   }
 
+  async commitPosition(sequence: number, index: number, signal: AbortSignal): Promise<void> {
+    const commit = this.commitOf.get(sequence) ?? this.cursor.value.commit;
+    await this.writeCursor({ next: { sequence, index }, commit }, signal);
+    for (const seq of this.commitOf.keys()) if (seq < sequence) this.commitOf.delete(seq);
+  }
+
   /** Writes the cursor as its holder; a newer epoch (or a deleted subscription) fences. */
   private async writeCursor(change: Partial<Cursor>, signal: AbortSignal): Promise<void> {
     for (;;) {
       const next: Cursor = { ...this.cursor.value, ...change, updatedAtMs: this.o.clock.now() };
       // A holder's writes only ever move the cursor forward (acks and losses may race).
-      if (next.next.sequence < this.cursor.value.next.sequence) {
+      const was = this.cursor.value.next;
+      if (
+        next.next.sequence < was.sequence ||
+        (next.next.sequence === was.sequence && next.next.index < was.index)
+      ) {
         next.next = this.cursor.value.next;
         next.commit = this.cursor.value.commit;
       }

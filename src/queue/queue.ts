@@ -135,8 +135,15 @@ export interface Batch {
   sequence: number;
   location: string;
   entries: Uint8Array[];
-  /** One item per `produce()` call: its entries start at `startIndex`. */
+  /** One item per `produce()` call: its entries start at `startIndex` (an index in the whole batch). */
   metadata: MetadataItem[];
+  /**
+   * The index in the batch of `entries[0]`: 0, except for the first batch a
+   * consumer hands out when its subscription's position is inside that batch
+   * (entries before it were committed by `process()`), which holds only the
+   * entries from there on.
+   */
+  firstIndex?: number;
 }
 
 /** Options of {@link Queue.peek}. */

@@ -1,0 +1,426 @@
+/**
+ * Processing entry by entry: commit, retry, skip and stop; the retry policy
+ * and what happens when attempts run out (stop, skip, dead letter); positions
+ * inside a batch that survive a crash; the three delivery styles; waiting
+ * for new entries.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  Consumer,
+  FencedError,
+  InvalidArgumentError,
+  MemoryStore,
+  Producer,
+  Queue,
+  type ObjectStore,
+  type ProcessEntry,
+  type ProcessOutcome,
+} from '../../src/index.ts';
+import { ManualClock } from '../../src/testing.ts';
+import { v1Store } from '../support/queue.ts';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Writes one batch per group, each group's entries in one produce() call with its metadata. */
+async function produce(store: ObjectStore, groups: string[][], metadata = 'm'): Promise<void> {
+  const producer = new Producer({ store, flushIntervalMs: 0 });
+  for (const [i, g] of groups.entries()) {
+    await (
+      await producer.produce(
+        g.map((e) => enc.encode(e)),
+        { metadata: enc.encode(`${metadata}${i}`) },
+      )
+    ).durable;
+  }
+  await producer.close();
+}
+
+function open(store: ObjectStore, more: Partial<Parameters<typeof Consumer.open>[0]> = {}) {
+  return Consumer.open({ store, gcIntervalMs: 0, ...more });
+}
+
+/** A handler that records each entry's text and answers with `decide` (commit by default). */
+function recorder(decide: (e: ProcessEntry, text: string) => ProcessOutcome = () => 'commit') {
+  const seen: string[] = [];
+  const handler = (e: ProcessEntry): ProcessOutcome => {
+    const text = dec.decode(e.data);
+    seen.push(text);
+    return decide(e, text);
+  };
+  return { seen, handler };
+}
+
+describe('process()', () => {
+  test('hands out every entry once, in order, with its position, metadata and attempt', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b'], ['c'], ['d', 'e', 'f']]);
+    const consumer = await open(store);
+    const entries: ProcessEntry[] = [];
+    const result = await consumer.process((e) => {
+      entries.push(e);
+      return 'commit';
+    });
+    assert.deepEqual(
+      entries.map((e) => [
+        dec.decode(e.data),
+        e.sequence,
+        e.index,
+        dec.decode(e.metadata),
+        e.attempt,
+      ]),
+      [
+        ['a', 0, 0, 'm0', 1],
+        ['b', 0, 1, 'm0', 1],
+        ['c', 1, 0, 'm1', 1],
+        ['d', 2, 0, 'm2', 1],
+        ['e', 2, 1, 'm2', 1],
+        ['f', 2, 2, 'm2', 1],
+      ],
+    );
+    assert.ok(entries.every((e) => e.ingestionTimeMs > 0));
+    assert.deepEqual(result, {
+      committed: 6,
+      skipped: 0,
+      retried: 0,
+      deadLettered: 0,
+      reason: 'end',
+      position: { sequence: 3, index: 0 },
+    });
+    await consumer.close();
+    // Everything is recorded: the next holder has nothing to do.
+    const again = await open(store);
+    assert.equal(await again.next(), undefined);
+    await again.close();
+  });
+
+  test('a crash inside a batch resumes at the first entry not committed; committed ones never come again', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c', 'd', 'e'], ['f']]);
+    const first = await open(store);
+    const { seen, handler } = recorder();
+    const crashed = first.process((e) => {
+      if (e.index === 3) {
+        // The process dies while handling d: nothing more is recorded.
+        void first.destroy(new Error('crash'));
+        return new Promise<ProcessOutcome>(() => undefined);
+      }
+      return handler(e);
+    });
+    await assert.rejects(crashed, /crash/);
+    assert.deepEqual(seen, ['a', 'b', 'c']);
+
+    const second = await open(store);
+    assert.deepEqual(second.position, { sequence: 0, index: 3 });
+    // The batch API hands out the rest of the batch only, saying where it starts.
+    const batch = await second.next();
+    assert.equal(batch?.firstIndex, 3);
+    assert.deepEqual(
+      batch?.entries.map((e) => dec.decode(e)),
+      ['d', 'e'],
+    );
+    await second.destroy();
+
+    const third = await open(store);
+    const rest = recorder();
+    const result = await third.process(rest.handler);
+    assert.deepEqual(rest.seen, ['d', 'e', 'f']);
+    assert.equal(result.committed, 3);
+    await third.close();
+  });
+
+  test("'retry' and thrown errors try the same entry again after the policy's wait, counting attempts", async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b']]);
+    const clock = new ManualClock();
+    const consumer = await open(store, { clock });
+    const attempts: string[] = [];
+    const running = consumer.process(
+      (e) => {
+        attempts.push(`${dec.decode(e.data)}${e.attempt}`);
+        if (e.index === 0 && e.attempt === 1) return 'retry';
+        if (e.index === 0 && e.attempt === 2) throw new Error('downstream is down');
+        return 'commit';
+      },
+      { retry: { delayMs: 100, maxAttempts: 3, backoff: 'exponential' } },
+    );
+    await until(() => clock.pendingTimers > 0);
+    assert.deepEqual(attempts, ['a1']);
+    await clock.advance(99);
+    assert.deepEqual(attempts, ['a1'], 'the first retry waits delayMs');
+    await clock.advance(1);
+    await until(() => attempts.length === 2);
+    await clock.advance(199);
+    assert.deepEqual(attempts, ['a1', 'a2'], 'the second waits twice as long');
+    await clock.advance(1);
+    const result = await running;
+    assert.deepEqual(attempts, ['a1', 'a2', 'a3', 'b1']);
+    assert.equal(result.retried, 2);
+    assert.equal(result.committed, 2);
+    await consumer.close();
+  });
+
+  test('a handler that throws every time: its entry goes to the dead-letter queue, durably, and nothing is lost', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'poison', 'c']]);
+    const dlq = new Producer({
+      queue: Queue.open({ store, manifestPath: 'dead/manifest', dataPathPrefix: 'dead' }),
+      flushIntervalMs: 0,
+    });
+    const consumer = await open(store);
+    const { seen, handler } = recorder((_, text) => {
+      if (text === 'poison') throw new Error('cannot parse "poison"');
+      return 'commit';
+    });
+    const result = await consumer.process(handler, {
+      retry: { delayMs: 0, maxAttempts: 4 },
+      onExhausted: 'dead-letter',
+      deadLetter: dlq,
+    });
+    assert.deepEqual(seen, ['a', 'poison', 'poison', 'poison', 'poison', 'c']);
+    assert.deepEqual(
+      { ...result, position: undefined },
+      { committed: 2, skipped: 0, retried: 3, deadLettered: 1, reason: 'end', position: undefined },
+    );
+    await dlq.close();
+    await consumer.close();
+
+    const dead = await Consumer.open({
+      queue: Queue.open({ store, manifestPath: 'dead/manifest', dataPathPrefix: 'dead' }),
+      gcIntervalMs: 0,
+    });
+    const letters = await dead.next();
+    assert.deepEqual(
+      letters?.entries.map((e) => dec.decode(e)),
+      ['poison'],
+    );
+    const record = JSON.parse(dec.decode(letters?.metadata[0]?.payload)) as Record<string, unknown>;
+    assert.equal(record.sequence, 0);
+    assert.equal(record.index, 1);
+    assert.equal(record.attempts, 4);
+    assert.equal(record.subscription, 'default');
+    assert.equal(Buffer.from(record.metadata as string, 'base64').toString(), 'm0');
+    assert.match(record.error as string, /cannot parse "poison"/);
+    await dead.close();
+  });
+
+  test("onExhausted 'stop' returns at the entry and leaves the position before it; 'skip' moves past it", async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'bad', 'c']]);
+    const consumer = await open(store);
+    const stop = recorder((_, t) => (t === 'bad' ? 'retry' : 'commit'));
+    const stopped = await consumer.process(stop.handler, { retry: { delayMs: 0, maxAttempts: 2 } });
+    assert.equal(stopped.reason, 'exhausted');
+    assert.deepEqual(stopped.position, { sequence: 0, index: 1 });
+    assert.deepEqual(stop.seen, ['a', 'bad', 'bad']);
+
+    // The next call starts at the same entry, with fresh attempts.
+    const skip = recorder((_, t) => (t === 'bad' ? 'retry' : 'commit'));
+    const skipped = await consumer.process(skip.handler, {
+      retry: { delayMs: 0, maxAttempts: 2 },
+      onExhausted: 'skip',
+    });
+    assert.deepEqual(skip.seen, ['bad', 'bad', 'c']);
+    assert.equal(skipped.skipped, 1);
+    assert.equal(skipped.committed, 1);
+    assert.deepEqual(skipped.position, { sequence: 1, index: 0 });
+    await consumer.close();
+  });
+
+  test("'skip' and 'stop' from the handler; 'stop' hands the same entry out first in the next call", async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c', 'd']]);
+    const consumer = await open(store);
+    const first = recorder((_, t) => (t === 'b' ? 'skip' : t === 'c' ? 'stop' : 'commit'));
+    const r1 = await consumer.process(first.handler);
+    assert.deepEqual(first.seen, ['a', 'b', 'c']);
+    assert.deepEqual(
+      { committed: r1.committed, skipped: r1.skipped, reason: r1.reason },
+      { committed: 1, skipped: 1, reason: 'stopped' },
+    );
+    assert.deepEqual(r1.position, { sequence: 0, index: 2 });
+    const second = recorder();
+    const r2 = await consumer.process(second.handler);
+    assert.deepEqual(second.seen, ['c', 'd']);
+    assert.equal(r2.reason, 'end');
+    await consumer.close();
+  });
+
+  test('limit returns after that many entries; concurrency runs entries at once and records them in order', async () => {
+    const store = new MemoryStore();
+    await produce(store, [
+      ['a', 'b', 'c'],
+      ['d', 'e', 'f'],
+    ]);
+    const consumer = await open(store);
+    const limited = recorder();
+    const r1 = await consumer.process(limited.handler, { limit: 2 });
+    assert.deepEqual(limited.seen, ['a', 'b']);
+    assert.equal(r1.reason, 'limit');
+    assert.deepEqual(r1.position, { sequence: 0, index: 2 });
+
+    let running = 0;
+    let most = 0;
+    const seen: string[] = [];
+    const r2 = await consumer.process(
+      async (e) => {
+        running++;
+        most = Math.max(most, running);
+        seen.push(dec.decode(e.data));
+        // Let the others start before this one finishes.
+        await new Promise((r) => setImmediate(r));
+        running--;
+        return 'commit' as const;
+      },
+      { concurrency: 3 },
+    );
+    assert.deepEqual(seen, ['c', 'd', 'e', 'f']);
+    assert.ok(most > 1, `entries ran at once (at most ${most})`);
+    assert.equal(r2.committed, 4);
+    assert.deepEqual(r2.position, { sequence: 2, index: 0 });
+    await consumer.close();
+  });
+
+  test('wait: true waits for new entries until the signal aborts', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a']]);
+    const clock = new ManualClock();
+    const consumer = await open(store, { clock });
+    const controller = new AbortController();
+    const seen: string[] = [];
+    const running = consumer.process(
+      (e) => {
+        seen.push(dec.decode(e.data));
+        if (seen.length === 2) controller.abort();
+        return 'commit';
+      },
+      { wait: true, pollIntervalMs: 500, signal: controller.signal },
+    );
+    await until(() => seen.length === 1 && clock.pendingTimers > 0);
+    await produce(store, [['b']]);
+    await clock.advance(500);
+    const result = await running;
+    assert.deepEqual(seen, ['a', 'b']);
+    assert.equal(result.reason, 'aborted');
+    assert.equal(result.committed, 2);
+    await consumer.close();
+  });
+
+  test('at-least-once records the position every commitEveryEntries entries: a crash repeats at most that many', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c', 'd', 'e', 'f', 'g']]);
+    const first = await open(store);
+    const seen: string[] = [];
+    await assert.rejects(
+      first.process(
+        (e) => {
+          seen.push(dec.decode(e.data));
+          if (e.index === 5) {
+            void first.destroy(new Error('crash'));
+            return new Promise<ProcessOutcome>(() => undefined);
+          }
+          return 'commit';
+        },
+        { delivery: 'at-least-once', commitEveryEntries: 3, commitIntervalMs: 60_000 },
+      ),
+      /crash/,
+    );
+    assert.deepEqual(seen, ['a', 'b', 'c', 'd', 'e', 'f']);
+    const second = await open(store);
+    // a-c were recorded; d and e were finished but not recorded: they come again.
+    assert.deepEqual(second.position, { sequence: 0, index: 3 });
+    const again = recorder();
+    await second.process(again.handler, { delivery: 'at-least-once' });
+    assert.deepEqual(again.seen, ['d', 'e', 'f', 'g']);
+    await second.close();
+  });
+
+  test('a fenced consumer stops processing with FencedError; the new holder resumes where it was recorded', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c']]);
+    const old = await open(store);
+    let newer: Consumer | undefined;
+    const seen: string[] = [];
+    await assert.rejects(
+      old.process(async (e) => {
+        seen.push(dec.decode(e.data));
+        if (e.index === 1) newer = await open(store);
+        return 'commit' as const;
+      }),
+      FencedError,
+    );
+    assert.deepEqual(seen, ['a', 'b']);
+    const rest = recorder();
+    await (newer as Consumer).process(rest.handler);
+    // a was recorded before b was handed out; b's commit was refused: it comes again.
+    assert.deepEqual(rest.seen, ['b', 'c']);
+    await (newer as Consumer).close();
+    await old.destroy();
+  });
+
+  test('on a v1 queue positions are whole batches: a crash inside a batch repeats its finished entries', async () => {
+    const store = await v1Store();
+    await produce(store, [['a', 'b', 'c'], ['d']]);
+    const first = await open(store);
+    await assert.rejects(
+      first.process((e) => {
+        if (e.index === 2) {
+          void first.destroy(new Error('crash'));
+          return new Promise<ProcessOutcome>(() => undefined);
+        }
+        return 'commit';
+      }),
+      /crash/,
+    );
+    const second = await open(store);
+    const again = recorder();
+    await second.process(again.handler);
+    assert.deepEqual(again.seen, ['a', 'b', 'c', 'd']);
+    await second.close();
+  });
+
+  test('bad options and outcomes are InvalidArgumentErrors saying what was expected', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a']]);
+    const consumer = await open(store, { subscription: 'named' });
+    const same = new Producer({ store });
+    const cases: [Parameters<Consumer['process']>[1], RegExp][] = [
+      [{ concurrency: 0 }, /concurrency must be an integer from 1/],
+      [{ retry: { maxAttempts: 0 } }, /retry.maxAttempts must be an integer from 1/],
+      [{ onExhausted: 'dead-letter' }, /needs deadLetter, the Producer of another queue/],
+      [{ onExhausted: 'dead-letter', deadLetter: same }, /dead letters must go to another queue/],
+      [{ deadLetter: same }, /set onExhausted: 'dead-letter'/],
+      [{ delivery: 'global-exactly-once' }, /reads subscription "named"/],
+      [{ delivery: 'twice' as never }, /delivery must be 'exactly-once'/],
+      [{ limt: 1 } as never, /unknown option "limt"/],
+    ];
+    for (const [options, message] of cases) {
+      await assert.rejects(
+        consumer.process(() => 'commit', options),
+        (e: unknown) => {
+          assert.ok(e instanceof InvalidArgumentError);
+          assert.match(e.message, message);
+          return true;
+        },
+      );
+    }
+    await assert.rejects(
+      consumer.process(() => 'done' as never),
+      /must resolve to 'commit', 'retry', 'skip' or 'stop', got "done" for entry 0:0/,
+    );
+    // Nothing was committed by the refused calls.
+    assert.deepEqual(consumer.position, { sequence: 0, index: 0 });
+    await same.close();
+    await consumer.close();
+  });
+});
+
+/** Waits (by turns of the event loop, never by time) until `condition` holds. */
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 10_000; i++) {
+    if (condition()) return;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error('condition never held');
+}
