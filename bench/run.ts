@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i] [-- --backends memory,file,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j] [-- --backends memory,file,s3]`
  *
  * Spillway against the physical limits of this machine, measured in the same
  * run. Prints a table and writes JSON to bench/results/. A row with a target
@@ -19,6 +19,7 @@ import { appendCost, LOG_APPENDS, type AppendCost } from './manifest-growth.ts';
 import { oneCaller } from './one-caller.ts';
 import { openLoop } from './open-loop.ts';
 import { ProducerProcesses } from './producer-processes.ts';
+import { processBacklog, processCost } from './process.ts';
 import { requestsPerGb } from './requests.ts';
 import { stalledMemory } from './stalled-memory.ts';
 import { round } from './stats.ts';
@@ -26,7 +27,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -432,6 +433,38 @@ try {
           bytesWrittenPerEntry: round(r.perEntry.bytesPut),
         },
       });
+    }
+  }
+  if (only.has('j')) {
+    // Each style reads the same backlog through its own subscription.
+    const entries = quick ? 1000 : 4000;
+    for (const backend of backends.filter((b) => b !== 'memory')) {
+      const s = await freshStore(backend);
+      await processBacklog(s.store, entries);
+      const styles = [
+        ['exactly-once', 1, 0],
+        ['exactly-once', 1, 2],
+        ['exactly-once', 8, 2],
+        ['at-least-once', 1, 0],
+        ['at-least-once', 1, 2],
+        ['at-least-once', 8, 2],
+      ] as const;
+      for (const [i, [delivery, concurrency, handlerMs]] of styles.entries()) {
+        const r = await processCost(s.store, `bench-${i}`, delivery, concurrency, handlerMs);
+        add({
+          case: 'j process',
+          backend,
+          params: `${delivery}, ${handlerMs > 0 ? `${handlerMs} ms handler` : 'no-op handler'}, concurrency ${concurrency}, 1 KiB entries in batches of 100`,
+          value: r.entriesPerSecond,
+          unit: 'entries/s',
+          extra: {
+            requestsPerEntry: round(r.requestsPerEntry, 3),
+            putsPerEntry: round(r.putsPerEntry, 3),
+            getsPerEntry: round(r.getsPerEntry, 3),
+          },
+        });
+      }
+      await s.dispose();
     }
   }
 } finally {

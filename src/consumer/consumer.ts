@@ -58,6 +58,21 @@ export interface ConsumerOptions extends QueueSelector {
   startAt?: StartAt;
   /** This consumer's id, written in its subscription's cursor. @default a random UUID */
   instanceId?: string;
+  /**
+   * Read the subscription without taking it over (log layout only): nobody
+   * is fenced, several shared readers may read it at once, each records its
+   * own progress in the cursor, and the subscription's position is the
+   * lowest progress of its readers, so it never passes an entry one of them
+   * has not finished. Each reader reads every entry from that position: the
+   * style for at-least-once processing (`process({ delivery:
+   * 'at-least-once' })`), where duplicates are accepted. A reader that
+   * records nothing for `sharedReaderTimeoutMs` no longer holds the position
+   * back. A consumer that takes the subscription over (not shared) fences
+   * every shared reader. @default false
+   */
+  shared?: boolean;
+  /** See `shared`: how long a silent shared reader holds the position back, in ms. @default 600000 (10 minutes) */
+  sharedReaderTimeoutMs?: number;
   /** Resume after this sequence: batches at or below it count as acknowledged. */
   lastAckedSequence?: number;
   /** Acks that trigger one manifest dequeue. @default 100 */
@@ -128,6 +143,8 @@ const CONSUMER_SPECS: OptionSpecs<ConsumerOptions> = {
     expected: '1-100 letters, digits, ".", "_" or "-", not starting with "."',
   },
   startAt: { kind: 'any' },
+  shared: { kind: 'boolean' },
+  sharedReaderTimeoutMs: { kind: 'int', min: 1000, max: 2_147_483_647 },
   instanceId: {
     kind: 'string',
     pattern: /^[\x20-\x7e]{1,200}$/,
@@ -211,6 +228,8 @@ export class Consumer {
   private processor: EntryProcessor | undefined;
   /** The subscription read (the default one on a v1 queue). */
   private readonly subscription: string;
+  /** Whether this consumer reads its subscription as a shared reader. */
+  private readonly shared: boolean;
 
   private constructor(
     o: ConsumerOptions & ConsumerSettings,
@@ -220,6 +239,7 @@ export class Consumer {
   ) {
     this.o = o;
     this.subscription = o.subscription ?? DEFAULT_SUBSCRIPTION;
+    this.shared = o.shared === true;
     this.reader = reader;
     this.queue = queue;
     this.ownsQueue = owned;
@@ -267,6 +287,11 @@ export class Consumer {
       const logger = o.logger ?? silentLogger;
       const clock = o.clock ?? systemClock;
       const instanceId = o.instanceId ?? randomUUID();
+      if (layout === 'v1' && o.shared) {
+        throw new InvalidArgumentError(
+          `the queue at "${queue.manifestPath}" has the v1 layout, which has exactly one consumer: shared readers need the log layout`,
+        );
+      }
       const reader: LayoutReader =
         layout === 'v1'
           ? await ManifestReader.open(
@@ -292,6 +317,10 @@ export class Consumer {
                 metrics,
                 logger,
                 fenceCheckMs: o.ackIntervalMs,
+                ...(o.shared ? { shared: true } : {}),
+                ...(o.sharedReaderTimeoutMs !== undefined
+                  ? { sharedReaderTimeoutMs: o.sharedReaderTimeoutMs }
+                  : {}),
               },
               o.signal,
             );
@@ -482,8 +511,10 @@ export class Consumer {
       queueDescription: this.queue.description,
       subscription,
       onDefaultSubscription: subscription === DEFAULT_SUBSCRIPTION,
+      shared: this.shared,
       sameQueue: (producer: Producer) => sameQueue(producer.queue, this.queue),
       stopped: this.inFlight.signal,
+      doneBefore: this.reader.doneBefore,
     };
   }
 
@@ -682,6 +713,10 @@ export class Consumer {
       }
       await this.gcRun;
       if (this.destroyed) return;
+      // A shared reader leaves its subscription, so that it no longer holds it back.
+      if (!this.fencedError && errors.length === 0 && this.reader.release) {
+        await this.reader.release(this.inFlight.signal).catch((e: unknown) => errors.push(e));
+      }
       this.releaseAhead();
       await this.gc.close();
       if (this.ownsQueue) await this.queue.close().catch((e: unknown) => errors.push(e));

@@ -14,7 +14,12 @@ import {
   PreconditionFailedError,
 } from '../errors.ts';
 import { commitEnd, parseInlineLocation, type Commit } from '../format/log-commit.ts';
-import type { Cursor } from '../format/log-objects.ts';
+import {
+  MAX_SHARED_READERS,
+  type Cursor,
+  type Position,
+  type SharedReader,
+} from '../format/log-objects.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { describeEntry, fetchBatchObject, type BatchDescriptor } from '../queue/batch-fetch.ts';
@@ -63,6 +68,14 @@ export interface LayoutReader {
    */
   commitPosition?(sequence: number, index: number, signal: AbortSignal): Promise<void>;
   /**
+   * Entries before this position were finished by some reader of the
+   * subscription before this one opened (shared readers): handing them out
+   * again is a redelivery. Equal to where this reader starts otherwise.
+   */
+  readonly doneBefore: Position;
+  /** Ends this reader's part in its subscription (a shared reader leaves the cursor). */
+  release?(signal: AbortSignal): Promise<void>;
+  /**
    * Records, when the layout keeps such records, that a loss found by a fetch
    * is being reported to the application (so that it is not reported again).
    */
@@ -73,6 +86,9 @@ export interface LayoutReader {
 export class ManifestReader implements LayoutReader {
   /** v1 records whole batches: reading always starts at a batch's first entry. */
   readonly startIndex = 0;
+  get doneBefore(): Position {
+    return { sequence: 0, index: 0 };
+  }
   private constructor(
     readonly epoch: number,
     private readonly queue: Queue,
@@ -127,6 +143,10 @@ export interface LogReaderOptions {
   logger: Logger;
   /** Longest time between checks of the cursor's epoch while reading, in ms. */
   fenceCheckMs: number;
+  /** Read without taking the subscription over (see `ConsumerOptions.shared`). */
+  shared?: boolean;
+  /** How long a silent shared reader holds the position back, in ms. */
+  sharedReaderTimeoutMs?: number;
 }
 
 /** Commits read at once after one that holds batches to read (a backlog). */
@@ -148,7 +168,10 @@ export class LogReader implements LayoutReader {
   private losses: Promise<void> = Promise.resolve();
   /** When an idle read last looked at the boundary (monotonic ms). */
   private boundaryCheckedAt = -Infinity;
-  readonly startIndex: number;
+  startIndex: number;
+  /** A shared reader's own position (the first entry it has not finished); the cursor's next otherwise. */
+  private mine: Position;
+  readonly doneBefore: Position;
 
   private constructor(
     private readonly log: LogQueue,
@@ -157,16 +180,21 @@ export class LogReader implements LayoutReader {
   ) {
     this.cursor = cursor;
     this.commit = cursor.value.commit;
-    this.startIndex = cursor.value.next.index;
+    this.mine = (o.shared && cursor.value.readers?.[o.holder]?.next) || cursor.value.next;
+    this.startIndex = this.mine.index;
+    // Entries below the furthest progress any reader recorded were finished before.
+    let done = this.mine;
+    for (const r of Object.values(cursor.value.readers ?? {})) done = later(done, r.next);
+    this.doneBefore = done;
   }
 
   get epoch(): number {
     return this.cursor.value.epoch;
   }
 
-  /** The subscription's position: the first sequence not acknowledged. */
+  /** Where this reader is: the first sequence it has not acknowledged. */
   get nextSequence(): number {
-    return this.cursor.value.next.sequence;
+    return this.mine.sequence;
   }
 
   /**
@@ -181,6 +209,7 @@ export class LogReader implements LayoutReader {
   ): Promise<LogReader> {
     await log.ensureCreated(signal);
     let current = await log.createCursor(o.subscription, o.startAt, signal);
+    if (o.shared) return LogReader.join(log, o, current, signal);
     for (let attempt = 1; ; attempt++) {
       const c = current.value;
       const ahead = o.lastAckedSequence !== undefined && o.lastAckedSequence + 1 > c.next.sequence;
@@ -194,6 +223,8 @@ export class LogReader implements LayoutReader {
         commit,
         updatedAtMs: o.clock.now(),
         holder: o.holder,
+        // Taking the subscription over fences its shared readers too: they leave it.
+        readers: undefined,
       };
       try {
         const version = await log.writeCursor(next, current.version, signal);
@@ -215,7 +246,7 @@ export class LogReader implements LayoutReader {
 
   async read(after: number, signal: AbortSignal): Promise<BatchDescriptor[]> {
     const out: BatchDescriptor[] = [];
-    const from = Math.max(after + 1, this.cursor.value.next.sequence);
+    const from = Math.max(after + 1, this.mine.sequence);
     // Every read checks that the subscription is still this consumer's (a fenced
     // consumer reads nothing), alongside its first commit read.
     const [first] = await Promise.all([
@@ -366,7 +397,7 @@ export class LogReader implements LayoutReader {
   async acknowledge(through: number, signal: AbortSignal): Promise<undefined> {
     const next = { sequence: through + 1, index: 0 };
     const commit = this.commitOf.get(through) ?? this.cursor.value.commit;
-    if (through + 1 <= this.cursor.value.next.sequence) return undefined;
+    if (through + 1 <= this.mine.sequence) return undefined;
     // (a position inside batch `through` is below `through + 1`: the ack moves past it)
     await this.writeCursor({ next, commit }, signal);
     for (const seq of this.commitOf.keys()) if (seq <= through) this.commitOf.delete(seq);
@@ -382,8 +413,94 @@ export class LogReader implements LayoutReader {
     for (const seq of this.commitOf.keys()) if (seq < sequence) this.commitOf.delete(seq);
   }
 
+  /**
+   * Joins a subscription as a shared reader: adds this reader to the
+   * cursor's readers at the subscription's position (or `lastAckedSequence`
+   * + 1 when further on), without raising the epoch.
+   */
+  private static async join(
+    log: LogQueue,
+    o: LogReaderOptions,
+    current: Versioned<Cursor>,
+    signal: AbortSignal | undefined,
+  ): Promise<LogReader> {
+    const c = current.value;
+    // A reader that rejoins under its instance id resumes at its own position.
+    const from = c.readers?.[o.holder]?.next ?? c.next;
+    const ahead = o.lastAckedSequence !== undefined && o.lastAckedSequence + 1 > from.sequence;
+    const start = ahead ? { sequence: (o.lastAckedSequence as number) + 1, index: 0 } : from;
+    if (ahead) await resumeCommit(log, start.sequence, c.commit, signal);
+    const reader = new LogReader(log, current, o);
+    reader.mine = start;
+    reader.startIndex = start.index;
+    await reader.writeShared(start, {}, signal ?? new AbortController().signal);
+    return reader;
+  }
+
+  /**
+   * A shared reader's write: its own position (never moving back), or its
+   * leaving (`undefined`), merged into the cursor as stored; readers silent
+   * for longer than the timeout are dropped; the cursor's `next` becomes the
+   * lowest position of the readers (never moving back).
+   */
+  private async writeShared(
+    mine: Position | undefined,
+    change: Partial<Cursor>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const timeoutMs = this.o.sharedReaderTimeoutMs ?? 600_000;
+    for (;;) {
+      const stored = this.cursor.value;
+      const now = this.o.clock.now();
+      const readers: Record<string, SharedReader> = Object.fromEntries(
+        Object.entries(stored.readers ?? {}).filter(
+          ([id, r]) => id === this.o.holder || now - r.updatedAtMs <= timeoutMs,
+        ),
+      );
+      const own = readers[this.o.holder]?.next;
+      if (mine) {
+        this.mine = own ? later(own, mine) : mine;
+        readers[this.o.holder] = { next: this.mine, updatedAtMs: now };
+      } else {
+        delete readers[this.o.holder];
+      }
+      if (Object.keys(readers).length > MAX_SHARED_READERS) {
+        throw new InvalidArgumentError(
+          `subscription "${this.o.subscription}": more than ${MAX_SHARED_READERS} shared readers at once`,
+        );
+      }
+      let low: Position | undefined;
+      for (const r of Object.values(readers)) low = low ? earlier(low, r.next) : r.next;
+      const next = later(stored.next, low ?? this.mine);
+      const commit =
+        next.sequence === this.mine.sequence
+          ? (this.commitOf.get(next.sequence) ?? stored.commit)
+          : stored.commit;
+      const value: Cursor = { ...stored, ...change, next, commit, readers, updatedAtMs: now };
+      try {
+        const version = await this.log.writeCursor(value, this.cursor.version, signal);
+        this.cursor = { value, version };
+        return;
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+        // Another reader wrote meanwhile (or our answer was lost): merge into what is there.
+        this.cursor = await this.checkHolder(signal);
+      }
+    }
+  }
+
+  async release(signal: AbortSignal): Promise<void> {
+    if (!this.o.shared) return;
+    await this.writeShared(undefined, {}, signal);
+  }
+
   /** Writes the cursor as its holder; a newer epoch (or a deleted subscription) fences. */
   private async writeCursor(change: Partial<Cursor>, signal: AbortSignal): Promise<void> {
+    if (this.o.shared) {
+      const { next, ...rest } = change;
+      delete rest.commit;
+      return this.writeShared(next ?? this.mine, rest, signal);
+    }
     for (;;) {
       const next: Cursor = { ...this.cursor.value, ...change, updatedAtMs: this.o.clock.now() };
       // A holder's writes only ever move the cursor forward (acks and losses may race).
@@ -398,6 +515,7 @@ export class LogReader implements LayoutReader {
       try {
         const version = await this.log.writeCursor(next, this.cursor.version, signal);
         this.cursor = { value: next, version };
+        this.mine = next.next;
         return;
       } catch (e) {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
@@ -417,7 +535,10 @@ export class LogReader implements LayoutReader {
       );
     }
     const mine = this.cursor.value;
-    if (stored.value.createdAtMs !== mine.createdAtMs || stored.value.holder !== mine.holder) {
+    if (
+      stored.value.createdAtMs !== mine.createdAtMs ||
+      (!this.o.shared && stored.value.holder !== mine.holder)
+    ) {
       // Deleted and created again (its epochs start over): another subscription now.
       throw new FencedError(
         `subscription "${this.o.subscription}" was deleted and created again (now held by "${stored.value.holder}"); this consumer can no longer read or acknowledge`,
@@ -466,4 +587,14 @@ function lossError(subscription: string, first: number, last: number, next: numb
     last,
     `subscription "${subscription}": sequences ${first} to ${last} were deleted before this subscription read them (retention expired them, or a collection ran while the subscription was created or reset); reading continues at ${next}`,
   );
+}
+
+/** The later of two positions. */
+function later(a: Position, b: Position): Position {
+  return a.sequence > b.sequence || (a.sequence === b.sequence && a.index >= b.index) ? a : b;
+}
+
+/** The earlier of two positions. */
+function earlier(a: Position, b: Position): Position {
+  return later(a, b) === a && (a.sequence !== b.sequence || a.index !== b.index) ? b : a;
 }

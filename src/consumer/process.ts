@@ -111,6 +111,14 @@ export interface ProcessResult {
   /** Attempts that failed and were tried again. */
   retried: number;
   deadLettered: number;
+  /**
+   * Entries handed out that a reader of the subscription had recorded as
+   * finished before this consumer opened (shared readers, at-least-once):
+   * known duplicates. Entries finished after the last record of a reader
+   * that crashed come again too, and are not counted: at most
+   * `commitEveryEntries` (or `commitIntervalMs` worth) per crash.
+   */
+  redelivered: number;
   reason: ProcessEndReason;
   /** The first entry not finished: where processing resumes. */
   position: { sequence: number; index: number };
@@ -134,12 +142,16 @@ export interface ProcessHost {
   /** Names the queue and subscription in dead letters and messages. */
   readonly queueDescription: string;
   readonly subscription: string;
+  /** Whether the host is a shared reader (not fenced): at-least-once only. */
+  readonly shared: boolean;
   /** Whether the host reads the queue's default subscription (or a v1 queue). */
   readonly onDefaultSubscription: boolean;
   /** Whether `producer` writes to the host's own queue. */
   sameQueue(producer: Producer): boolean;
   /** Aborts when the host is destroyed: processing ends at once with its reason. */
   readonly stopped: AbortSignal;
+  /** Entries before this position were finished before (by another shared reader): handing them out is a redelivery. */
+  readonly doneBefore: { sequence: number; index: number };
 }
 
 /** One entry handed out (or to be). */
@@ -188,7 +200,7 @@ export class EntryProcessor {
 
   private async loop(handler: ProcessHandler, o: Settings): Promise<ProcessResult> {
     const h = this.host;
-    const counts = { committed: 0, skipped: 0, retried: 0, deadLettered: 0 };
+    const counts = { committed: 0, skipped: 0, retried: 0, deadLettered: 0, redelivered: 0 };
     const exactlyOnce = o.delivery !== 'at-least-once';
     /** Handed out, in order, not yet recorded. */
     const window: EntryRef[] = [];
@@ -288,6 +300,15 @@ export class EntryProcessor {
           continue;
         }
         window.push(ref);
+        const d = h.doneBefore;
+        if (
+          ref.length > 0 &&
+          (ref.batch.sequence < d.sequence ||
+            (ref.batch.sequence === d.sequence && ref.index < d.index))
+        ) {
+          counts.redelivered++;
+          h.metrics.increment('buffer.process_redelivered', 1, { subscription: h.subscription });
+        }
         if (ref.length === 0) {
           // An empty batch: nothing to hand out, finished as it is, in its place.
           ref.done = true;
@@ -571,6 +592,11 @@ function settings(options: ProcessOptions, host: ProcessHost): Settings {
   } else if (s.deadLetter !== undefined) {
     throw new InvalidArgumentError(
       `process(): deadLetter is given but onExhausted is '${s.onExhausted}'; set onExhausted: 'dead-letter'`,
+    );
+  }
+  if (host.shared && s.delivery !== 'at-least-once') {
+    throw new InvalidArgumentError(
+      `process(): delivery '${s.delivery}' needs a consumer that holds its subscription, but this one was opened with shared: true (nobody is fenced); use delivery 'at-least-once', or open without shared`,
     );
   }
   if (s.delivery === 'global-exactly-once' && !host.onDefaultSubscription) {

@@ -43,7 +43,22 @@ export interface Cursor {
   holder: string;
   /** The last range retention took from under this subscription, once reported. */
   lastLoss?: { firstSequence: number; lastSequence: number; reportedAtMs: number };
+  /**
+   * Shared readers (consumers opened with `shared`), by instance id: each
+   * one's own position (the first entry it has not finished) and when it
+   * wrote it, by its clock. `next` is the lowest of them (never moving back).
+   */
+  readers?: Record<string, SharedReader>;
 }
+
+/** A shared reader's progress in a cursor. */
+export interface SharedReader {
+  next: Position;
+  updatedAtMs: number;
+}
+
+/** Most shared readers one cursor holds. */
+export const MAX_SHARED_READERS = 256;
 
 /** `{root}/boundary`: everything below it may already be deleted; it only moves up. */
 export interface Boundary {
@@ -176,6 +191,19 @@ export function encodeCursor(c: Cursor): Uint8Array {
     updatedAtMs: c.updatedAtMs,
     holder: c.holder,
     ...(c.lastLoss ? { lastLoss: c.lastLoss } : {}),
+    ...(c.readers && Object.keys(c.readers).length > 0
+      ? {
+          readers: Object.fromEntries(
+            Object.entries(c.readers).map(([id, r]) => [
+              id,
+              {
+                next: { sequence: r.next.sequence, index: r.next.index },
+                updatedAtMs: r.updatedAtMs,
+              },
+            ]),
+          ),
+        }
+      : {}),
   });
 }
 
@@ -202,6 +230,37 @@ export function decodeCursor(bytes: Uint8Array, what: string): Cursor {
       lastSequence: int(l, 'lastSequence', `${what} lastLoss`),
       reportedAtMs: int(l, 'reportedAtMs', `${what} lastLoss`),
     };
+  }
+  if (o.readers !== undefined) {
+    const readers = obj(o, 'readers', what);
+    const ids = Object.keys(readers);
+    if (ids.length > MAX_SHARED_READERS) {
+      throw new CorruptDataError(
+        `${what}: readers holds ${ids.length} shared readers, more than ${MAX_SHARED_READERS}`,
+        what,
+      );
+    }
+    // Built with fromEntries: an id such as "__proto__" stays a plain key.
+    cursor.readers = Object.fromEntries(
+      ids.map((id): [string, SharedReader] => {
+        const at = `${what} reader ${JSON.stringify(id)}`;
+        if (!/^[\x20-\x7e]{1,200}$/.test(id)) {
+          throw new CorruptDataError(`${at}: an id must be 1-200 printable ASCII characters`, what);
+        }
+        const r = obj(readers, id, `${what} readers`);
+        const n = obj(r, 'next', at);
+        return [
+          id,
+          {
+            next: {
+              sequence: int(n, 'sequence', `${at} next`),
+              index: int(n, 'index', `${at} next`),
+            },
+            updatedAtMs: int(r, 'updatedAtMs', at),
+          },
+        ];
+      }),
+    );
   }
   return cursor;
 }

@@ -32,6 +32,8 @@ export interface SubscriptionInfo {
   updatedAtMs: number;
   /** The last range retention took from under it, once reported. */
   lastLoss: Cursor['lastLoss'] | null;
+  /** Shared readers recorded in the cursor (see `ConsumerOptions.shared`), by instance id: each one's position and last write. */
+  sharedReaders: NonNullable<Cursor['readers']>;
 }
 
 /** Bytes and records of the log before a commit: its running totals less its own batches. */
@@ -85,6 +87,7 @@ export async function subscriptionInfos(
       createdAtMs: cursor.createdAtMs,
       updatedAtMs: cursor.updatedAtMs,
       lastLoss: cursor.lastLoss ?? null,
+      sharedReaders: cursor.readers ?? {},
     };
     const holding = await commitHolding(log, cursor.next.sequence, cursor.commit, head, signal);
     if (holding) {

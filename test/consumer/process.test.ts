@@ -85,6 +85,7 @@ describe('process()', () => {
       skipped: 0,
       retried: 0,
       deadLettered: 0,
+      redelivered: 0,
       reason: 'end',
       position: { sequence: 3, index: 0 },
     });
@@ -181,7 +182,15 @@ describe('process()', () => {
     assert.deepEqual(seen, ['a', 'poison', 'poison', 'poison', 'poison', 'c']);
     assert.deepEqual(
       { ...result, position: undefined },
-      { committed: 2, skipped: 0, retried: 3, deadLettered: 1, reason: 'end', position: undefined },
+      {
+        committed: 2,
+        skipped: 0,
+        retried: 3,
+        deadLettered: 1,
+        redelivered: 0,
+        reason: 'end',
+        position: undefined,
+      },
     );
     await dlq.close();
     await consumer.close();
