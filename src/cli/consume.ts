@@ -4,10 +4,11 @@ import { sleep } from '../clock.ts';
 import { Consumer } from '../consumer/consumer.ts';
 import { InvalidArgumentError } from '../errors.ts';
 import { DEFAULT_SUBSCRIPTION } from '../internal.ts';
+import { Producer } from '../producer/producer.ts';
 import type { StartAt } from '../queue/log-queue.ts';
-import type { Batch, Layout, Queue } from '../queue/queue.ts';
+import { QUEUE_DEFAULTS, type Batch, type Layout, type Queue } from '../queue/queue.ts';
+import { redactUrl } from '../redact.ts';
 import {
-  asText,
   CliError,
   checkQueueToWrite,
   existingLayout,
@@ -17,6 +18,7 @@ import {
   MAX_TIMER_MS,
   openCliQueue,
   parseStartAt,
+  plural,
   queueOptions,
   START_AT_FORMS,
   subscriptionName,
@@ -24,11 +26,18 @@ import {
   v1Cannot,
   type QueueOptions,
 } from './common.ts';
+import {
+  consumeEntries,
+  endText,
+  summaryLine,
+  type EntryRun,
+  type EntryTally,
+} from './consume-entries.ts';
+import { renderBatch, writeBytes, type OutputFormat } from './entry-output.ts';
+import { EXIT_RETRY } from './exec-entry.ts';
 import { PipeReaders } from './pipe-reader.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
 import { StopSignals } from './stop-signals.ts';
-
-type OutputFormat = 'lines' | 'ndjson' | 'frames';
 
 interface ConsumeOptions extends QueueOptions {
   format: OutputFormat;
@@ -39,6 +48,15 @@ interface ConsumeOptions extends QueueOptions {
   pollIntervalMs: number;
   subscription?: string;
   startAt?: StartAt;
+  limit?: number;
+  exec?: string;
+  atLeastOnce?: boolean;
+  commitEvery?: number;
+  commitIntervalMs?: number;
+  maxAttempts?: number;
+  retryDelayMs?: number;
+  onExhausted?: 'stop' | 'skip' | 'dead-letter';
+  deadLetter?: string;
 }
 
 /** Who this consumer is, as a subscription's holder shows it: the command, host and process. */
@@ -54,78 +72,77 @@ const ACK_INTERVAL_MS = 1000;
 /** Batches written that trigger an acknowledgement at once. */
 const ACK_EVERY_BATCHES = 100;
 
-/**
- * The bytes a batch prints as. `lines`: each entry's bytes unchanged and a
- * `\n`; an entry holding `\n` (or ending in `\r`, which reading it back as a
- * line would drop) cannot be a line, and the whole batch is refused before
- * any of it is written. `frames`: each entry as a u32 little-endian length
- * and its bytes, which round-trips anything. `ndjson`: one JSON object per
- * entry with its position and ingestion time.
- */
-export function renderBatch(
-  batch: Pick<Batch, 'sequence' | 'entries' | 'metadata'>,
-  format: OutputFormat,
-): Buffer {
-  if (format === 'lines') {
-    let size = 0;
-    batch.entries.forEach((e, index) => {
-      if (e.includes(0x0a) || e[e.byteLength - 1] === 0x0d) {
-        throw new CliError(
-          `entry ${index} of batch ${batch.sequence} contains a line break ("\\n", or a "\\r" at its end), so it cannot be written as one line; nothing of this batch was written or acknowledged: use --format ndjson or --format frames`,
-        );
-      }
-      size += e.byteLength + 1;
-    });
-    const out = Buffer.allocUnsafe(size);
-    let at = 0;
-    for (const e of batch.entries) {
-      out.set(e, at);
-      at += e.byteLength;
-      out[at++] = 0x0a;
-    }
-    return out;
-  }
-  if (format === 'frames') {
-    let size = 0;
-    for (const e of batch.entries) size += 4 + e.byteLength;
-    const out = Buffer.allocUnsafe(size);
-    let at = 0;
-    for (const e of batch.entries) {
-      out.writeUInt32LE(e.byteLength, at);
-      out.set(e, at + 4);
-      at += 4 + e.byteLength;
-    }
-    return out;
-  }
-  let item = 0;
-  return Buffer.from(
-    batch.entries
-      .map((e, index) => {
-        while (
-          item + 1 < batch.metadata.length &&
-          (batch.metadata[item + 1]?.startIndex ?? Infinity) <= index
-        )
-          item++;
-        const text = asText(e);
-        return `${JSON.stringify({
-          sequence: batch.sequence,
-          index,
-          ingestion_time_ms: batch.metadata[item]?.ingestionTimeMs ?? null,
-          ...(text !== undefined
-            ? { data: text }
-            : { data_base64: Buffer.from(e).toString('base64') }),
-        })}\n`;
-      })
-      .join(''),
-  );
+/** Defaults of the options of consuming entry by entry. */
+const ENTRY_DEFAULTS = Object.freeze({
+  commitEvery: 100,
+  commitIntervalMs: 1000,
+  maxAttempts: 3,
+  retryDelayMs: 1000,
+});
+/** Largest count the entry options take (entries, attempts). */
+const MAX_COUNT = 2_147_483_647;
+
+/** Whether the command consumes entry by entry (through `Consumer.process()`). */
+function byEntry(o: ConsumeOptions): boolean {
+  return o.limit !== undefined || o.exec !== undefined || o.atLeastOnce === true;
 }
 
-/** Writes bytes to stdout; resolves once handed to the OS, rejects on a closed pipe. */
-function writeBytes(bytes: Buffer): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (bytes.byteLength === 0) resolve();
-    else process.stdout.write(bytes, (e) => (e ? reject(e) : resolve()));
-  });
+/**
+ * Refuses, before anything is read, options that do not go together: what
+ * only `--exec` or `--at-least-once` use, given without it; what `--peek`
+ * cannot do; a dead-letter choice without its queue, or the other way round.
+ */
+function checkEntryOptions(o: ConsumeOptions, command: Command): void {
+  const given = (name: string): boolean => command.getOptionValueSource(name) === 'cli';
+  const withOnly = (option: string, needs: string): UsageError =>
+    new UsageError(`${option} applies only with ${needs}`);
+  if (!o.atLeastOnce) {
+    if (given('commitEvery')) throw withOnly('--commit-every', '--at-least-once');
+    if (given('commitIntervalMs')) throw withOnly('--commit-interval-ms', '--at-least-once');
+  }
+  if (o.exec === undefined) {
+    for (const [key, option] of [
+      ['maxAttempts', '--max-attempts'],
+      ['retryDelayMs', '--retry-delay-ms'],
+      ['onExhausted', '--on-exhausted'],
+      ['deadLetter', '--dead-letter'],
+    ] as const) {
+      if (given(key)) throw withOnly(option, '--exec (what is printed on stdout is never retried)');
+    }
+  } else {
+    if (o.exec.trim() === '') {
+      throw new UsageError('--exec expects a shell command, got an empty one');
+    }
+    if (given('format') || given('json')) {
+      throw new UsageError(
+        `--${given('json') ? 'json' : 'format'} and --exec: the command gets each entry's bytes unchanged on its stdin, and nothing is printed; leave out the format`,
+      );
+    }
+  }
+  if (o.peek) {
+    if (o.exec !== undefined) {
+      throw new UsageError('--peek and --exec: --peek acknowledges nothing; leave out one of them');
+    }
+    if (o.atLeastOnce) {
+      throw new UsageError(
+        '--peek and --at-least-once: --peek acknowledges nothing; leave out one of them',
+      );
+    }
+  }
+  if (o.onExhausted === 'dead-letter' && o.deadLetter === undefined) {
+    throw new UsageError(
+      '--on-exhausted dead-letter needs --dead-letter URL, the queue to write to',
+    );
+  }
+  if (
+    o.deadLetter !== undefined &&
+    o.onExhausted !== undefined &&
+    o.onExhausted !== 'dead-letter'
+  ) {
+    throw new UsageError(
+      `--dead-letter and --on-exhausted ${o.onExhausted}: entries that run out of attempts go to the dead-letter queue; leave out one of them`,
+    );
+  }
 }
 
 /** Refuses a start beyond the end of the queue: it would skip what is appended meanwhile. */
@@ -158,13 +175,17 @@ async function logPeekStart(queue: Queue, o: ConsumeOptions): Promise<number | u
   return (await log.readCursor(o.subscription ?? DEFAULT_SUBSCRIPTION))?.value.next.sequence;
 }
 
-/** Prints batches without acknowledging them, and without fencing the queue's consumer. */
+/**
+ * Prints batches without acknowledging them, and without fencing the queue's
+ * consumer; with `--limit`, at most that many entries.
+ */
 async function peek(
   queue: Queue,
   o: ConsumeOptions,
   signal: AbortSignal,
-  count: (b: Batch) => void,
+  count: (b: Pick<Batch, 'entries'>) => void,
 ): Promise<void> {
+  let left = o.limit ?? Infinity;
   try {
     for await (const batch of queue.peek({
       ...(o.fromSequence !== undefined ? { fromSequence: o.fromSequence } : {}),
@@ -172,8 +193,12 @@ async function peek(
       pollIntervalMs: o.pollIntervalMs,
       signal,
     })) {
-      await writeBytes(renderBatch(batch, o.format));
-      count(batch);
+      const shown =
+        batch.entries.length > left ? { ...batch, entries: batch.entries.slice(0, left) } : batch;
+      await writeBytes(renderBatch(shown, o.format));
+      count(shown);
+      left -= shown.entries.length;
+      if (left <= 0) break;
     }
   } catch (e) {
     // The end of the queue moved back meanwhile: a usage error, as checked before.
@@ -226,12 +251,32 @@ class WrittenAcks {
   }
 }
 
+/** Whether two queue handles name the same queue: the same store and the same paths. */
+function sameQueue(a: Queue, b: Queue): boolean {
+  return (
+    a.store.description === b.store.description &&
+    a.manifestPath === b.manifestPath &&
+    a.dataPathPrefix === b.dataPathPrefix
+  );
+}
+
+/** What the command is doing, for the live status line and the summary. */
+interface Progress {
+  entries: number;
+  batches: number;
+  tally: EntryTally;
+  /** The summary printed at the end; undefined prints none. */
+  summary?: string;
+  /** Print the summary even when stderr is not a terminal (`--exec`). */
+  alwaysSummarize: boolean;
+}
+
 /** `spillway consume`. */
 export function consumeCommand(): Command {
   return queueOptions(
     new Command('consume')
       .description(
-        "write entries to stdout, acknowledging what was written (this takes over as the queue's consumer, or the subscription's, and fences the previous one), or --peek without acknowledging",
+        "write entries to stdout (or run --exec CMD for each), acknowledging what was written (this takes over as the queue's consumer, or the subscription's, and fences the previous one), or --peek without acknowledging",
       )
       .argument('<url>', 'store URL')
       .addOption(
@@ -269,27 +314,99 @@ export function consumeCommand(): Command {
         intOption('--poll-interval-ms', 1, MAX_TIMER_MS),
         1000,
       )
+      .option(
+        '--limit <n>',
+        'finish at most N entries (entries, not batches), then exit 0; the next consume starts at the entry after them',
+        intOption('--limit', 1),
+      )
+      .option(
+        '--exec <command>',
+        `run "/bin/sh -c COMMAND" for each entry, in order, with the entry's bytes on its stdin; exit 0 commits the entry, ${EXIT_RETRY} (EX_TEMPFAIL) tries it again, 126, 127 or a signal stop consume (exit 1, entry not committed), any other status skips it with a warning`,
+      )
+      .option(
+        '--max-attempts <n>',
+        `with --exec: attempts per entry, the first included (default ${ENTRY_DEFAULTS.maxAttempts})`,
+        intOption('--max-attempts', 1, MAX_COUNT),
+      )
+      .option(
+        '--retry-delay-ms <ms>',
+        `with --exec: wait before the second attempt, doubled after each (at most 60000) (default ${ENTRY_DEFAULTS.retryDelayMs})`,
+        intOption('--retry-delay-ms', 0, MAX_TIMER_MS),
+      )
+      .addOption(
+        new Option(
+          '--on-exhausted <action>',
+          'with --exec, an entry whose attempts ran out: stop (exit 1, the default), skip it, or dead-letter it (the default with --dead-letter)',
+        ).choices(['stop', 'skip', 'dead-letter']),
+      )
+      .option(
+        '--dead-letter <url>',
+        'with --exec: write entries whose attempts ran out to the queue at this URL (default paths; it must be another queue), durably, before moving on',
+      )
+      .option(
+        '--at-least-once',
+        'record the position every --commit-every entries or --commit-interval-ms instead of after each entry; after a crash those entries come again. On a log queue, reads the subscription as a shared reader, fencing nobody',
+      )
+      .option(
+        '--commit-every <n>',
+        `with --at-least-once: entries finished between position records (default ${ENTRY_DEFAULTS.commitEvery})`,
+        intOption('--commit-every', 1, MAX_COUNT),
+      )
+      .option(
+        '--commit-interval-ms <ms>',
+        `with --at-least-once: longest time between position records (default ${ENTRY_DEFAULTS.commitIntervalMs})`,
+        intOption('--commit-interval-ms', 0, MAX_TIMER_MS),
+      )
       .addOption(layoutOption()),
-  ).action(async (url: string, o: ConsumeOptions) => {
+  ).action(async (url: string, o: ConsumeOptions, command: Command) => {
     if (o.json) o.format = 'ndjson';
+    checkEntryOptions(o, command);
     const queue = openCliQueue(url, o);
-    const stop = new StopSignals();
-    let entries = 0;
-    let batches = 0;
-    const rate = new RateMeter();
-    const status = new LiveStatus(
-      () =>
-        `consume: ${entries} entries in ${batches} batches, ${Math.round(rate.sample(entries))} entries/s`,
+    let dead: Queue | undefined;
+    const progress: Progress = {
+      entries: 0,
+      batches: 0,
+      tally: { finished: 0, skipped: 0 },
+      alwaysSummarize: o.exec !== undefined,
+    };
+    const stop = new StopSignals(
+      o.exec === undefined
+        ? undefined
+        : () =>
+            process.stderr.write(
+              '\nspillway: stopping: no new command is started; a command running finishes first, and its exit status counts (press Ctrl-C again to terminate it, its entry not committed)\n',
+            ),
     );
+    const rate = new RateMeter();
+    // No live status under --exec: the commands' output shares the terminal.
+    const status =
+      o.exec === undefined
+        ? new LiveStatus(() =>
+            byEntry(o)
+              ? `consume: ${progress.tally.finished} entries (${progress.tally.skipped} skipped), ${Math.round(rate.sample(progress.tally.finished))} entries/s`
+              : `consume: ${progress.entries} entries in ${progress.batches} batches, ${Math.round(rate.sample(progress.entries))} entries/s`,
+          )
+        : undefined;
     const count = (b: Pick<Batch, 'entries'>): void => {
-      entries += b.entries.length;
-      batches++;
+      progress.entries += b.entries.length;
+      progress.batches++;
     };
     try {
       if (o.fromSequence !== undefined && o.startAt !== undefined) {
         throw new UsageError(
           '--from-sequence and --start-at both say where to start: give one of them',
         );
+      }
+      if (o.deadLetter !== undefined) {
+        dead = openCliQueue(o.deadLetter, {
+          manifestPath: QUEUE_DEFAULTS.manifestPath,
+          dataPrefix: QUEUE_DEFAULTS.dataPathPrefix,
+        });
+        if (sameQueue(dead, queue)) {
+          throw new UsageError(
+            `--dead-letter ${redactUrl(o.deadLetter)} names the queue being consumed; dead letters must go to another queue`,
+          );
+        }
       }
       if (!o.peek) await checkQueueToWrite(queue, url, o.layout);
       // Reading a queue that is not there is a mistake (a typo), unless waiting for it.
@@ -313,9 +430,14 @@ export function consumeCommand(): Command {
           const from = await logPeekStart(queue, o);
           if (from !== undefined) o.fromSequence = from;
         }
-        await peek(queue, o, stop.signal, count);
+        try {
+          await peek(queue, o, stop.signal, count);
+        } finally {
+          progress.summary = `consumed ${progress.entries} entries in ${progress.batches} batches (peek: nothing acknowledged)`;
+        }
         return;
       }
+      if (dead && o.deadLetter !== undefined) await checkQueueToWrite(dead, o.deadLetter);
       if (layout === 'log' && o.startAt !== undefined) {
         const name = o.subscription ?? DEFAULT_SUBSCRIPTION;
         const cursor = await queue.logQueue().readCursor(name);
@@ -332,41 +454,120 @@ export function consumeCommand(): Command {
         ...(o.subscription !== undefined ? { subscription: o.subscription } : {}),
         ...(o.startAt !== undefined ? { startAt: o.startAt } : {}),
         ...(o.fromSequence !== undefined ? { lastAckedSequence: o.fromSequence - 1 } : {}),
+        // At least once on the log: a shared reader, which fences nobody.
+        ...(o.atLeastOnce && layout === 'log' ? { shared: true } : {}),
       });
-      const acks = new WrittenAcks(consumer);
+      let failed = true;
       try {
-        while (!stop.signal.aborted && !acks.readerGone) {
-          const batch = await consumer.next();
-          if (!batch) {
-            await acks.ack();
-            if (!o.follow) break;
-            await sleep(o.pollIntervalMs, { signal: stop.signal }).catch(() => undefined);
-            continue;
-          }
-          let bytes: Buffer;
-          try {
-            bytes = renderBatch(batch, o.format);
-          } catch (e) {
-            // The batches written before the refused one are done: acknowledge them.
-            await acks.ack();
-            throw e;
-          }
-          await writeBytes(bytes);
-          count(batch);
-          await acks.wrote(batch.sequence);
-        }
-        await acks.ack();
+        if (byEntry(o)) await entryByEntry(consumer, o, layout, dead, stop, progress);
+        else await batchByBatch(consumer, o, stop.signal, count, progress);
+        failed = false;
       } finally {
-        await consumer.close();
+        // A failure already on its way wins over one of the close.
+        await consumer.close().catch((e: unknown) => {
+          if (!failed) throw e;
+        });
       }
     } finally {
       stop.dispose();
-      status.stop();
+      status?.stop();
       await queue.close();
-      if (process.stderr.isTTY)
-        process.stderr.write(
-          `consumed ${entries} entries in ${batches} batches${o.peek ? ' (peek: nothing acknowledged)' : ''}\n`,
-        );
+      await dead?.close();
+      if (progress.summary !== undefined && (progress.alwaysSummarize || process.stderr.isTTY)) {
+        process.stderr.write(`${progress.summary}\n`);
+      }
     }
   });
+}
+
+/**
+ * The batch-by-batch loop (no entry option given): writes whole batches and
+ * acknowledges them as {@link WrittenAcks} says.
+ */
+async function batchByBatch(
+  consumer: Consumer,
+  o: ConsumeOptions,
+  signal: AbortSignal,
+  count: (b: Pick<Batch, 'entries'>) => void,
+  progress: Progress,
+): Promise<void> {
+  const acks = new WrittenAcks(consumer);
+  try {
+    while (!signal.aborted && !acks.readerGone) {
+      const batch = await consumer.next();
+      if (!batch) {
+        await acks.ack();
+        if (!o.follow) break;
+        await sleep(o.pollIntervalMs, { signal }).catch(() => undefined);
+        continue;
+      }
+      let bytes: Buffer;
+      try {
+        bytes = renderBatch(batch, o.format);
+      } catch (e) {
+        // The batches written before the refused one are done: acknowledge them.
+        await acks.ack();
+        throw e;
+      }
+      await writeBytes(bytes);
+      count(batch);
+      await acks.wrote(batch.sequence);
+    }
+    await acks.ack();
+  } finally {
+    progress.summary = `consumed ${progress.entries} entries in ${progress.batches} batches`;
+  }
+}
+
+/**
+ * Entry by entry (`--limit`, `--exec`, `--at-least-once`): runs
+ * `Consumer.process()`, sets the summary, and throws what ends the command
+ * with exit 1 (an entry that cannot be printed, a command that cannot run,
+ * an entry whose attempts ran out).
+ */
+async function entryByEntry(
+  consumer: Consumer,
+  o: ConsumeOptions,
+  layout: Layout,
+  dead: Queue | undefined,
+  stop: StopSignals,
+  progress: Progress,
+): Promise<void> {
+  const producer = dead ? new Producer({ queue: dead, flushIntervalMs: 0 }) : undefined;
+  const run: EntryRun = {
+    layout,
+    follow: o.follow === true,
+    pollIntervalMs: o.pollIntervalMs,
+    format: o.format,
+    atLeastOnce: o.atLeastOnce === true,
+    commitEvery: o.commitEvery ?? ENTRY_DEFAULTS.commitEvery,
+    commitIntervalMs: o.commitIntervalMs ?? ENTRY_DEFAULTS.commitIntervalMs,
+    maxAttempts: o.maxAttempts ?? ENTRY_DEFAULTS.maxAttempts,
+    retryDelayMs: o.retryDelayMs ?? ENTRY_DEFAULTS.retryDelayMs,
+    onExhausted: o.onExhausted ?? (producer ? 'dead-letter' : 'stop'),
+    signal: stop.signal,
+    ...(o.limit !== undefined ? { limit: o.limit } : {}),
+    ...(o.exec !== undefined ? { exec: o.exec } : {}),
+    ...(producer ? { deadLetter: producer } : {}),
+  };
+  let outcome: Awaited<ReturnType<typeof consumeEntries>>;
+  try {
+    outcome = await consumeEntries(consumer, run, progress.tally);
+  } finally {
+    await producer?.close();
+  }
+  const { result, halt, quiet } = outcome;
+  progress.summary = summaryLine(result, endText(result, run.limit, stop.received, quiet));
+  const { sequence, index } = result.position;
+  if (layout === 'v1' && index > 0) {
+    process.stderr.write(
+      `spillway: the v1 layout records whole batches only: the first ${plural(index, 'entry', 'entries')} of batch ${sequence}, finished now, will be delivered again to the next consumer\n`,
+    );
+  }
+  if (result.reason === 'stopped' && halt) throw halt;
+  if (result.reason === 'exhausted') {
+    throw new CliError(
+      `entry ${sequence}:${index}: the command exited with status ${EXIT_RETRY} (EX_TEMPFAIL) on attempt ${run.maxAttempts} of ${run.maxAttempts}, the last; it was not committed, and consume stopped there: give --on-exhausted skip, or --dead-letter URL, to move past such entries`,
+    );
+  }
 }

@@ -37,7 +37,11 @@ async function fenceSubscription(
   for (;;) {
     const epoch = current.value.epoch + 1;
     try {
-      await log.writeCursor({ ...current.value, epoch, updatedAtMs: Date.now() }, current.version);
+      // Fencing removes shared readers too: they are fenced by the epoch.
+      await log.writeCursor(
+        { ...current.value, epoch, updatedAtMs: Date.now(), readers: undefined },
+        current.version,
+      );
       return { before, epoch };
     } catch (e) {
       if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;

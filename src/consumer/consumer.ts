@@ -6,10 +6,11 @@ import {
   DataLossError,
   FencedError,
   InvalidArgumentError,
+  NotFoundError,
   TimeoutError,
 } from '../errors.ts';
 import { declaredBlockBytes, decodeBatch, DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
-import { GarbageCollector, type CollectionResult } from '../gc.ts';
+import { CLOCK_PROBE_PREFIX, GarbageCollector, type CollectionResult } from '../gc.ts';
 import { abortable, withTimeout } from '../lifecycle.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
@@ -226,6 +227,8 @@ export class Consumer {
   /** The first entry not finished by process(), once it has run (else the batch after the last ack). */
   private processedTo: { sequence: number; index: number } | undefined;
   private processor: EntryProcessor | undefined;
+  /** Which way this consumer hands out data, once it has (see useStyle). */
+  private style: 'batches' | 'entries' | undefined;
   /** The subscription read (the default one on a v1 queue). */
   private readonly subscription: string;
   /** Whether this consumer reads its subscription as a shared reader. */
@@ -351,7 +354,23 @@ export class Consumer {
   async next(options: CallOptions = {}): Promise<Batch | undefined> {
     checkCallOptions('next', options, ['signal']);
     this.check();
+    this.useStyle('batches', 'next()');
     return abortable(this.nextBatch(options.signal), options.signal);
+  }
+
+  /**
+   * One consumer hands out batches (`next()`, `ack()`) or entries
+   * (`process()`), not both: acknowledging a batch would pass entries
+   * `process()` has not finished, and `process()` would acknowledge batches
+   * handed out by `next()`.
+   */
+  private useStyle(style: 'batches' | 'entries', call: string): void {
+    if (this.style !== undefined && this.style !== style) {
+      throw new InvalidArgumentError(
+        `${call}: this consumer ${this.style === 'entries' ? 'processes entries with process()' : 'hands out batches with next()/nextDescriptors()'}; mixing both would acknowledge what the other has not finished: use one per Consumer (open another for the other style)`,
+      );
+    }
+    this.style = style;
   }
 
   private async nextBatch(signal: AbortSignal | undefined): Promise<Batch | undefined> {
@@ -398,6 +417,7 @@ export class Consumer {
   async nextDescriptors(max: number, options: CallOptions = {}): Promise<BatchDescriptor[]> {
     checkCallOptions('nextDescriptors', options, ['signal']);
     this.check();
+    this.useStyle('batches', 'nextDescriptors()');
     if (!Number.isSafeInteger(max) || max < 1)
       throw new InvalidArgumentError(
         `nextDescriptors(max): max must be an integer >= 1, got ${String(max)}`,
@@ -489,6 +509,7 @@ export class Consumer {
    */
   async process(handler: ProcessHandler, options: ProcessOptions = {}): Promise<ProcessResult> {
     this.check();
+    this.useStyle('entries', 'process()');
     this.processor ??= new EntryProcessor(this.processHost());
     return this.processor.run(handler, options);
   }
@@ -499,7 +520,10 @@ export class Consumer {
     const self = this;
     const subscription = this.subscription;
     return {
-      next: (signal) => this.next({ signal }),
+      next: (signal) => {
+        this.check();
+        return abortable(this.nextBatch(signal), signal);
+      },
       commit: (sequence, index, length, durable) =>
         this.commitEntries(sequence, index, length, durable),
       get position() {
@@ -512,7 +536,7 @@ export class Consumer {
       subscription,
       onDefaultSubscription: subscription === DEFAULT_SUBSCRIPTION,
       shared: this.shared,
-      sameQueue: (producer: Producer) => sameQueue(producer.queue, this.queue),
+      sameQueue: (producer: Producer) => this.sameQueueAs(producer),
       stopped: this.inFlight.signal,
       doneBefore: this.reader.doneBefore,
     };
@@ -530,7 +554,9 @@ export class Consumer {
     length: number,
     durable: boolean,
   ): Promise<void> {
-    this.check();
+    // A call that close() drains still records what it finished.
+    if (this.destroyed) throw this.destroyed;
+    if (this.fencedError) throw this.fencedError;
     const whole = index >= length;
     const through = whole ? sequence : sequence - 1;
     let acked = 0;
@@ -543,18 +569,19 @@ export class Consumer {
       this.pendingAcks += acked;
       this.metrics.increment('buffer.acks', acked);
     }
-    this.processedTo = whole ? { sequence: sequence + 1, index: 0 } : { sequence, index };
+    const position = whole ? { sequence: sequence + 1, index: 0 } : { sequence, index };
     if (!durable) {
       if (this.pendingAcks >= this.o.ackBatchSize) await this.applyAcks();
       return;
     }
     if (whole || index === 0 || !this.reader.commitPosition) {
       await this.applyAcks();
+      this.processedTo = position;
       return;
     }
     const commitPosition = this.reader.commitPosition.bind(this.reader);
     const run = this.flushing.then(async () => {
-      this.check();
+      if (this.destroyed) throw this.destroyed;
       try {
         await commitPosition(sequence, index, this.inFlight.signal);
       } catch (e) {
@@ -567,6 +594,37 @@ export class Consumer {
     });
     this.flushing = run.catch(() => undefined);
     await run;
+    this.processedTo = position;
+  }
+
+  /**
+   * Whether `producer` writes to this consumer's queue: the same paths, and
+   * a probe object written through this consumer's store is seen through
+   * the producer's (so wrapped stores and two URLs of one bucket count as
+   * the same). The probe is named like the collector's clock probes, which
+   * collections remove if it is left behind.
+   */
+  private async sameQueueAs(producer: Producer): Promise<boolean> {
+    const other = producer.queue;
+    if (
+      other.manifestPath !== this.queue.manifestPath ||
+      other.dataPathPrefix !== this.queue.dataPathPrefix
+    ) {
+      return false;
+    }
+    if (other.store === this.store) return true;
+    const key = `${this.queue.dataPathPrefix}/${CLOCK_PROBE_PREFIX}${randomUUID()}`;
+    const signal = this.inFlight.signal;
+    await this.store.put(key, new Uint8Array(), { mode: 'create', signal });
+    try {
+      await other.store.head(key, { signal });
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    } finally {
+      await this.store.delete(key, { signal }).catch(() => undefined);
+    }
   }
 
   /**
@@ -578,6 +636,7 @@ export class Consumer {
   async ack(sequence: number, options: CallOptions = {}): Promise<void> {
     checkCallOptions('ack', options, ['signal']);
     this.check();
+    this.useStyle('batches', 'ack()');
     const expected = this.unacked[0];
     if (sequence !== expected) {
       throw new InvalidArgumentError(
@@ -608,6 +667,7 @@ export class Consumer {
   async ackThrough(sequence: number, options: CallOptions = {}): Promise<void> {
     checkCallOptions('ackThrough', options, ['signal']);
     this.check();
+    this.useStyle('batches', 'ackThrough()');
     if (!Number.isSafeInteger(sequence) || sequence > this.handedOut || sequence <= this.acked) {
       throw new InvalidArgumentError(
         `ackThrough(${String(sequence)}): expected a sequence above the last ack (${this.acked}) and at most the last handed out (${this.handedOut})`,
@@ -708,6 +768,8 @@ export class Consumer {
     this.closing ??= (async () => {
       this.stopTimers();
       const errors: unknown[] = [];
+      // A process() call stops handing out, lets its entries finish and records them.
+      await this.processor?.drain();
       if (!this.fencedError && this.acked > this.applied && !this.destroyed) {
         await this.applyAcks().catch((e: unknown) => errors.push(e));
       }
@@ -749,6 +811,7 @@ export class Consumer {
     if (this.destroyed) return;
     this.destroyed = error ?? new ClosedError('consumer (destroyed)');
     this.stopTimers();
+    this.reader.stop?.();
     this.inFlight.abort(this.destroyed);
     this.releaseAhead();
     this.closing ??= Promise.resolve();
@@ -943,12 +1006,4 @@ interface Ahead {
 async function ensured(queue: Queue, log: LogQueue, signal?: AbortSignal): Promise<LogQueue> {
   await queue.ensureLog(log, signal);
   return log;
-}
-
-/** Whether two queue handles name the same queue (same store and paths). */
-function sameQueue(a: Queue, b: Queue): boolean {
-  const sameStore =
-    a.store === b.store ||
-    (a.store.description === b.store.description && !a.store.description.startsWith('memory:'));
-  return sameStore && a.manifestPath === b.manifestPath && a.dataPathPrefix === b.dataPathPrefix;
 }

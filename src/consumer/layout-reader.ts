@@ -4,7 +4,8 @@
  * acknowledgement by dequeue) and the log (named subscriptions, each a cursor
  * object with its own epoch).
  */
-import { monotonicNow, sleep, type Clock } from '../clock.ts';
+import { randomUUID } from 'node:crypto';
+import { monotonicNow, sleep, type Clock, type ClockTimer } from '../clock.ts';
 import {
   CorruptDataError,
   DataLossError,
@@ -16,9 +17,9 @@ import {
 import { commitEnd, parseInlineLocation, type Commit } from '../format/log-commit.ts';
 import {
   MAX_SHARED_READERS,
+  readerMap,
   type Cursor,
   type Position,
-  type SharedReader,
 } from '../format/log-objects.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -75,6 +76,8 @@ export interface LayoutReader {
   readonly doneBefore: Position;
   /** Ends this reader's part in its subscription (a shared reader leaves the cursor). */
   release?(signal: AbortSignal): Promise<void>;
+  /** Stops the reader's timers without writing anything (destroy()). */
+  stop?(): void;
   /**
    * Records, when the layout keeps such records, that a loss found by a fetch
    * is being reported to the application (so that it is not reported again).
@@ -414,9 +417,11 @@ export class LogReader implements LayoutReader {
   }
 
   /**
-   * Joins a subscription as a shared reader: adds this reader to the
-   * cursor's readers at the subscription's position (or `lastAckedSequence`
-   * + 1 when further on), without raising the epoch.
+   * Joins a subscription as a shared reader: adds this reader (with a fresh
+   * session) to the cursor's readers at the subscription's position, its
+   * own recorded one if it rejoins under its id, or `lastAckedSequence` + 1
+   * when further on. It names itself the holder, which fences a consumer that
+   * held the subscription; the epoch stays.
    */
   private static async join(
     log: LogQueue,
@@ -425,7 +430,6 @@ export class LogReader implements LayoutReader {
     signal: AbortSignal | undefined,
   ): Promise<LogReader> {
     const c = current.value;
-    // A reader that rejoins under its instance id resumes at its own position.
     const from = c.readers?.[o.holder]?.next ?? c.next;
     const ahead = o.lastAckedSequence !== undefined && o.lastAckedSequence + 1 > from.sequence;
     const start = ahead ? { sequence: (o.lastAckedSequence as number) + 1, index: 0 } : from;
@@ -433,40 +437,74 @@ export class LogReader implements LayoutReader {
     const reader = new LogReader(log, current, o);
     reader.mine = start;
     reader.startIndex = start.index;
-    await reader.writeShared(start, {}, signal ?? new AbortController().signal);
+    await reader.writeShared(start, signal ?? new AbortController().signal, { joining: true });
+    reader.heartbeat();
     return reader;
   }
 
+  /** This shared reader's session: set when it joins. */
+  private session = '';
+  /** For each other shared reader: its entry as last seen, and since when (monotonic ms) unchanged. */
+  private readonly seen = new Map<
+    string,
+    { updatedAtMs: number; session: string; since: number }
+  >();
+  /** Shared writes run one after another (acknowledgements, heartbeats, leaving). */
+  private sharedWrites: Promise<unknown> = Promise.resolve();
+  private heartbeatTimer: ClockTimer | undefined;
+  private stopped = false;
+
   /**
    * A shared reader's write: its own position (never moving back), or its
-   * leaving (`undefined`), merged into the cursor as stored; readers silent
-   * for longer than the timeout are dropped; the cursor's `next` becomes the
-   * lowest position of the readers (never moving back).
+   * leaving (`undefined`), merged into the cursor as stored; readers whose
+   * entries this reader has seen unchanged for longer than the timeout (by
+   * its own monotonic clock, so skewed clocks between hosts do not matter)
+   * are dropped; the cursor's `next` becomes the lowest position of the
+   * readers left (never moving back).
    */
-  private async writeShared(
+  private writeShared(
     mine: Position | undefined,
-    change: Partial<Cursor>,
     signal: AbortSignal,
+    change: Partial<Cursor> & { joining?: boolean } = {},
   ): Promise<void> {
+    const run = this.sharedWrites.then(() => this.writeSharedNow(mine, signal, change));
+    this.sharedWrites = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeSharedNow(
+    mine: Position | undefined,
+    signal: AbortSignal,
+    change: Partial<Cursor> & { joining?: boolean },
+  ): Promise<void> {
+    const { joining, ...extra } = change;
     const timeoutMs = this.o.sharedReaderTimeoutMs ?? 600_000;
-    for (;;) {
+    const session = joining ? randomUUID() : this.session;
+    for (let attempt = 1; ; attempt++) {
       const stored = this.cursor.value;
-      const now = this.o.clock.now();
-      const readers: Record<string, SharedReader> = Object.fromEntries(
-        Object.entries(stored.readers ?? {}).filter(
-          ([id, r]) => id === this.o.holder || now - r.updatedAtMs <= timeoutMs,
-        ),
-      );
-      const own = readers[this.o.holder]?.next;
+      const at = monotonicNow(this.o.clock);
+      const readers = readerMap();
+      for (const [id, r] of Object.entries(stored.readers ?? {})) {
+        if (id === this.o.holder) continue;
+        const last = this.seen.get(id);
+        if (!last || last.updatedAtMs !== r.updatedAtMs || last.session !== r.session) {
+          this.seen.set(id, { updatedAtMs: r.updatedAtMs, session: r.session, since: at });
+        } else if (at - last.since > timeoutMs) {
+          continue; // silent for longer than the timeout, as this reader measured it
+        }
+        readers[id] = r;
+      }
+      for (const id of this.seen.keys()) if (!(id in readers)) this.seen.delete(id);
+      const own = stored.readers?.[this.o.holder];
       if (mine) {
-        this.mine = own ? later(own, mine) : mine;
-        readers[this.o.holder] = { next: this.mine, updatedAtMs: now };
-      } else {
-        delete readers[this.o.holder];
+        this.mine = own && own.session === session ? later(own.next, mine) : mine;
+        // A change on every write, so that the others see this reader alive.
+        const updatedAtMs = Math.max(this.o.clock.now(), (own?.updatedAtMs ?? 0) + 1);
+        readers[this.o.holder] = { next: this.mine, updatedAtMs, session };
       }
       if (Object.keys(readers).length > MAX_SHARED_READERS) {
         throw new InvalidArgumentError(
-          `subscription "${this.o.subscription}": more than ${MAX_SHARED_READERS} shared readers at once`,
+          `subscription "${this.o.subscription}": more than ${MAX_SHARED_READERS} shared readers at once; readers that stopped without closing count until the others have seen them silent for sharedReaderTimeoutMs (${timeoutMs} ms)`,
         );
       }
       let low: Position | undefined;
@@ -476,22 +514,90 @@ export class LogReader implements LayoutReader {
         next.sequence === this.mine.sequence
           ? (this.commitOf.get(next.sequence) ?? stored.commit)
           : stored.commit;
-      const value: Cursor = { ...stored, ...change, next, commit, readers, updatedAtMs: now };
+      // A joining reader names itself the holder, which fences a consumer that held
+      // the subscription (it checks the holder; shared readers do not).
+      const value: Cursor = {
+        ...stored,
+        ...extra,
+        ...(joining ? { holder: this.o.holder } : {}),
+        next,
+        commit,
+        readers,
+        updatedAtMs: this.o.clock.now(),
+      };
       try {
         const version = await this.log.writeCursor(value, this.cursor.version, signal);
         this.cursor = { value, version };
+        this.session = session;
         return;
       } catch (e) {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
         // Another reader wrote meanwhile (or our answer was lost): merge into what is there.
-        this.cursor = await this.checkHolder(signal);
+        const again = await this.log.readCursor(this.o.subscription, signal);
+        if (joining) {
+          if (!again) throw deletedError(this.o.subscription);
+          if (again.value.createdAtMs !== stored.createdAtMs) {
+            throw recreatedError(this.o.subscription, again.value.holder);
+          }
+          // Our join landed (its answer was lost): it is ours now.
+          if (again.value.readers?.[this.o.holder]?.session === session) {
+            this.cursor = again;
+            this.session = session;
+            return;
+          }
+          this.cursor = again;
+        } else {
+          this.cursor = await this.checkHolder(signal);
+        }
+        // What is stored was just read: merge at once; back off only when races repeat.
+        if (attempt > 2) {
+          await sleep(backoffMs(Math.min(attempt, 6), { baseDelayMs: 2, maxDelayMs: 50 }), {
+            signal,
+            clock: this.o.clock,
+          });
+        }
       }
     }
   }
 
+  /** Keeps a shared reader's entry fresh while it is open, however long its handlers take. */
+  private heartbeat(): void {
+    if (this.stopped) return;
+    const everyMs = Math.max(1, Math.floor((this.o.sharedReaderTimeoutMs ?? 600_000) / 3));
+    this.heartbeatTimer = this.o.clock.setTimeout(() => {
+      this.heartbeatTimer = undefined;
+      if (this.stopped) return;
+      this.writeShared(this.mine, new AbortController().signal)
+        .catch((e: unknown) => {
+          // Fenced: the next read or acknowledgement says so; nothing to keep fresh.
+          if (e instanceof FencedError) this.stop();
+          else {
+            this.o.logger.warn(
+              { subscription: this.o.subscription, error: String(e) },
+              'shared reader: keeping its entry fresh failed',
+            );
+          }
+        })
+        .finally(() => this.heartbeat());
+    }, everyMs);
+  }
+
   async release(signal: AbortSignal): Promise<void> {
+    this.stop();
     if (!this.o.shared) return;
-    await this.writeShared(undefined, {}, signal);
+    try {
+      await this.writeShared(undefined, signal);
+    } catch (e) {
+      // A fenced reader is no longer in the cursor: nothing to leave.
+      if (!(e instanceof FencedError)) throw e;
+    }
+  }
+
+  /** Stops timers (a destroyed consumer leaves its entry: it times out). */
+  stop(): void {
+    this.stopped = true;
+    this.o.clock.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
   }
 
   /** Writes the cursor as its holder; a newer epoch (or a deleted subscription) fences. */
@@ -499,7 +605,7 @@ export class LogReader implements LayoutReader {
     if (this.o.shared) {
       const { next, ...rest } = change;
       delete rest.commit;
-      return this.writeShared(next ?? this.mine, rest, signal);
+      return this.writeShared(next ?? this.mine, signal, rest);
     }
     for (;;) {
       const next: Cursor = { ...this.cursor.value, ...change, updatedAtMs: this.o.clock.now() };
@@ -529,19 +635,19 @@ export class LogReader implements LayoutReader {
   /** Reads the cursor; throws FencedError when another consumer took the subscription over. */
   private async checkHolder(signal: AbortSignal): Promise<Versioned<Cursor>> {
     const stored = await this.log.readCursor(this.o.subscription, signal);
-    if (!stored) {
-      throw new FencedError(
-        `subscription "${this.o.subscription}" was deleted; this consumer can no longer read or acknowledge`,
-      );
-    }
+    if (!stored) throw deletedError(this.o.subscription);
     const mine = this.cursor.value;
     if (
       stored.value.createdAtMs !== mine.createdAtMs ||
       (!this.o.shared && stored.value.holder !== mine.holder)
     ) {
       // Deleted and created again (its epochs start over): another subscription now.
+      throw recreatedError(this.o.subscription, stored.value.holder);
+    }
+    const entry = stored.value.readers?.[this.o.holder];
+    if (this.o.shared && entry && entry.session !== this.session) {
       throw new FencedError(
-        `subscription "${this.o.subscription}" was deleted and created again (now held by "${stored.value.holder}"); this consumer can no longer read or acknowledge`,
+        `subscription "${this.o.subscription}": another shared reader joined under this reader's instance id "${this.o.holder}" and took its place; open a new Consumer (with another instanceId) to continue`,
       );
     }
     if (stored.value.epoch !== this.epoch) {
@@ -597,4 +703,16 @@ function later(a: Position, b: Position): Position {
 /** The earlier of two positions. */
 function earlier(a: Position, b: Position): Position {
   return later(a, b) === a && (a.sequence !== b.sequence || a.index !== b.index) ? b : a;
+}
+
+function deletedError(subscription: string): FencedError {
+  return new FencedError(
+    `subscription "${subscription}" was deleted; this consumer can no longer read or acknowledge`,
+  );
+}
+
+function recreatedError(subscription: string, holder: string): FencedError {
+  return new FencedError(
+    `subscription "${subscription}" was deleted and created again (now held by "${holder}"); this consumer can no longer read or acknowledge`,
+  );
 }

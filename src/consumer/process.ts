@@ -32,7 +32,11 @@ export interface ProcessEntry {
   attempt: number;
 }
 
-/** Handles one entry; a rejection counts as `'retry'`. */
+/**
+ * Handles one entry; a rejection counts as `'retry'`. (TypeScript widens the
+ * literal an `async` arrow returns after an `await` to `string`: annotate it,
+ * `async (e): Promise<ProcessOutcome> => …`, or return `'commit' as const`.)
+ */
 export type ProcessHandler = (entry: ProcessEntry) => ProcessOutcome | Promise<ProcessOutcome>;
 
 /**
@@ -147,7 +151,7 @@ export interface ProcessHost {
   /** Whether the host reads the queue's default subscription (or a v1 queue). */
   readonly onDefaultSubscription: boolean;
   /** Whether `producer` writes to the host's own queue. */
-  sameQueue(producer: Producer): boolean;
+  sameQueue(producer: Producer): Promise<boolean>;
   /** Aborts when the host is destroyed: processing ends at once with its reason. */
   readonly stopped: AbortSignal;
   /** Entries before this position were finished before (by another shared reader): handing them out is a redelivery. */
@@ -161,141 +165,200 @@ interface EntryRef {
   index: number;
   /** Entries in the batch in all (`firstIndex` + `entries.length`). */
   length: number;
-  done?: boolean;
+  /**
+   * `waiting`: handed out before and to be handed out again (a call ended
+   * before it finished); `running`: its handler runs; `done`: finished, its
+   * position not yet recorded.
+   */
+  state: 'waiting' | 'running' | 'done';
 }
 
 const MAX_CONCURRENCY = 1024;
 
 /**
- * The entries of one consumer, handed out across `process()` calls: what a
- * call handed out and did not finish comes first in the next call.
+ * The entries of one consumer, handed out across `process()` calls. What a
+ * call handed out and did not finish comes first in the next call, and what
+ * it finished and could not record is recorded before anything new is
+ * handed out.
  */
 export class EntryProcessor {
-  /** Entries to hand out before reading another batch (unfinished ones of an earlier call first). */
+  /** Handed out, in order, whose position is not yet recorded (finished or not). */
+  private readonly window: EntryRef[] = [];
+  /** Entries of the last batch read, not yet handed out. */
   private backlog: EntryRef[] = [];
-  private running = false;
+  /** The newest finished entry whose position is not recorded durably yet, and entries since the last record. */
+  private pending: EntryRef | undefined;
+  private sinceRecord = 0;
+  private recordedAt: number;
+  /** The call running, and how to ask it to stop (close()). */
+  private current: { done: Promise<unknown>; stop: AbortController } | undefined;
 
-  constructor(private readonly host: ProcessHost) {}
+  constructor(private readonly host: ProcessHost) {
+    this.recordedAt = host.clock.now();
+  }
 
   /** Runs `handler` over entries until a reason to return (see {@link ProcessEndReason}). */
   async run(handler: ProcessHandler, options: ProcessOptions = {}): Promise<ProcessResult> {
     const o = settings(options, this.host);
     if (typeof handler !== 'function') {
       throw new InvalidArgumentError(
-        `process(handler): expected a function, got ${handler === null ? 'null' : typeof handler}`,
+        `process(handler): expected a function, got ${describe(handler)}`,
       );
     }
-    if (this.running) {
+    if (this.current) {
       throw new InvalidArgumentError(
         'process(): another process() call of this consumer is running; one at a time',
       );
     }
-    this.running = true;
+    const stop = new AbortController();
+    const done = (async () => {
+      if (o.deadLetter && (await this.host.sameQueue(o.deadLetter))) {
+        throw new InvalidArgumentError(
+          `process(): the dead-letter producer writes to the queue being processed (${this.host.queueDescription}); dead letters must go to another queue`,
+        );
+      }
+      return this.loop(handler, o, stop.signal);
+    })();
+    this.current = { done, stop };
     try {
-      return await this.loop(handler, o);
+      return await done;
     } finally {
-      this.running = false;
+      this.current = undefined;
     }
   }
 
-  private async loop(handler: ProcessHandler, o: Settings): Promise<ProcessResult> {
+  /** Asks a running call to stop handing out entries and waits until it has returned (close()). */
+  async drain(): Promise<void> {
+    const c = this.current;
+    if (!c) return;
+    c.stop.abort();
+    await c.done.catch(() => undefined);
+  }
+
+  /**
+   * Takes the finished prefix of the window and records its end: durably
+   * when `durable`, else only as acknowledged batches (at-least-once between
+   * records). A failed write leaves it pending, to be written again.
+   */
+  private async record(durable: boolean, o: Settings): Promise<void> {
+    const h = this.host;
+    let last: EntryRef | undefined;
+    for (let ref = this.window[0]; ref?.state === 'done'; ref = this.window[0]) {
+      this.window.shift();
+      last = ref;
+      if (ref.length > 0) this.sinceRecord++;
+    }
+    if (last) this.pending = last;
+    const p = this.pending;
+    if (!p) return;
+    const due =
+      durable ||
+      this.sinceRecord >= o.commitEveryEntries ||
+      h.clock.now() - this.recordedAt >= o.commitIntervalMs;
+    if (!due && !last) return;
+    await h.commit(p.batch.sequence, p.index + 1, p.length, due);
+    if (due && this.pending === p) {
+      this.pending = undefined;
+      this.sinceRecord = 0;
+      this.recordedAt = h.clock.now();
+    }
+  }
+
+  private async loop(
+    handler: ProcessHandler,
+    o: Settings,
+    stop: AbortSignal,
+  ): Promise<ProcessResult> {
     const h = this.host;
     const counts = { committed: 0, skipped: 0, retried: 0, deadLettered: 0, redelivered: 0 };
     const exactlyOnce = o.delivery !== 'at-least-once';
-    /** Handed out, in order, not yet recorded. */
-    const window: EntryRef[] = [];
+    const window = this.window;
     const inFlight = new Set<Promise<void>>();
     let reason: ProcessEndReason | undefined;
     let failure: unknown;
     let finished = 0;
-    /** The newest finished entry whose position is not yet recorded durably, and how many. */
-    let pending: EntryRef | undefined;
-    let sinceRecord = 0;
-    let recordedAt = h.clock.now();
-
-    /**
-     * Takes the finished prefix of the window and records its end: durably
-     * when exactly-once, when forced, or when the at-least-once interval is due.
-     */
-    const record = async (force: boolean): Promise<void> => {
-      let last: EntryRef | undefined;
-      for (let ref = window[0]; ref?.done; ref = window[0]) {
-        window.shift();
-        last = ref;
-        if (ref.length > 0) sinceRecord++;
-      }
-      if (last) pending = last;
-      if (!pending) return;
-      const due =
-        exactlyOnce ||
-        force ||
-        sinceRecord >= o.commitEveryEntries ||
-        h.clock.now() - recordedAt >= o.commitIntervalMs;
-      if (!due && !last) return;
-      await h.commit(pending.batch.sequence, pending.index + 1, pending.length, due);
-      if (due) {
-        pending = undefined;
-        sinceRecord = 0;
-        recordedAt = h.clock.now();
-      }
-    };
+    // Ends waits and retries: the caller's signal, close(), destroy().
+    const ended = AbortSignal.any([...(o.signal ? [o.signal] : []), stop, h.stopped]);
     // A destroyed host ends the call at once, whatever the handlers are doing.
+    let onStopped: (() => void) | undefined;
     const halted = new Promise<never>((_, reject) => {
-      const stop = (): void => reject(h.stopped.reason as Error);
-      if (h.stopped.aborted) stop();
-      else h.stopped.addEventListener('abort', stop, { once: true });
+      onStopped = (): void => reject(h.stopped.reason as Error);
+      if (h.stopped.aborted) onStopped();
+      else h.stopped.addEventListener('abort', onStopped, { once: true });
     });
     halted.catch(() => undefined);
     const settled = (): Promise<unknown> => Promise.race([...inFlight, halted]);
 
-    const runEntry = async (ref: EntryRef): Promise<void> => {
-      const outcome = await this.attempts(ref, handler, o, counts);
-      if (outcome !== 'done') {
-        reason ??= outcome === 'stop' ? 'stopped' : outcome;
-        return;
-      }
-      ref.done = true;
-      finished++;
-      if (o.limit !== undefined && finished >= o.limit) reason ??= 'limit';
+    const launch = (ref: EntryRef): void => {
+      ref.state = 'running';
+      const task: Promise<void> = (async () => {
+        const outcome = await this.attempts(ref, handler, o, counts, ended);
+        if (outcome !== 'done') {
+          ref.state = 'waiting';
+          reason ??= outcome === 'stop' ? 'stopped' : outcome;
+          return;
+        }
+        ref.state = 'done';
+        finished++;
+        if (o.limit !== undefined && finished >= o.limit) reason ??= 'limit';
+      })()
+        .catch((e: unknown) => {
+          ref.state = 'waiting';
+          failure ??= e;
+        })
+        .finally(() => inFlight.delete(task));
+      inFlight.add(task);
     };
 
     try {
+      // What an earlier call finished and could not record is recorded first.
+      if (this.pending || window[0]?.state === 'done') await this.record(exactlyOnce, o);
       for (;;) {
-        if (o.signal?.aborted) reason ??= 'aborted';
+        if (ended.aborted) reason ??= 'aborted';
         if (reason !== undefined || failure !== undefined) break;
-        if (window.some((r) => r.done)) {
-          await record(false);
-          // Exactly-once: nothing is handed out while a finished entry is not durable, as
-          // when it finished behind one still running: wait for that one.
-          if (exactlyOnce && window.some((r) => r.done) && inFlight.size > 0) {
-            await settled();
-            continue;
-          }
-        } else if (pending && h.clock.now() - recordedAt >= o.commitIntervalMs) {
-          await record(false);
+        if (window.some((r) => r.state === 'done')) await this.record(exactlyOnce, o);
+        else if (this.pending && h.clock.now() - this.recordedAt >= o.commitIntervalMs) {
+          await this.record(false, o);
         }
         const busy = inFlight.size >= o.concurrency;
         const enough = o.limit !== undefined && finished + inFlight.size >= o.limit;
         if (busy || enough) {
           if (inFlight.size > 0) await settled();
+          else break;
           continue;
         }
-        const ref = await this.take(o.signal);
+        // Entries handed out before and not finished go first, in their places.
+        const again = window.find((r) => r.state === 'waiting');
+        if (again) {
+          launch(again);
+          continue;
+        }
+        // Something new: in exactly-once, only once every finished entry is recorded
+        // (one finished behind another still running waits for it); in at-least-once,
+        // only while the unrecorded entries stay within the bound.
+        const blocked = exactlyOnce
+          ? window.some((r) => r.state === 'done')
+          : window.length >= o.concurrency + o.commitEveryEntries;
+        if (blocked) {
+          if (inFlight.size > 0) await settled();
+          continue;
+        }
+        const ref = await this.take(ended);
         if (!ref) {
-          if (o.signal?.aborted) continue;
+          if (ended.aborted) continue;
           if (inFlight.size > 0) {
             await settled();
             continue;
           }
-          if (pending) await record(true);
+          if (this.pending) await this.record(true, o);
           if (!o.wait) {
             reason = 'end';
             break;
           }
           try {
-            await sleep(o.pollIntervalMs, { signal: o.signal, clock: h.clock });
+            await sleep(o.pollIntervalMs, { signal: ended, clock: h.clock });
           } catch {
-            // aborted: the top of the loop says so
+            // ended: the top of the loop says why
           }
           continue;
         }
@@ -311,56 +374,58 @@ export class EntryProcessor {
         }
         if (ref.length === 0) {
           // An empty batch: nothing to hand out, finished as it is, in its place.
-          ref.done = true;
+          ref.state = 'done';
           continue;
         }
-        const task: Promise<void> = runEntry(ref)
-          .catch((e: unknown) => {
-            failure ??= e;
-          })
-          .finally(() => inFlight.delete(task));
-        inFlight.add(task);
+        launch(ref);
       }
     } catch (e) {
       failure ??= e;
     }
-    // Entries in flight finish (or give up) before the call returns.
     try {
-      await Promise.race([Promise.allSettled([...inFlight]), halted]);
-    } catch (e) {
-      failure ??= e;
-    }
-    if (failure === undefined) {
+      // Entries in flight finish (or give up) before the call returns.
       try {
-        await record(true);
+        await Promise.race([Promise.allSettled([...inFlight]), halted]);
       } catch (e) {
-        failure = e;
+        failure ??= e;
       }
+      if (!h.stopped.aborted) {
+        try {
+          await this.record(true, o);
+        } catch (e) {
+          failure ??= e;
+        }
+      }
+    } finally {
+      if (onStopped) h.stopped.removeEventListener('abort', onStopped);
     }
-    // What was handed out and not finished comes first next time, in order.
-    this.backlog = [...window.filter((r) => !r.done), ...this.backlog];
     if (failure !== undefined) throw asError(failure);
     return { ...counts, reason: reason ?? 'end', position: h.position };
   }
 
-  /** The next entry to hand out: the backlog first, then the next batch's entries. */
-  private async take(signal: AbortSignal | undefined): Promise<EntryRef | undefined> {
+  /** The next entry not yet handed out: the last batch's, then the next batch's. */
+  private async take(signal: AbortSignal): Promise<EntryRef | undefined> {
     const ref = this.backlog.shift();
     if (ref) return ref;
     let batch: Batch | undefined;
     try {
       batch = await this.host.next(signal);
     } catch (e) {
-      if (signal?.aborted) return undefined;
+      if (signal.aborted) return undefined;
       throw e;
     }
     if (!batch) return undefined;
     const first = batch.firstIndex ?? 0;
     const length = first + batch.entries.length;
     // An empty batch is one reference of length 0 (index -1: its end is index 0).
-    if (batch.entries.length === 0) return { batch, index: -1, length: 0 };
+    if (batch.entries.length === 0) return { batch, index: -1, length: 0, state: 'waiting' };
     const b = batch;
-    this.backlog = b.entries.map((_, i) => ({ batch: b, index: first + i, length }));
+    this.backlog = b.entries.map((_, i) => ({
+      batch: b,
+      index: first + i,
+      length,
+      state: 'waiting' as const,
+    }));
     return this.backlog.shift();
   }
 
@@ -370,10 +435,12 @@ export class EntryProcessor {
     handler: ProcessHandler,
     o: Settings,
     counts: { committed: number; skipped: number; retried: number; deadLettered: number },
+    ended: AbortSignal,
   ): Promise<'done' | 'stop' | 'exhausted' | 'aborted'> {
     const h = this.host;
     const entry = entryOf(ref);
     for (let attempt = 1; ; attempt++) {
+      if (h.stopped.aborted) throw asError(h.stopped.reason);
       let outcome: unknown;
       let error: unknown;
       try {
@@ -430,8 +497,9 @@ export class EntryProcessor {
         o.delayMs * (o.backoff === 'exponential' ? 2 ** Math.min(30, attempt - 1) : 1),
       );
       try {
-        await sleep(wait, { signal: o.signal, clock: h.clock });
+        await sleep(wait, { signal: ended, clock: h.clock });
       } catch {
+        if (h.stopped.aborted) throw asError(h.stopped.reason);
         return 'aborted';
       }
     }
@@ -523,6 +591,16 @@ function settings(options: ProcessOptions, host: ProcessHost): Settings {
     }
   }
   const retry = options.retry ?? {};
+  if (typeof retry !== 'object' || retry === null || Array.isArray(retry)) {
+    throw new InvalidArgumentError(
+      `process(): retry must be an object { delayMs, maxAttempts, backoff, maxDelayMs }, got ${describe(retry)}`,
+    );
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError(
+      `process(): signal must be an AbortSignal, got ${describe(options.signal)}`,
+    );
+  }
   for (const k of Object.keys(retry)) {
     if (!KNOWN_RETRY.has(k)) {
       throw new InvalidArgumentError(
@@ -582,11 +660,6 @@ function settings(options: ProcessOptions, host: ProcessHost): Settings {
     if (p === undefined || typeof (p as Partial<Producer>).produce !== 'function') {
       throw new InvalidArgumentError(
         `process(): onExhausted 'dead-letter' needs deadLetter, the Producer of another queue; got ${describe(p)}`,
-      );
-    }
-    if (host.sameQueue(p)) {
-      throw new InvalidArgumentError(
-        `process(): the dead-letter producer writes to the queue being processed (${host.queueDescription}); dead letters must go to another queue`,
       );
     }
   } else if (s.deadLetter !== undefined) {

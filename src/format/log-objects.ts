@@ -55,6 +55,17 @@ export interface Cursor {
 export interface SharedReader {
   next: Position;
   updatedAtMs: number;
+  /** Random per join: a second reader joining under the same id replaces the first, which is then fenced. */
+  session: string;
+}
+
+/** A map of shared readers without a prototype: any id, "__proto__" included, is a plain key. */
+export function readerMap(
+  entries: Iterable<[string, SharedReader]> = [],
+): Record<string, SharedReader> {
+  const map = Object.create(null) as Record<string, SharedReader>;
+  for (const [id, r] of entries) map[id] = r;
+  return map;
 }
 
 /** Most shared readers one cursor holds. */
@@ -199,6 +210,7 @@ export function encodeCursor(c: Cursor): Uint8Array {
               {
                 next: { sequence: r.next.sequence, index: r.next.index },
                 updatedAtMs: r.updatedAtMs,
+                session: r.session,
               },
             ]),
           ),
@@ -240,8 +252,8 @@ export function decodeCursor(bytes: Uint8Array, what: string): Cursor {
         what,
       );
     }
-    // Built with fromEntries: an id such as "__proto__" stays a plain key.
-    cursor.readers = Object.fromEntries(
+    // Without a prototype: an id such as "__proto__" stays a plain key.
+    cursor.readers = readerMap(
       ids.map((id): [string, SharedReader] => {
         const at = `${what} reader ${JSON.stringify(id)}`;
         if (!/^[\x20-\x7e]{1,200}$/.test(id)) {
@@ -257,6 +269,7 @@ export function decodeCursor(bytes: Uint8Array, what: string): Cursor {
               index: int(n, 'index', `${at} next`),
             },
             updatedAtMs: int(r, 'updatedAtMs', at),
+            session: str(r, 'session', at),
           },
         ];
       }),

@@ -665,6 +665,8 @@ export class Queue {
             next,
             commit,
             updatedAtMs: clock.now(),
+            // A reset fences shared readers too: they leave the cursor.
+            readers: undefined,
           },
           current.version,
           options.signal,

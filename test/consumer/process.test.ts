@@ -13,11 +13,12 @@ import {
   MemoryStore,
   Producer,
   Queue,
+  StorageError,
   type ObjectStore,
   type ProcessEntry,
   type ProcessOutcome,
 } from '../../src/index.ts';
-import { ManualClock } from '../../src/testing.ts';
+import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import { v1Store } from '../support/queue.ts';
 
 const enc = new TextEncoder();
@@ -389,6 +390,197 @@ describe('process()', () => {
     await second.close();
   });
 
+  test('an entry finished behind one that stopped is not handed out again by this consumer', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c']]);
+    const consumer = await open(store);
+    let bDone: () => void = () => undefined;
+    const bFinished = new Promise<void>((r) => (bDone = r));
+    const first = await consumer.process(
+      async (e) => {
+        if (e.index === 1) {
+          bDone();
+          return 'commit';
+        }
+        await bFinished;
+        return 'stop';
+      },
+      { concurrency: 2 },
+    );
+    assert.equal(first.reason, 'stopped');
+    assert.deepEqual(first.position, { sequence: 0, index: 0 });
+    const again = recorder();
+    const second = await consumer.process(again.handler);
+    // a comes again (it stopped); b, finished behind it, does not; then c.
+    assert.deepEqual(again.seen, ['a', 'c']);
+    assert.deepEqual(second.position, { sequence: 1, index: 0 });
+    await consumer.close();
+    const next = await open(store);
+    assert.equal(await next.next(), undefined);
+    await next.close();
+  });
+
+  test('a position whose write failed is written before anything new is handed out', async () => {
+    const memory = new MemoryStore();
+    await produce(memory, [['a', 'b', 'c']]);
+    const store = new FaultInjectingStore(memory);
+    const consumer = await open(store);
+    let fail = false;
+    store.before('put', (call) => {
+      if (fail && call.key.includes('subscriptions/')) {
+        fail = false;
+        throw new StorageError('injected: the cursor write failed', { retriable: false });
+      }
+    });
+    await assert.rejects(
+      consumer.process((e) => {
+        fail = e.index === 0;
+        return 'commit';
+      }),
+      /the cursor write failed/,
+    );
+    // The next call records a first; b is handed out only then. A crash while b runs
+    // must not bring a back.
+    let crash: () => void = () => undefined;
+    const crashed = new Promise<void>((r) => (crash = r));
+    const second = consumer.process(async (e) => {
+      assert.equal(dec.decode(e.data), 'b');
+      crash();
+      return new Promise<ProcessOutcome>(() => undefined);
+    });
+    await crashed;
+    await consumer.destroy(new Error('crash'));
+    await assert.rejects(second, /crash/);
+    const next = await open(memory);
+    const rest = recorder();
+    await next.process(rest.handler);
+    assert.deepEqual(rest.seen, ['b', 'c']);
+    await next.close();
+  });
+
+  test('next() and process() on one consumer: the second style is refused', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a'], ['b']]);
+    const batches = await open(store);
+    assert.ok(await batches.next());
+    await assert.rejects(
+      batches.process(() => 'commit'),
+      /mixing both would acknowledge/,
+    );
+    await batches.close();
+    const entries = await open(store);
+    await entries.process(() => 'commit', { limit: 1 });
+    await assert.rejects(entries.next(), /mixing both would acknowledge/);
+    await assert.rejects(entries.ack(0), InvalidArgumentError);
+    await entries.close();
+  });
+
+  test('at-least-once: entries finished and not recorded stay within commitEveryEntries + concurrency', async () => {
+    const store = new MemoryStore();
+    await produce(
+      store,
+      Array.from({ length: 5 }, (_, b) => Array.from({ length: 20 }, (_, i) => `${b}-${i}`)),
+    );
+    const consumer = await open(store);
+    let finished = 0;
+    const running = consumer.process(
+      async (e) => {
+        // The first entry hangs (a slow downstream); the other slot races on.
+        if (e.sequence === 0 && e.index === 0) return new Promise<ProcessOutcome>(() => undefined);
+        finished++;
+        return 'commit';
+      },
+      { delivery: 'at-least-once', concurrency: 2, commitEveryEntries: 10, commitIntervalMs: 0 },
+    );
+    await until(() => finished >= 11);
+    for (let i = 0; i < 100; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(
+      finished,
+      11,
+      'no more than commitEveryEntries + concurrency - 1 finish behind it',
+    );
+    await consumer.destroy(new Error('crash'));
+    await assert.rejects(running, /crash/);
+  });
+
+  test('destroy() during a retry wait calls the handler no more; close() lets the entry in flight finish and records it', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b']]);
+    const clock = new ManualClock();
+    const retrying = await open(store, { clock });
+    let calls = 0;
+    const running = retrying.process(
+      () => {
+        calls++;
+        return 'retry';
+      },
+      { retry: { delayMs: 300, maxAttempts: 3 } },
+    );
+    await until(() => clock.pendingTimers > 0);
+    await retrying.destroy(new Error('gone'));
+    await assert.rejects(running, /gone/);
+    await clock.advance(10_000);
+    assert.equal(calls, 1);
+
+    const closing = await open(store);
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = false;
+    const processing = closing.process(async () => {
+      started = true;
+      await gate;
+      return 'commit' as const;
+    });
+    await until(() => started);
+    const closed = closing.close();
+    release();
+    await closed;
+    const result = await processing;
+    assert.equal(result.reason, 'aborted');
+    assert.equal(result.committed, 1);
+    const next = await open(store);
+    const rest = recorder();
+    await next.process(rest.handler);
+    assert.deepEqual(rest.seen, ['b'], 'a was recorded by the close');
+    await next.close();
+  });
+
+  test('dead letters through another handle or a wrapper of the same store are refused', async () => {
+    const memory = new MemoryStore();
+    await produce(memory, [['a']]);
+    const consumer = await open(memory);
+    const wrapped = new Producer({ store: new FaultInjectingStore(memory), flushIntervalMs: 0 });
+    await assert.rejects(
+      consumer.process(() => 'retry', {
+        retry: { delayMs: 0, maxAttempts: 1 },
+        onExhausted: 'dead-letter',
+        deadLetter: wrapped,
+      }),
+      /dead letters must go to another queue/,
+    );
+    // Nothing was handed out or recorded.
+    assert.deepEqual(consumer.position, { sequence: 0, index: 0 });
+    await wrapped.close();
+    await consumer.close();
+  });
+
+  test('many process() calls leave no listeners behind', async () => {
+    const store = new MemoryStore();
+    await produce(store, [Array.from({ length: 20 }, (_, i) => `e${i}`)]);
+    const consumer = await open(store);
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      for (let i = 0; i < 20; i++) await consumer.process(() => 'commit', { limit: 1 });
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    await consumer.close();
+  });
+
   test('bad options and outcomes are InvalidArgumentErrors saying what was expected', async () => {
     const store = new MemoryStore();
     await produce(store, [['a']]);
@@ -403,6 +595,8 @@ describe('process()', () => {
       [{ delivery: 'global-exactly-once' }, /reads subscription "named"/],
       [{ delivery: 'twice' as never }, /delivery must be 'exactly-once'/],
       [{ limt: 1 } as never, /unknown option "limt"/],
+      [{ signal: {} as never }, /signal must be an AbortSignal/],
+      [{ retry: 5 as never }, /retry must be an object/],
     ];
     for (const [options, message] of cases) {
       await assert.rejects(

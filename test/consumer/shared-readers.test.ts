@@ -18,7 +18,7 @@ import {
   type ProcessEntry,
 } from '../../src/index.ts';
 import { decodeCursor, encodeCursor } from '../../src/internal.ts';
-import { ManualClock } from '../../src/testing.ts';
+import { ManualClock, skewedClock } from '../../src/testing.ts';
 import { v1Store } from '../support/queue.ts';
 
 const enc = new TextEncoder();
@@ -146,6 +146,102 @@ describe('shared readers', () => {
     await reader.destroy();
   });
 
+  test('a second reader joining under the same instance id takes its place; the first is fenced', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c']]);
+    const first = await shared(store, { instanceId: 'worker-1' });
+    assert.deepEqual(await take(first, 1), ['a']);
+    const second = await shared(store, { instanceId: 'worker-1' });
+    // It resumes at the position its id recorded.
+    assert.deepEqual(await take(second), ['b', 'c']);
+    await assert.rejects(take(first), FencedError);
+    await second.close();
+    await first.destroy();
+  });
+
+  test('an instance id "__proto__" is an entry like any other and holds the position', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c']]);
+    const odd = await shared(store, { instanceId: '__proto__' });
+    const other = await shared(store, { instanceId: 'plain' });
+    await take(odd, 1);
+    await take(other);
+    const c = await cursorOf(store);
+    assert.deepEqual(Object.keys(c?.readers ?? {}).sort(), ['__proto__', 'plain']);
+    assert.deepEqual(c?.next, { sequence: 0, index: 1 });
+    await odd.close();
+    await other.close();
+  });
+
+  test('the first shared reader fences a consumer holding the subscription', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b']]);
+    const owner = await Consumer.open({ store, gcIntervalMs: 0, subscription: 'etl' });
+    const reader = await shared(store);
+    await assert.rejects(
+      owner.process(() => 'commit'),
+      FencedError,
+    );
+    assert.deepEqual(await take(reader), ['a', 'b']);
+    await reader.close();
+    await owner.destroy();
+  });
+
+  test('a reset removes shared readers: a reader rejoining under its id starts where the reset put it', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b']]);
+    const reader = await shared(store, { instanceId: 'r' });
+    await take(reader);
+    await reader.destroy();
+    const queue = Queue.open({ store });
+    await queue.resetSubscription('etl', 'oldest');
+    await queue.close();
+    assert.deepEqual((await cursorOf(store))?.readers, {});
+    const again = await shared(store, { instanceId: 'r' });
+    assert.deepEqual(await take(again), ['a', 'b']);
+    await again.close();
+  });
+
+  test('silence is measured by each reader on its own clock: a reader an hour ahead drops nobody at once', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a', 'b', 'c']]);
+    const base = new ManualClock();
+    const slow = await shared(store, { clock: base, instanceId: 'slow' });
+    const ahead = await shared(store, {
+      clock: skewedClock(3_600_000, base),
+      instanceId: 'ahead',
+    });
+    await take(slow, 1);
+    await slow.destroy();
+    await take(ahead, 1);
+    assert.deepEqual(Object.keys((await cursorOf(store))?.readers ?? {}).sort(), ['ahead', 'slow']);
+    // Only after the fast reader has itself seen the other silent for the timeout.
+    await base.advance(600_001);
+    await take(ahead, 1);
+    assert.deepEqual(Object.keys((await cursorOf(store))?.readers ?? {}), ['ahead']);
+    await ahead.close();
+  });
+
+  test('an idle reader keeps its entry fresh: the others do not drop it', async () => {
+    const store = new MemoryStore();
+    await produce(store, [['a']]);
+    const clock = new ManualClock();
+    const idle = await shared(store, { clock, instanceId: 'idle', sharedReaderTimeoutMs: 60_000 });
+    const busy = await shared(store, { clock, instanceId: 'busy', sharedReaderTimeoutMs: 60_000 });
+    await take(busy);
+    for (let i = 0; i < 10; i++) {
+      await clock.advance(20_000);
+      for (let j = 0; j < 20; j++) await new Promise((r) => setImmediate(r));
+      await produce(store, [[`n${i}`]]);
+      await take(busy);
+    }
+    const c = await cursorOf(store);
+    assert.deepEqual(Object.keys(c?.readers ?? {}).sort(), ['busy', 'idle']);
+    assert.deepEqual(c?.next, { sequence: 0, index: 0 }, 'idle still holds the position');
+    await idle.close();
+    await busy.close();
+  });
+
   test('exactly-once on a shared reader, and shared on a v1 queue, are InvalidArgumentErrors', async () => {
     const store = new MemoryStore();
     await produce(store, [['a']]);
@@ -180,9 +276,9 @@ describe('shared readers', () => {
       o.readers = readers;
       return enc.encode(JSON.stringify(o));
     };
-    const reader = { next: { sequence: 1, index: 2 }, updatedAtMs: 5 };
+    const reader = { next: { sequence: 1, index: 2 }, updatedAtMs: 5, session: 's' };
     const decoded = decodeCursor(enc.encode(`${dec.decode(withReaders({}))}`), 'c');
-    assert.deepEqual(decoded.readers, {});
+    assert.deepEqual(Object.keys(decoded.readers ?? { x: 1 }), []);
     const proto = decodeCursor(
       enc.encode(
         dec
@@ -192,13 +288,17 @@ describe('shared readers', () => {
       'c',
     );
     assert.deepEqual(Object.keys(proto.readers ?? {}), ['__proto__']);
-    assert.equal(Object.getPrototypeOf(proto.readers), Object.prototype);
+    assert.equal(Object.getPrototypeOf(proto.readers), null);
+    assert.deepEqual(proto.readers?.['__proto__'], reader);
     const many = Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`r${i}`, reader]));
     assert.throws(() => decodeCursor(withReaders(many), 'c'), CorruptDataError);
     assert.throws(() => decodeCursor(withReaders({ '': reader }), 'c'), CorruptDataError);
     assert.throws(
       () =>
-        decodeCursor(withReaders({ r: { next: { sequence: -1, index: 0 }, updatedAtMs: 1 } }), 'c'),
+        decodeCursor(
+          withReaders({ r: { next: { sequence: -1, index: 0 }, updatedAtMs: 1, session: 's' } }),
+          'c',
+        ),
       CorruptDataError,
     );
   });
