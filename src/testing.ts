@@ -27,6 +27,8 @@ export {
   VIOLATIONS,
   type ProducedCall,
   type ConsumerEvent,
+  type EntryHandedOut,
+  type EntryCommitted,
   type RunLog,
   type Deletion,
   type InvariantReport,

@@ -338,7 +338,7 @@ export class EntryProcessor {
         // only while the unrecorded entries stay within the bound.
         const blocked = exactlyOnce
           ? window.some((r) => r.state === 'done')
-          : window.length >= o.concurrency + o.commitEveryEntries;
+          : window.length + this.sinceRecord >= o.concurrency + o.commitEveryEntries;
         if (blocked) {
           if (inFlight.size > 0) await settled();
           continue;
@@ -360,6 +360,12 @@ export class EntryProcessor {
           } catch {
             // ended: the top of the loop says why
           }
+          continue;
+        }
+        // An entry may have finished while the next batch was read: it is recorded
+        // before this one is handed out.
+        if (exactlyOnce && window.some((r) => r.state === 'done')) {
+          this.backlog.unshift(ref);
           continue;
         }
         window.push(ref);

@@ -1,6 +1,8 @@
 /**
  * An independent checker of the buffer's promises, fed with a log of what
- * producers submitted and what consumers received and acknowledged.
+ * producers submitted and what consumers received and acknowledged: whole
+ * batches (`next()` and acks) or entries (`process()`: each entry handed to
+ * the handler and each one it finished).
  *
  * Entries are named `"{producer}:{n}"`, where `n` counts one producer's
  * entries in submission order, so the checker can tell each entry's origin
@@ -20,8 +22,8 @@ export interface ProducedCall {
  * What consumers did, in the order it happened. `subscription` names the
  * subscription the consumer read (log layout); absent, the default one.
  * Every subscription is checked on its own: each must receive every entry
- * whose `durable` resolved, exactly once once acknowledged, in each
- * producer's order.
+ * whose `durable` resolved (with `process()`: commit it), exactly once once
+ * acknowledged (or once its commit was recorded), in each producer's order.
  */
 export type ConsumerEvent =
   | {
@@ -32,7 +34,14 @@ export type ConsumerEvent =
       sequence: number;
       location: string;
       entries: readonly string[];
+      /**
+       * The index of `entries[0]` in its batch (`Batch.firstIndex`): a batch
+       * handed out after a commit inside it holds only the rest. @default 0
+       */
+      firstIndex?: number;
     }
+  | EntryHandedOut
+  | EntryCommitted
   /** An acknowledgement through `through` that is known to be stored (its flush resolved). */
   | { kind: 'acked'; consumer: string; subscription?: string; through: number }
   /**
@@ -48,6 +57,52 @@ export type ConsumerEvent =
       last: number;
       expected: boolean;
     };
+
+/**
+ * An entry handed to a `process()` handler, logged as the handler starts.
+ * Attempt 1 (or none given) is the hand-out; later attempts are retries of
+ * the same hand-out, by the same consumer session.
+ */
+export interface EntryHandedOut {
+  kind: 'handed-out';
+  /** The consumer session (one per `Consumer.open`). */
+  consumer: string;
+  subscription?: string;
+  /** The entry's position: batch `sequence`, `index` in it. */
+  sequence: number;
+  index: number;
+  /** The entry's id (see {@link entryId}). */
+  entry: string;
+  /** @default 1 */
+  attempt?: number;
+}
+
+/**
+ * An entry a `process()` handler finished, logged before the handler
+ * returns (so before `process()` records it): it returned `'commit'`, or
+ * the entry was skipped or sent to a dead-letter queue (`outcome`).
+ * `promise` says what the delivery style promises once the same consumer
+ * session handed out an entry after this event:
+ *
+ * - `'entry'` (the exactly-once styles on the log layout, the default): the
+ *   entry is never handed out to the subscription again;
+ * - `'batch'` (exactly-once on a v1 queue, which records whole batches): the
+ *   same, once every entry of its batch handed out to that session was
+ *   finished and the later entry is in a later batch;
+ * - `'none'` (at-least-once): it may be handed out again (counted).
+ */
+export interface EntryCommitted {
+  kind: 'committed';
+  consumer: string;
+  subscription?: string;
+  sequence: number;
+  index: number;
+  entry: string;
+  /** @default 'commit' */
+  outcome?: 'commit' | 'skip' | 'dead-letter';
+  /** @default 'entry' */
+  promise?: 'entry' | 'batch' | 'none';
+}
 
 /** Everything a run tells the checker. */
 export interface RunLog {
@@ -82,6 +137,15 @@ export interface InvariantReport {
   redeliveredEntries: number;
   /** Entries whose `durable` rejected or never settled and that were delivered anyway. */
   deliveredWithoutResolve: number;
+  /** Distinct entries handed to a `process()` handler (most of any subscription). */
+  handedOutEntries: number;
+  /** Distinct entries a `process()` handler finished (most of any subscription). */
+  committedEntries: number;
+  /**
+   * Hand-outs of an entry handed out before to the same subscription, its
+   * commit not recorded (allowed, counted; every subscription together).
+   */
+  handedOutAgain: number;
   lost: string[];
   duplicated: string[];
   outOfOrder: string[];
@@ -102,6 +166,9 @@ export function checkInvariants(log: RunLog): InvariantReport {
     redeliveredBatches: 0,
     redeliveredEntries: 0,
     deliveredWithoutResolve: 0,
+    handedOutEntries: 0,
+    committedEntries: 0,
+    handedOutAgain: 0,
     lost: [],
     duplicated: [],
     outOfOrder: [],
@@ -136,7 +203,6 @@ export function checkInvariants(log: RunLog): InvariantReport {
   }
   report.deliveredEntries = delivered;
 
-  // No manifest version holds a location twice, and a location keeps its sequence.
   // No manifest version holds a location twice, and a location keeps its sequence.
   for (const [i, locations] of log.manifests.entries()) {
     const seen = new Set<string>();
@@ -203,9 +269,11 @@ export function entryId(bytes: Uint8Array): string {
 
 /**
  * The checks one subscription's events must pass: a batch may come again only
- * while it was never acknowledged, an entry lives in one batch only, every
- * resolved entry arrives, in each producer's order, and no loss was reported
- * that retention was not meant to cause. Returns the entries delivered.
+ * while it was never acknowledged, and an entry only while its commit was not
+ * recorded; an entry lives in one batch (and one position) only; every
+ * resolved entry arrives (with `process()`: is committed), in each producer's
+ * order; and no loss was reported that retention was not meant to cause.
+ * Returns the entries delivered.
  */
 function checkSubscription(
   events: readonly ConsumerEvent[],
@@ -215,10 +283,28 @@ function checkSubscription(
   report: InvariantReport,
 ): number {
   const sequenceOf = new Map<string, number>();
+  /** Entries delivered in a batch or committed: what "nothing lost" counts. */
+  const received = new Set<string>();
   const seenBatch = new Set<number>();
   let ackedThrough = -1;
   const firstDeliveries: { sequence: number; index: number; id: string }[] = [];
   const expectedLoss: [number, number][] = [];
+  const entries = new EntryLedger(report);
+
+  /** Records where an entry was seen; the first time, checks that it was produced. */
+  const sight = (id: string, sequence: number, index: number, where: string): void => {
+    const first = sequenceOf.get(id);
+    if (first === undefined) {
+      sequenceOf.set(id, sequence);
+      firstDeliveries.push({ sequence, index, id });
+      const o = outcome.get(id);
+      if (o === undefined) report.phantom.push(`${id} in ${where} was never produced`);
+      else if (o !== 'resolved') report.deliveredWithoutResolve++;
+    } else if (first !== sequence) {
+      report.duplicated.push(`${id} is in batch ${first} and again in ${where}`);
+    }
+  };
+
   for (const ev of events) {
     if (ev.kind === 'acked') {
       ackedThrough = Math.max(ackedThrough, ev.through);
@@ -231,6 +317,18 @@ function checkSubscription(
           `${prefix}sequences ${ev.first} to ${ev.last} reported lost to ${ev.consumer}`,
         );
       ackedThrough = Math.max(ackedThrough, ev.last);
+      continue;
+    }
+    if (ev.kind === 'handed-out' || ev.kind === 'committed') {
+      const where = `${prefix}entry ${ev.sequence}:${ev.index} to ${ev.consumer}`;
+      if (ev.kind === 'handed-out' && (ev.attempt ?? 1) <= 1 && ev.sequence <= ackedThrough) {
+        report.duplicated.push(
+          `${where} (${ev.entry}): handed out after its batch was acknowledged (through ${ackedThrough})`,
+        );
+      }
+      sight(ev.entry, ev.sequence, ev.index, where);
+      if (ev.kind === 'handed-out') entries.handedOut(ev, where);
+      else if (entries.committed(ev, where)) received.add(ev.entry);
       continue;
     }
     const where = `${prefix}batch ${ev.sequence} (${ev.location}) to ${ev.consumer}`;
@@ -252,25 +350,22 @@ function checkSubscription(
       report.redeliveredEntries += ev.entries.length;
     }
     seenBatch.add(ev.sequence);
-    ev.entries.forEach((id, index) => {
-      const first = sequenceOf.get(id);
-      if (first === undefined) {
-        sequenceOf.set(id, ev.sequence);
-        firstDeliveries.push({ sequence: ev.sequence, index, id });
-        const o = outcome.get(id);
-        if (o === undefined) report.phantom.push(`${id} in ${where} was never produced`);
-        else if (o !== 'resolved') report.deliveredWithoutResolve++;
-      } else if (first !== ev.sequence) {
-        report.duplicated.push(`${id} is in batch ${first} and again in ${where}`);
-      }
+    const firstIndex = ev.firstIndex ?? 0;
+    ev.entries.forEach((id, k) => {
+      sight(id, ev.sequence, firstIndex + k, where);
+      received.add(id);
     });
   }
 
   for (const [id, o] of outcome) {
-    if (o === 'resolved' && !sequenceOf.has(id) && expectedLoss.length === 0) {
-      report.lost.push(`${prefix}${id}`);
+    if (o === 'resolved' && !received.has(id) && expectedLoss.length === 0) {
+      report.lost.push(
+        `${prefix}${id}${sequenceOf.has(id) ? ' (handed out, never committed)' : ''}`,
+      );
     }
   }
+  report.handedOutEntries = Math.max(report.handedOutEntries, entries.handedOutIds.size);
+  report.committedEntries = Math.max(report.committedEntries, entries.committedIds.size);
 
   // Each producer's entries arrive in the order it submitted them.
   firstDeliveries.sort((a, b) => a.sequence - b.sequence || a.index - b.index);
@@ -284,4 +379,121 @@ function checkSubscription(
     lastN.set(producer, { n, id: d.id });
   }
   return sequenceOf.size;
+}
+
+/** One consumer session's entries of one batch: handed out, and finished with their promise. */
+interface SessionBatch {
+  handed: Set<number>;
+  /** Finished, their recording not yet proven by a later hand-out. */
+  finished: Map<number, NonNullable<EntryCommitted['promise']>>;
+  /** Indices finished in this session (proven or not). */
+  done: Set<number>;
+}
+
+/** One consumer session's entries, by batch sequence. */
+interface EntrySession {
+  batches: Map<number, SessionBatch>;
+  /** The last position handed out (attempt 1). */
+  last?: { sequence: number; index: number };
+}
+
+/**
+ * The entry-level checks of one subscription (`process()`): the promise of
+ * each commit once a later entry was handed out, the order of each session's
+ * hand-outs, the positions of entries.
+ */
+class EntryLedger {
+  /** Positions whose commit is proven recorded: never to be handed out again. */
+  private readonly recorded = new Map<string, string>();
+  /** Positions handed out (attempt 1), and the entry at each. */
+  private readonly handed = new Map<string, string>();
+  private readonly sessions = new Map<string, EntrySession>();
+  readonly handedOutIds = new Set<string>();
+  readonly committedIds = new Set<string>();
+
+  constructor(private readonly report: InvariantReport) {}
+
+  handedOut(ev: EntryHandedOut, where: string): void {
+    const session = this.session(ev.consumer);
+    const key = `${ev.sequence}:${ev.index}`;
+    this.handedOutIds.add(ev.entry);
+    const atKey = this.handed.get(key);
+    if (atKey !== undefined && atKey !== ev.entry) {
+      this.report.duplicated.push(`${where}: holds ${ev.entry}, but ${atKey} was handed out there`);
+    }
+    if ((ev.attempt ?? 1) > 1) {
+      if (!session.batches.get(ev.sequence)?.handed.has(ev.index)) {
+        this.report.phantom.push(
+          `${where}: attempt ${ev.attempt} of ${ev.entry}, never handed out to that consumer`,
+        );
+      }
+      return;
+    }
+    // Handing out an entry proves that every commit the session logged before it was
+    // recorded, as far as the delivery style promises (see EntryCommitted.promise).
+    for (const [sequence, b] of session.batches) {
+      const wholeBatch = sequence < ev.sequence && b.done.size === b.handed.size;
+      for (const [index, promise] of b.finished) {
+        if (promise === 'entry' || (promise === 'batch' && wholeBatch)) {
+          this.recorded.set(`${sequence}:${index}`, ev.consumer);
+          b.finished.delete(index);
+        } else if (promise === 'none') {
+          b.finished.delete(index);
+        }
+      }
+      if (b.finished.size === 0 && b.done.size === b.handed.size && sequence < ev.sequence) {
+        session.batches.delete(sequence);
+      }
+    }
+    const by = this.recorded.get(key);
+    if (by !== undefined) {
+      this.report.duplicated.push(
+        `${where} (${ev.entry}): handed out again after ${by} committed it and handed out a later entry`,
+      );
+    }
+    if (atKey !== undefined) this.report.handedOutAgain++;
+    this.handed.set(key, ev.entry);
+    const last = session.last;
+    if (
+      last &&
+      (ev.sequence < last.sequence || (ev.sequence === last.sequence && ev.index <= last.index))
+    ) {
+      this.report.outOfOrder.push(
+        `${where} (${ev.entry}): handed out after ${last.sequence}:${last.index}, in the same session`,
+      );
+    }
+    session.last = { sequence: ev.sequence, index: ev.index };
+    let b = session.batches.get(ev.sequence);
+    if (!b)
+      session.batches.set(
+        ev.sequence,
+        (b = { handed: new Set(), finished: new Map(), done: new Set() }),
+      );
+    b.handed.add(ev.index);
+  }
+
+  /** Records a commit; whether it counts as the entry received (it was handed out). */
+  committed(ev: EntryCommitted, where: string): boolean {
+    const b = this.session(ev.consumer).batches.get(ev.sequence);
+    if (!b?.handed.has(ev.index)) {
+      this.report.phantom.push(
+        `${where}: ${ev.entry} committed, never handed out to that consumer`,
+      );
+      return false;
+    }
+    if (b.done.has(ev.index)) {
+      this.report.duplicated.push(`${where}: ${ev.entry} committed twice by that consumer`);
+      return true;
+    }
+    b.done.add(ev.index);
+    b.finished.set(ev.index, ev.promise ?? 'entry');
+    this.committedIds.add(ev.entry);
+    return true;
+  }
+
+  private session(consumer: string): EntrySession {
+    let s = this.sessions.get(consumer);
+    if (!s) this.sessions.set(consumer, (s = { batches: new Map() }));
+    return s;
+  }
 }
