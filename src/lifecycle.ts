@@ -40,3 +40,25 @@ export async function withTimeout(
     clock.clearTimeout(timer);
   }
 }
+
+/**
+ * A role's `close({ timeoutMs })`: waits for `closing`, at most `timeoutMs`
+ * by `clock` when given; if the time runs out first, destroys the role with
+ * the error `timedOut()` builds (which says what was left undone) and
+ * rejects with it. Every call's timeout counts, also one given after a
+ * close without.
+ */
+export async function closeWithin(
+  closing: Promise<void>,
+  timeoutMs: number | undefined,
+  clock: Clock,
+  timedOut: () => Error,
+  destroy: (error: Error) => Promise<void>,
+): Promise<void> {
+  if (timeoutMs !== undefined && (await withTimeout(closing, timeoutMs, clock))) {
+    const error = timedOut();
+    await destroy(error);
+    throw error;
+  }
+  await closing;
+}

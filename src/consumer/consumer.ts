@@ -11,7 +11,7 @@ import {
 } from '../errors.ts';
 import { declaredBlockBytes, decodeBatch, DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
 import { CLOCK_PROBE_PREFIX, GarbageCollector, type CollectionResult } from '../gc.ts';
-import { abortable, withTimeout } from '../lifecycle.ts';
+import { abortable, closeWithin } from '../lifecycle.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
 import { checkCallOptions, resolveOptions, type OptionSpecs } from '../options.ts';
@@ -785,20 +785,17 @@ export class Consumer {
       if (errors.length > 0) throw asError(errors[0]);
     })();
     this.closing.catch(() => undefined);
-    // Every call's timeout counts, also one given after a close without.
-    if (options.timeoutMs === undefined) return this.closing;
-    return this.boundedClose(this.closing, options.timeoutMs);
-  }
-
-  private async boundedClose(closing: Promise<void>, timeoutMs: number): Promise<void> {
-    if (await withTimeout(closing, timeoutMs, this.clock)) {
-      const error = new TimeoutError(
-        `consumer: close() did not finish in ${timeoutMs} ms; acknowledgements through sequence ${this.acked} were not applied (those batches will be delivered again)`,
-      );
-      await this.destroy(error);
-      throw error;
-    }
-    await closing;
+    const { timeoutMs } = options;
+    return closeWithin(
+      this.closing,
+      timeoutMs,
+      this.clock,
+      () =>
+        new TimeoutError(
+          `consumer: close() did not finish in ${timeoutMs} ms; acknowledgements through sequence ${this.acked} were not applied (those batches will be delivered again)`,
+        ),
+      (e) => this.destroy(e),
+    );
   }
 
   /**

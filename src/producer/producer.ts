@@ -18,7 +18,7 @@ import { checkCallOptions, resolveOptions, type OptionSpecs } from '../options.t
 import type { AppendBatch, LogQueue } from '../queue/log-queue.ts';
 import type { ManifestQueue } from '../queue/manifest-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from '../queue/queue.ts';
-import { abortable, withTimeout } from '../lifecycle.ts';
+import { abortable, closeWithin } from '../lifecycle.ts';
 import { describeValue } from '../store/keys.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 
@@ -435,20 +435,17 @@ export class Producer {
       if (this.failure !== undefined) throw asError(this.failure);
     })();
     this.closing.catch(() => undefined);
-    // Every call's timeout counts, also one given after a close without.
-    if (options.timeoutMs === undefined) return this.closing;
-    return this.boundedClose(this.closing, options.timeoutMs);
-  }
-
-  private async boundedClose(closing: Promise<void>, timeoutMs: number): Promise<void> {
-    if (await withTimeout(closing, timeoutMs, this.clock)) {
-      const error = new TimeoutError(
-        `producer: close() did not finish in ${timeoutMs} ms; ${this.bufferedInputs} produce() calls were not made durable`,
-      );
-      await this.destroy(error);
-      throw error;
-    }
-    await closing;
+    const { timeoutMs } = options;
+    return closeWithin(
+      this.closing,
+      timeoutMs,
+      this.clock,
+      () =>
+        new TimeoutError(
+          `producer: close() did not finish in ${timeoutMs} ms; ${this.bufferedInputs} produce() calls were not made durable`,
+        ),
+      (e) => this.destroy(e),
+    );
   }
 
   /**
