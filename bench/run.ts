@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j] [-- --backends memory,file,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k] [-- --backends memory,file,s3]`
  *
  * Spillway against the physical limits of this machine, measured in the same
  * run. Prints a table and writes JSON to bench/results/. A row with a target
@@ -16,6 +16,7 @@ import { closedLoop } from './closed-loop.ts';
 import { drain, fillBacklog } from './drain.ts';
 import { designFloor, rawGetMBps, rawGroupCommit, rawPut, sequentialWriteMBps } from './limits.ts';
 import { appendCost, LOG_APPENDS, type AppendCost } from './manifest-growth.ts';
+import { keyedFlushes, keyedInserts } from './keyed.ts';
 import { oneCaller } from './one-caller.ts';
 import { openLoop } from './open-loop.ts';
 import { ProducerProcesses } from './producer-processes.ts';
@@ -27,7 +28,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -466,6 +467,41 @@ try {
       }
       await s.dispose();
     }
+  }
+  if (only.has('k')) {
+    const memory = await keyedInserts(undefined, seconds);
+    add({
+      case: 'k keyed buffer',
+      backend: 'memory',
+      params: '64 callers, 100 B values, 10,000 keys, in memory',
+      value: memory.insertsPerSecond,
+      unit: 'inserts/s',
+    });
+    for (const backend of backends.filter((b) => b !== 'memory')) {
+      const s = await freshStore(backend);
+      const r = await keyedInserts(s.store, seconds);
+      await s.dispose();
+      add({
+        case: 'k keyed buffer',
+        backend,
+        params: '64 callers, 100 B values, 10,000 keys, durable (log, group commit)',
+        value: r.insertsPerSecond,
+        unit: 'inserts/s',
+        extra: {
+          requestsPerInsert: round(r.requestsPerInsert ?? 0, 3),
+          putsPerInsert: round(r.putsPerInsert ?? 0, 3),
+          getsPerInsert: round(r.getsPerInsert ?? 0, 3),
+        },
+      });
+    }
+    const f = await keyedFlushes(quick ? 2 : 5);
+    add({
+      case: 'k keyed buffer',
+      backend: 'memory',
+      params: '10,000 keys, one value each, no-op handler, flushAll()',
+      value: f.flushesPerSecond,
+      unit: 'flush calls/s',
+    });
   }
 } finally {
   stopRgw();

@@ -81,6 +81,20 @@ export {
   type ProcessResult,
 } from './consumer/consumer.ts';
 export {
+  KeyedBuffer,
+  KEYED_BUFFER_DEFAULTS,
+  type KeyedBufferOptions,
+  type DurableKeyedBufferOptions,
+  type KeyedBufferStats,
+  type FlushHandler,
+  type FlushErrorHandler,
+  type FlushInfo,
+  type FlushReason,
+} from './keyed/keyed-buffer.ts';
+export type { KeyedQueueOptions } from './keyed/journal.ts';
+export { bytesCodec, jsonCodec, type Codec } from './keyed/codec.ts';
+export { MAX_KEY_BYTES, type Key } from './keyed/key.ts';
+export {
   GarbageCollector,
   GC_DEFAULTS,
   type GarbageCollectorOptions,

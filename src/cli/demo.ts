@@ -20,6 +20,7 @@ import {
   printJson,
   writeOut,
 } from './common.ts';
+import { runKeyedDemo } from './demo-keyed.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
 import { StopSignals } from './stop-signals.ts';
 
@@ -37,6 +38,9 @@ interface DemoOptions {
   compression: Compression;
   layout?: Layout;
   json?: boolean;
+  keyed?: boolean;
+  keys: number;
+  keyFlushIntervalMs: number;
 }
 
 /** The figures the demo shows live and at the end. */
@@ -101,7 +105,18 @@ export function demoCommand(): Command {
         .default('none'),
     )
     .option('--json', 'print the summary as JSON')
-    .action(async (o: DemoOptions) => runDemo(o));
+    .option(
+      '--keyed',
+      'run a durable keyed buffer instead (queue under keyed-demo/): inserters over --keys keys, live keys, flushes per second and the oldest value age',
+    )
+    .option('--keys <n>', 'keyed: distinct keys', intOption('--keys', 1), 1000)
+    .option(
+      '--key-flush-interval-ms <ms>',
+      'keyed: flushIntervalMs of each key (jitter a fifth of it)',
+      intOption('--key-flush-interval-ms', 0, MAX_TIMER_MS),
+      1000,
+    )
+    .action(async (o: DemoOptions) => (o.keyed ? runKeyedDemo(o) : runDemo(o)));
 }
 
 async function runDemo(o: DemoOptions): Promise<void> {

@@ -70,7 +70,10 @@ export interface ProcessOptions {
   retry?: {
     /** Wait before the second attempt, in ms. @default 1000 */
     delayMs?: number;
-    /** Attempts per entry, the first included. @default 3 */
+    /**
+     * Attempts per entry, the first included (the keyed buffer's `retryMax`
+     * counts retries after the first, as DataBuffer does). @default 3
+     */
     maxAttempts?: number;
     /** `'exponential'` doubles the wait after each attempt; `'fixed'` keeps it. @default 'exponential' */
     backoff?: 'fixed' | 'exponential';
