@@ -7,7 +7,11 @@ import type { Clock, ClockTimer } from './clock.ts';
 /** Waits for `work`, or rejects with the signal's reason when it aborts first. */
 export function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return work;
-  signal.throwIfAborted();
+  if (signal.aborted) {
+    // The work was started: its failure, if any, is the caller's no longer.
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });

@@ -452,6 +452,8 @@ export class LogReader implements LayoutReader {
   /** Shared writes run one after another (acknowledgements, heartbeats, leaving). */
   private sharedWrites: Promise<unknown> = Promise.resolve();
   private heartbeatTimer: ClockTimer | undefined;
+  /** Aborts a heartbeat write in flight when the reader stops. */
+  private readonly heartbeats = new AbortController();
   private stopped = false;
 
   /**
@@ -481,6 +483,7 @@ export class LogReader implements LayoutReader {
     const timeoutMs = this.o.sharedReaderTimeoutMs ?? 600_000;
     const session = joining ? randomUUID() : this.session;
     for (let attempt = 1; ; attempt++) {
+      signal.throwIfAborted();
       const stored = this.cursor.value;
       const at = monotonicNow(this.o.clock);
       const readers = readerMap();
@@ -567,7 +570,7 @@ export class LogReader implements LayoutReader {
     this.heartbeatTimer = this.o.clock.setTimeout(() => {
       this.heartbeatTimer = undefined;
       if (this.stopped) return;
-      this.writeShared(this.mine, new AbortController().signal)
+      this.writeShared(this.mine, this.heartbeats.signal)
         .catch((e: unknown) => {
           // Fenced: the next read or acknowledgement says so; nothing to keep fresh.
           if (e instanceof FencedError) this.stop();
@@ -596,6 +599,7 @@ export class LogReader implements LayoutReader {
   /** Stops timers (a destroyed consumer leaves its entry: it times out). */
   stop(): void {
     this.stopped = true;
+    this.heartbeats.abort();
     this.o.clock.clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
   }
@@ -637,12 +641,14 @@ export class LogReader implements LayoutReader {
     const stored = await this.log.readCursor(this.o.subscription, signal);
     if (!stored) throw deletedError(this.o.subscription);
     const mine = this.cursor.value;
-    if (
-      stored.value.createdAtMs !== mine.createdAtMs ||
-      (!this.o.shared && stored.value.holder !== mine.holder)
-    ) {
+    if (stored.value.createdAtMs !== mine.createdAtMs) {
       // Deleted and created again (its epochs start over): another subscription now.
       throw recreatedError(this.o.subscription, stored.value.holder);
+    }
+    if (!this.o.shared && stored.value.holder !== mine.holder) {
+      throw new FencedError(
+        `subscription "${this.o.subscription}": taken over by "${stored.value.holder}" (epoch ${stored.value.epoch}; this consumer held epoch ${this.epoch}); open a new Consumer to continue`,
+      );
     }
     const entry = stored.value.readers?.[this.o.holder];
     if (this.o.shared && entry && entry.session !== this.session) {

@@ -285,12 +285,23 @@ export class EntryProcessor {
     // A destroyed host ends the call at once, whatever the handlers are doing.
     let onStopped: (() => void) | undefined;
     const halted = new Promise<never>((_, reject) => {
-      onStopped = (): void => reject(h.stopped.reason as Error);
+      onStopped = (): void => {
+        reject(h.stopped.reason as Error);
+        waiting?.reject(h.stopped.reason as Error);
+      };
       if (h.stopped.aborted) onStopped();
       else h.stopped.addEventListener('abort', onStopped, { once: true });
     });
     halted.catch(() => undefined);
-    const settled = (): Promise<unknown> => Promise.race([...inFlight, halted]);
+    // One wait at a time, woken by the next task that ends (or by destroy()): nothing
+    // stays attached to a promise that lives as long as the call.
+    let waiting: { resolve: () => void; reject: (e: Error) => void } | undefined;
+    const settled = (): Promise<void> => {
+      if (h.stopped.aborted) return Promise.reject(h.stopped.reason as Error);
+      return new Promise<void>((resolve, reject) => (waiting = { resolve, reject })).finally(
+        () => (waiting = undefined),
+      );
+    };
 
     const launch = (ref: EntryRef): void => {
       ref.state = 'running';
@@ -309,7 +320,10 @@ export class EntryProcessor {
           ref.state = 'waiting';
           failure ??= e;
         })
-        .finally(() => inFlight.delete(task));
+        .finally(() => {
+          inFlight.delete(task);
+          waiting?.resolve();
+        });
       inFlight.add(task);
     };
 
@@ -346,6 +360,7 @@ export class EntryProcessor {
           if (inFlight.size > 0) await settled();
           continue;
         }
+        if (ended.aborted) continue;
         const ref = await this.take(ended);
         if (!ref) {
           if (ended.aborted) continue;

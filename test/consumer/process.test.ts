@@ -358,7 +358,7 @@ describe('process()', () => {
         if (e.index === 1) newer = await open(store);
         return 'commit' as const;
       }),
-      FencedError,
+      (e: unknown) => e instanceof FencedError && /taken over by "/.test(e.message),
     );
     assert.deepEqual(seen, ['a', 'b']);
     const rest = recorder();
@@ -578,6 +578,55 @@ describe('process()', () => {
     } finally {
       process.off('warning', onWarning);
     }
+    await consumer.close();
+  });
+
+  test('a signal that aborts ends the call, hands nothing more out and leaves no unhandled rejection', async () => {
+    const memory = new MemoryStore();
+    await produce(memory, [['a'], ['b']]);
+    const store = new FaultInjectingStore(memory);
+    const controller = new AbortController();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      // The signal aborts while the first entry's position is being written.
+      let armed = false;
+      store.before('put', (call) => {
+        if (armed && call.key.includes('subscriptions/') && !controller.signal.aborted) {
+          controller.abort();
+        }
+      });
+      const consumer = await open(store, { readAheadBatches: 1 });
+      armed = true;
+      const seen: string[] = [];
+      const result = await consumer.process(
+        (e) => {
+          seen.push(dec.decode(e.data));
+          return 'commit';
+        },
+        { signal: controller.signal },
+      );
+      assert.equal(result.reason, 'aborted');
+      assert.deepEqual(seen, ['a']);
+      await assert.rejects(
+        (await open(memory, { subscription: 'other' })).next({ signal: AbortSignal.abort() }),
+        { name: 'AbortError' },
+      );
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(unhandled, []);
+      await consumer.close();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  test('on a v1 queue a call that ends inside a batch reports the batch start as its position', async () => {
+    const store = await v1Store();
+    await produce(store, [['a', 'b', 'c']]);
+    const consumer = await open(store);
+    const r = await consumer.process(() => 'commit', { limit: 1 });
+    assert.deepEqual(r.position, { sequence: 0, index: 0 });
     await consumer.close();
   });
 
