@@ -577,7 +577,9 @@ export class Consumer {
     if (whole || index === 0 || !this.reader.commitPosition) {
       await this.applyAcks();
       // v1 records whole batches: a position inside one is where its batch starts.
-      this.processedTo = this.reader.commitPosition ? position : { sequence: through + 1, index: 0 };
+      this.processedTo = this.reader.commitPosition
+        ? position
+        : { sequence: through + 1, index: 0 };
       return;
     }
     const commitPosition = this.reader.commitPosition.bind(this.reader);

@@ -18,10 +18,18 @@ const decoder = new TextDecoder();
  * The key's identity in the key table: `s` + the string, or `b` + the bytes
  * as hex.
  *
- * @throws {InvalidArgumentError} for anything but a string or a byte array, or a key over {@link MAX_KEY_BYTES}.
+ * @throws {InvalidArgumentError} for anything but a string or a byte array,
+ * a string that is not well-formed UTF-16 (a lone surrogate: its UTF-8 form,
+ * and so its durable round trip, would change it), or a key over
+ * {@link MAX_KEY_BYTES}.
  */
 export function keyId(key: Key): string {
   if (typeof key === 'string') {
+    if (!isWellFormed(key)) {
+      throw new InvalidArgumentError(
+        `a string key must be well-formed UTF-16, got one with a lone surrogate (${describeValue(key.slice(0, 40))}); use a Uint8Array key for arbitrary bytes`,
+      );
+    }
     if (key.length > MAX_KEY_BYTES / 3 && encoder.encode(key).byteLength > MAX_KEY_BYTES) {
       throw new InvalidArgumentError(`a key must be at most ${MAX_KEY_BYTES} bytes`);
     }
@@ -38,6 +46,11 @@ export function keyId(key: Key): string {
   throw new InvalidArgumentError(
     `a key must be a string or a Uint8Array, got ${describeValue(key)}`,
   );
+}
+
+/** Whether `text` has no lone surrogate (`String.prototype.isWellFormed`, Node 20+). */
+function isWellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
 /** The partition (0 to `partitions - 1`) of a key id: FNV-1a, 32 bits. */

@@ -3,9 +3,16 @@
  * handler on its own schedule, as its own task. In durable mode every insert
  * is first stored in a Spillway queue (see `journal.ts`).
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { monotonicNow, sleep, systemClock, type Clock, type ClockTimer } from '../clock.ts';
-import { asError, ClosedError, InvalidArgumentError, TimeoutError } from '../errors.ts';
+import {
+  asError,
+  ClosedError,
+  CorruptDataError,
+  InvalidArgumentError,
+  TimeoutError,
+} from '../errors.ts';
 import { abortable, closeWithin } from '../lifecycle.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
@@ -16,6 +23,7 @@ import {
   type OptionSpec,
   type OptionSpecs,
 } from '../options.ts';
+import { describeValue } from '../store/keys.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { bytesCodec, type Codec } from './codec.ts';
 import { KeyedJournal, type JournalValue, type KeyedQueueOptions } from './journal.ts';
@@ -94,9 +102,9 @@ export interface KeyedBufferOptions<V = Uint8Array> {
   /** A key holding this many values is flushed at once; a flush takes at most this many. @default no limit */
   maxValuesPerKey?: number;
   /**
-   * Bytes (of values, as the codec encodes them; durable mode: of their
-   * queue entries) held until flushed, over all keys, before `insert()`
-   * waits for room. @default 67108864 (64 MiB)
+   * Bytes (of values as the codec encodes them plus their keys' bytes, once
+   * per value; durable mode: of their queue entries, which hold both) held
+   * until flushed, over all keys, before `insert()` waits for room. @default 67108864 (64 MiB)
    */
   maxBufferedBytes?: number;
   /** Values held until flushed, over all keys, before `insert()` waits for room. @default 100000 */
@@ -105,7 +113,9 @@ export interface KeyedBufferOptions<V = Uint8Array> {
    * A key with no insert for this many milliseconds is forgotten: what it
    * still holds is flushed at once (reason `idle`), and then its entry in
    * the key table is removed, so `count(key)` returns `undefined`. Until
-   * then a key that holds nothing counts 0. @default 60000
+   * then a key that holds nothing counts 0, and its entry costs memory that
+   * no limit counts: about 0.6 KiB plus twice the key's length, per key seen
+   * in the last `idleTimeoutMs`. Lower it for many short-lived keys. @default 60000
    */
   idleTimeoutMs?: number;
   /** Where metrics go (`keyed.*`, see {@link KeyedBuffer}). @default no metrics */
@@ -168,6 +178,8 @@ const SPECS: OptionSpecs<DurableKeyedBufferOptions<unknown>> = {
 };
 
 const POLL_SPEC: OptionSpec = { kind: 'int', min: 0, max: MAX_MS };
+const TIMEOUT_SPEC: OptionSpec = { kind: 'int', min: 0, max: MAX_MS };
+const BOOLEAN_SPEC: OptionSpec = { kind: 'boolean' };
 const SUBSCRIPTION_SPEC: OptionSpec = {
   kind: 'string',
   pattern: /^.{1,200}$/u,
@@ -246,8 +258,10 @@ interface KeyState<V> {
  * **Schedule.** A key's flush is due `flushIntervalMs` plus a jitter drawn
  * from [0, `jitterMs`] after the insert of the oldest value it holds (so
  * after a flush the next insert starts a new interval); at once when it
- * holds `maxValuesPerKey`; at `flush(key)`, `flushAll()`, `close()`; and
- * when an `insert()` waits for room while no flush runs. A due flush also
+ * holds `maxValuesPerKey` (unless its last flush failed: see Failures); at
+ * `flush(key)`, `flushAll()`, `close()`; and when an `insert()` waits for
+ * room while no flush runs (every key holding values whose last flush did
+ * not fail is flushed, reason `pressure`). A due flush also
  * waits for the key's previous flush and for one of `maxConcurrentFlushes`
  * slots. Each flush is a task of its own, so a slow key holds one slot and
  * nothing else.
@@ -259,24 +273,35 @@ interface KeyState<V> {
  * jitter) up to `retryMax` times; then `onError` gets the values. Without
  * `onError`, or when it throws, the values are **kept**: they go back in
  * front of the key's buffer (before values inserted meanwhile, so order
- * holds), a new interval starts, and they are flushed again when it ends; the
+ * holds), a new interval starts, and they are flushed again when it ends
+ * (not sooner for `maxValuesPerKey` or pressure; sooner only for `flush(key)`,
+ * `flushAll()` or `close()`); the
  * failure is counted in `keyed.errors`, logged, emitted as an `'error'` event
  * when there is a listener, and rejects the `flush(key)` / `flushAll()` /
  * `close()` calls waiting for those values. Nothing is dropped silently.
  *
  * **Backpressure.** `insert()` waits for room (`maxBufferedBytes`,
  * `maxBufferedValues`, counted until a value is flushed) in arrival order;
- * it never drops.
+ * it never drops. An insert made from inside this buffer's `onFlush` or
+ * `onError` (while the call runs) that would have to wait rejects with
+ * {@link InvalidArgumentError} instead: only finished flushes make room, so
+ * it could wait forever. A failed `close()` rejects the inserts still
+ * waiting, with its error.
  *
  * **Durable mode** ({@link KeyedBuffer.open} with `durable: true`): every
  * insert is stored in a Spillway queue and read back before `insert()`
  * resolves; the queue is acknowledged only up to the oldest value not yet
  * flushed, so after a crash every value whose insert resolved and whose
  * flush had not completed is flushed again (at-least-once per value). One
- * holder at a time: opening the buffer elsewhere fences this one.
+ * holder at a time: opening the buffer elsewhere fences this one. A value
+ * read back that the codec cannot decode (a codec changed between runs) is
+ * not flushed and not acknowledged: it stays in the queue for a fixed codec
+ * after the next open, is counted in `keyed.undecodable_values`, logged,
+ * emitted as an `'error'` event ({@link CorruptDataError}), and makes
+ * `close()` reject.
  *
  * **Metrics.** Counters `keyed.flushes`, `keyed.values_flushed`,
- * `keyed.retries`, `keyed.errors`; histogram `keyed.flush_duration_seconds`;
+ * `keyed.retries`, `keyed.errors`, `keyed.undecodable_values`; histogram `keyed.flush_duration_seconds`;
  * gauges `keyed.keys_buffered` and `keyed.oldest_value_age_seconds`
  * (updated at most once a second, at the end of a flush).
  *
@@ -310,6 +335,14 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
   private readonly stopSleeps = new AbortController();
   /** Durable inserts between admission and read-back. */
   private readonly appending = new Set<Promise<number>>();
+  /** Marks the async context of a handler call while it runs (see `admit`). */
+  private readonly handlerFrames = new AsyncLocalStorage<{ active: boolean }>();
+  /** Durable: values read back that did not decode (never acknowledged), and the error close() rejects with. */
+  private undecodableValues = 0;
+  private undecodable: CorruptDataError | undefined;
+  private badRandomReported = false;
+  /** Durable, during `open()`: 'error' events held until it returns. */
+  private openReports: (() => void)[] | undefined;
 
   /**
    * An in-memory keyed buffer (see {@link KeyedBuffer.open} for durable mode).
@@ -337,8 +370,25 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       );
     }
     const codec = o.codec ?? (bytesCodec as unknown as Codec<V>);
-    if (typeof codec.encode !== 'function' || typeof codec.decode !== 'function') {
+    if (!hasMethods(codec, ['encode', 'decode'])) {
       throw new InvalidArgumentError('KeyedBuffer: codec must have encode() and decode()');
+    }
+    if (o.random !== undefined && typeof o.random !== 'function') {
+      throw new InvalidArgumentError(
+        `KeyedBuffer: random must be a function returning a number in [0, 1), got ${describeValue(o.random)}`,
+      );
+    }
+    const objects: [string, unknown, string[]][] = [
+      ['clock', o.clock, ['now', 'setTimeout', 'clearTimeout']],
+      ['metrics', o.metrics, ['increment', 'observe', 'gauge']],
+      ['logger', o.logger, ['debug', 'warn', 'error']],
+    ];
+    for (const [name, value, methods] of objects) {
+      if (value !== undefined && !hasMethods(value, methods)) {
+        throw new InvalidArgumentError(
+          `KeyedBuffer: ${name} must be an object with ${methods.map((m) => `${m}()`).join(', ')}, got ${describeValue(value)}`,
+        );
+      }
     }
     this.o = o;
     this.onFlush = o.onFlush;
@@ -371,7 +421,15 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       return new KeyedBuffer<V>(options);
     }
     const { durable, store, queue, ...rest } = options;
-    if (durable !== true) return new KeyedBuffer<V>(rest);
+    if (durable !== undefined) checkOption('KeyedBuffer.open()', 'durable', BOOLEAN_SPEC, durable);
+    if (durable !== true) {
+      if (store !== undefined || queue !== undefined) {
+        throw new InvalidArgumentError(
+          'KeyedBuffer.open(): store and queue are for durable mode; pass `durable: true` with them, or leave them out for an in-memory buffer',
+        );
+      }
+      return new KeyedBuffer<V>(rest);
+    }
     if (store === undefined) {
       throw new InvalidArgumentError('KeyedBuffer.open(): durable mode needs a `store`');
     }
@@ -383,6 +441,8 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       checkOption('KeyedBuffer', 'queue.subscription', SUBSCRIPTION_SPEC, queue.subscription);
     }
     const buffer = new KeyedBuffer<V>(rest);
+    const reports: (() => void)[] = [];
+    buffer.openReports = reports;
     buffer.journal = await KeyedJournal.open({
       ...queue,
       store,
@@ -393,7 +453,9 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
         values: (values) => buffer.fromJournal(values),
         failed: (error) => buffer.journalFailed(error),
       },
-    });
+    }).finally(() => (buffer.openReports = undefined));
+    // After the caller's continuation has attached its listeners.
+    if (reports.length > 0) setImmediate(() => reports.forEach((emit) => emit()));
     return buffer;
   }
 
@@ -402,8 +464,12 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
    * mode: stored in the queue and buffered), waiting for room first. Do not
    * modify a byte value until it was flushed.
    *
-   * @throws {InvalidArgumentError} for a bad key, a value the codec refuses,
-   * or a value larger than `maxBufferedBytes`.
+   * @throws {InvalidArgumentError} for a bad key (a string key must be
+   * well-formed UTF-16), a value the codec refuses (its throw is the
+   * `cause`; durable mode: also a value whose encoded bytes the codec cannot
+   * decode), a value (with its key) larger than `maxBufferedBytes`, or an
+   * insert made from inside this buffer's `onFlush` / `onError` that would
+   * have to wait for room (only flushes make room: it could wait forever).
    * @throws {ClosedError} after `close()` or `destroy()`.
    * @throws {FencedError} (durable) once another process opened the buffer;
    * the value may be in the queue then, and that process flushes it.
@@ -413,15 +479,15 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
     this.checkOpen();
     options.signal?.throwIfAborted();
     const id = keyId(key);
-    const encoded = this.codec.encode(value);
-    if (!(encoded instanceof Uint8Array)) {
-      throw new InvalidArgumentError('insert(): the codec must encode values to a Uint8Array');
-    }
+    const encoded = this.encode(value);
+    // Durable: a value stored that does not decode could never be flushed.
+    if (this.journal) this.checkDecodes(encoded);
     const entry = this.journal ? encodeEntry(key, encoded) : undefined;
-    const bytes = entry ? entry.byteLength : encoded.byteLength;
+    // Memory mode counts the key's bytes with each value too (as a durable entry holds them).
+    const bytes = entry ? entry.byteLength : encoded.byteLength + keyBytes(key);
     if (bytes > this.o.maxBufferedBytes) {
       throw new InvalidArgumentError(
-        `insert(): the value needs ${bytes} bytes but maxBufferedBytes is ${this.o.maxBufferedBytes}; it can never fit`,
+        `insert(): the value and its key need ${bytes} bytes but maxBufferedBytes is ${this.o.maxBufferedBytes}; it can never fit`,
       );
     }
     await this.admit(bytes, options.signal);
@@ -440,6 +506,37 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       this.release(bytes, 1);
     }
     if (this.destroyed) throw this.destroyed;
+  }
+
+  /** The codec's bytes for `value`; any throw becomes an {@link InvalidArgumentError}. */
+  private encode(value: V): Uint8Array {
+    let encoded: unknown;
+    try {
+      encoded = this.codec.encode(value);
+    } catch (e) {
+      if (e instanceof InvalidArgumentError) throw e;
+      throw new InvalidArgumentError(
+        `insert(): the codec's encode() refused the value: ${asError(e).message}`,
+        e,
+      );
+    }
+    if (!(encoded instanceof Uint8Array)) {
+      throw new InvalidArgumentError(
+        `insert(): the codec must encode values to a Uint8Array, got ${describeValue(encoded)}`,
+      );
+    }
+    return encoded;
+  }
+
+  private checkDecodes(encoded: Uint8Array): void {
+    try {
+      this.codec.decode(encoded);
+    } catch (e) {
+      throw new InvalidArgumentError(
+        `insert(): the codec's decode() cannot read back what its encode() wrote for this value (${asError(e).message}); a durable buffer would store it and never flush it: fix the codec`,
+        e,
+      );
+    }
   }
 
   /** Values of `key` not yet flushed (waiting or in a flush); `undefined` for a key not in the table. */
@@ -509,9 +606,20 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
    * flush are then not flushed (durable: they stay in the queue and are
    * flushed after the next open). With `timeoutMs`, a close not finished by
    * then destroys the buffer with a {@link TimeoutError} and rejects with it.
+   * Inserts still waiting for room when the close fails reject with its error.
+   *
+   * @throws {InvalidArgumentError} (as a rejection, nothing closed) for a
+   * `timeoutMs` that is not an integer from 0 to 2147483647.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
-    checkCallOptions('close', options, ['timeoutMs']);
+    try {
+      checkCallOptions('close', options, ['timeoutMs']);
+      if (options.timeoutMs !== undefined) {
+        checkOption('close()', 'timeoutMs', TIMEOUT_SPEC, options.timeoutMs);
+      }
+    } catch (e) {
+      return Promise.reject(asError(e));
+    }
     this.closing ??= (async () => {
       const errors: unknown[] = [];
       for (;;) {
@@ -531,8 +639,14 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       }
       if (this.destroyed) throw this.destroyed;
       this.stopTimers();
+      if (this.undecodable) errors.push(this.undecodable);
       if (this.journal) await this.journal.close().catch((e: unknown) => errors.push(e));
-      if (errors.length > 0) throw asError(errors[0]);
+      if (errors.length > 0) {
+        const error = asError(errors[0]);
+        // Inserts still waiting for room will never get it now: they fail with the close.
+        for (const w of this.roomWaiters.splice(0)) w.reject(error);
+        throw error;
+      }
     })();
     this.closing.catch(() => undefined);
     const { timeoutMs } = options;
@@ -610,6 +724,11 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       this.bufferedBytes += bytes;
       this.bufferedValues += 1;
       return;
+    }
+    if (this.handlerFrames.getStore()?.active) {
+      throw new InvalidArgumentError(
+        `insert(): called from inside this buffer's onFlush or onError, and the buffer is full (maxBufferedBytes ${this.o.maxBufferedBytes}, maxBufferedValues ${this.o.maxBufferedValues}): only finished flushes make room, so it could wait forever. Insert after the handler returned, into another buffer, or raise the limits`,
+      );
     }
     const wait = new Promise<void>((resolve, reject) => {
       const waiter = { bytes, resolve, reject };
@@ -694,9 +813,16 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
     s.forget = false;
     if (s.intervalStartMs === undefined) this.startInterval(s, now);
     this.armIdle(s);
-    if (this.o.maxValuesPerKey !== undefined && s.pending.length >= this.o.maxValuesPerKey) {
+    // A key whose last flush failed waits for its new interval, even when full.
+    if (
+      this.o.maxValuesPerKey !== undefined &&
+      s.pending.length >= this.o.maxValuesPerKey &&
+      !s.failed
+    ) {
       this.request(s, 'size');
     }
+    // An insert waiting for room arrived before this value: it may be the only one to flush.
+    if (this.roomWaiters.length > 0) this.relievePressure();
   }
 
   /** Durable mode: values read back from the queue (own inserts, or a previous run's). */
@@ -707,9 +833,28 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       try {
         decoded = this.codec.decode(v.value);
       } catch (e) {
-        // Stored but not decodable: reported, and acknowledged like a handled value.
-        this.report(v.key, asError(e));
-        this.journal?.done(v.sequence, 1);
+        // Stored but not decodable (a codec changed since it was written): never
+        // acknowledged, so it holds the queue's acknowledgement back and comes
+        // again at the next open, for a fixed codec to flush. Reported, and
+        // close() rejects.
+        this.undecodableValues++;
+        this.undecodable = new CorruptDataError(
+          `keyed buffer: ${this.undecodableValues} value(s) read back from the queue do not decode with the codec (first at batch ${v.sequence}, key ${describeKey(v.key)}: ${asError(e).message}); they are not flushed and not acknowledged: they stay in the queue, holding its acknowledgement back, and come back at the next open (fix the codec)`,
+          `batch ${v.sequence}`,
+          e,
+        );
+        this.metrics.increment('keyed.undecodable_values');
+        this.logger.error(
+          { key: describeKey(v.key), sequence: v.sequence, error: asError(e).message },
+          'keyed buffer: a value read back from the queue does not decode; it stays in the queue',
+        );
+        const error = this.undecodable;
+        const emit = (): void => {
+          if (this.listenerCount('error') > 0) this.emit('error', error, v.key);
+        };
+        // Read during open(): emitted once open() returned, to a listener attached right after it.
+        if (this.openReports) this.openReports.push(emit);
+        else emit();
         continue;
       }
       const bytes = v.value.byteLength;
@@ -731,12 +876,30 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
   private startInterval(s: KeyState<V>, fromMs: number): void {
     s.intervalStartMs = fromMs;
     this.clock.clearTimeout(s.dueTimer);
-    const jitter = this.o.jitterMs > 0 ? Math.floor(this.random() * (this.o.jitterMs + 1)) : 0;
+    const jitter = this.jitter();
     const delay = Math.max(0, fromMs + this.o.flushIntervalMs + jitter - this.clock.now());
     s.dueTimer = this.clock.setTimeout(() => {
       s.dueTimer = undefined;
       this.request(s, 'interval');
     }, delay);
+  }
+
+  /** A draw from [0, jitterMs]; a `random` that returns no number in [0, 1) is reported once and adds none. */
+  private jitter(): number {
+    const most: number = this.o.jitterMs;
+    if (most === 0) return 0;
+    const r: unknown = this.random();
+    if (typeof r === 'number' && r >= 0 && r < 1) return Math.floor(r * (most + 1));
+    if (!this.badRandomReported) {
+      this.badRandomReported = true;
+      this.report(
+        undefined,
+        new InvalidArgumentError(
+          `KeyedBuffer: random() must return a number in [0, 1), got ${describeValue(r)}; no jitter is added`,
+        ),
+      );
+    }
+    return 0;
   }
 
   private armIdle(s: KeyState<V>): void {
@@ -821,7 +984,7 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       if (this.destroyed) return { ok: false, error: this.destroyed };
       if (attempt > 1) {
         this.metrics.increment('keyed.retries');
-        const jitter = this.o.jitterMs > 0 ? Math.floor(this.random() * (this.o.jitterMs + 1)) : 0;
+        const jitter = this.jitter();
         try {
           await sleep(this.o.retryDelayMs + jitter, {
             clock: this.clock,
@@ -834,7 +997,7 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
       info.attempt = attempt;
       const started = monotonicNow(this.clock);
       try {
-        await this.onFlush(s.key, [...values], { ...info });
+        await this.inHandler(() => this.onFlush(s.key, [...values], { ...info }));
         this.metrics.observe(
           'keyed.flush_duration_seconds',
           (monotonicNow(this.clock) - started) / 1000,
@@ -853,13 +1016,24 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
     this.metrics.increment('keyed.errors');
     if (this.onError && !this.destroyed) {
       try {
-        await this.onError(s.key, [...values], error, { ...info });
+        const last = error;
+        await this.inHandler(() => this.onError?.(s.key, [...values], last, { ...info }));
         return { ok: true };
       } catch (e) {
         error = e;
       }
     }
     return { ok: false, error };
+  }
+
+  /** Calls a handler in a frame `admit` recognises (reentrant inserts), active until it settles. */
+  private async inHandler(call: () => unknown): Promise<void> {
+    const frame = { active: true };
+    try {
+      await this.handlerFrames.run(frame, call);
+    } finally {
+      frame.active = false;
+    }
   }
 
   private finish(
@@ -895,7 +1069,8 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
     const wanted = s.wanted;
     s.wanted = undefined;
     const cap = this.o.maxValuesPerKey ?? Infinity;
-    if (s.pending.length >= cap) this.request(s, 'size');
+    // After a failure, kept values wait for the new interval (not a 'size' flush at once).
+    if (s.pending.length >= cap && outcome.ok) this.request(s, 'size');
     else if (wanted !== undefined && outcome.ok) this.request(s, wanted);
     else if (s.pending.some((i) => i.waiters !== undefined)) this.request(s, 'explicit');
     this.forgetIfIdle(s);
@@ -942,6 +1117,17 @@ export class KeyedBuffer<V = Uint8Array> extends EventEmitter {
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
   }
+}
+
+function hasMethods(value: unknown, names: readonly string[]): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const record = value as Record<string, unknown>;
+  return names.every((n) => typeof record[n] === 'function');
+}
+
+/** Bytes of a key as counted against `maxBufferedBytes` (a string: its UTF-8 bytes). */
+function keyBytes(key: Key): number {
+  return typeof key === 'string' ? Buffer.byteLength(key, 'utf8') : key.byteLength;
 }
 
 function describeKey(key: Key): string {

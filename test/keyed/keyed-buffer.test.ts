@@ -379,7 +379,7 @@ describe('KeyedBuffer: backpressure and lifecycle', () => {
     const gate = deferred();
     const { calls, buffer } = recorded({
       flushIntervalMs: 60_000,
-      maxBufferedBytes: 10,
+      maxBufferedBytes: 12, // each value's bytes and its key's count
       handler: () => gate.promise,
     });
     await buffer.insert('a', b('12345'));
@@ -394,7 +394,7 @@ describe('KeyedBuffer: backpressure and lifecycle', () => {
     gate.resolve();
     await waiting;
     assert.equal(buffer.count('c'), 1);
-    await assert.rejects(buffer.insert('d', b('12345678901')), InvalidArgumentError);
+    await assert.rejects(buffer.insert('d', b('123456789012')), InvalidArgumentError);
     await buffer.close();
   });
 
