@@ -226,6 +226,8 @@ export class Consumer {
   private resumeAt: { sequence: number; index: number } | undefined;
   /** The first entry not finished by process(), once it has run (else the batch after the last ack). */
   private processedTo: { sequence: number; index: number } | undefined;
+  /** The position process() last recorded in the store (where a next holder starts). */
+  private recordedTo: { sequence: number; index: number };
   private processor: EntryProcessor | undefined;
   /** Which way this consumer hands out data, once it has (see useStyle). */
   private style: 'batches' | 'entries' | undefined;
@@ -260,6 +262,7 @@ export class Consumer {
     this.acked = start;
     this.applied = -1;
     if (reader.startIndex > 0) this.resumeAt = { sequence: start + 1, index: reader.startIndex };
+    this.recordedTo = this.resumeAt ?? { sequence: start + 1, index: 0 };
     this.gc = new GarbageCollector({
       queue,
       gcGracePeriodMs: o.gcGracePeriodMs,
@@ -479,13 +482,25 @@ export class Consumer {
   }
 
   /**
-   * The first entry not yet finished: where this consumer (or the next holder
-   * of its subscription, once recorded) continues. `{ sequence, index }`.
+   * The first entry this consumer has not finished: where it continues.
+   * `{ sequence, index }`. What a next holder of the subscription would
+   * start at is {@link recordedPosition}.
    */
   get position(): { sequence: number; index: number } {
     if (this.processedTo) return { ...this.processedTo };
     if (this.resumeAt && this.acked < this.resumeAt.sequence) return { ...this.resumeAt };
     return { sequence: this.acked + 1, index: 0 };
+  }
+
+  /**
+   * The position recorded in the store by `process()` (or found there at
+   * open): where the next holder of the subscription starts. Behind
+   * {@link position} by what is not recorded yet: at-least-once between
+   * records, and on a v1 queue the finished entries of a batch in hand
+   * (v1 records whole batches).
+   */
+  get recordedPosition(): { sequence: number; index: number } {
+    return { ...this.recordedTo };
   }
 
   /**
@@ -529,6 +544,9 @@ export class Consumer {
       get position() {
         return self.position;
       },
+      get recordedPosition() {
+        return self.recordedPosition;
+      },
       clock: this.clock,
       metrics: this.metrics,
       logger: this.logger,
@@ -571,15 +589,18 @@ export class Consumer {
     }
     const position = whole ? { sequence: sequence + 1, index: 0 } : { sequence, index };
     if (!durable) {
-      if (this.pendingAcks >= this.o.ackBatchSize) await this.applyAcks();
+      if (this.pendingAcks >= this.o.ackBatchSize) {
+        await this.applyAcks();
+        this.recordedTo = { sequence: through + 1, index: 0 };
+      }
+      this.processedTo = position;
       return;
     }
     if (whole || index === 0 || !this.reader.commitPosition) {
       await this.applyAcks();
-      // v1 records whole batches: a position inside one is where its batch starts.
-      this.processedTo = this.reader.commitPosition
-        ? position
-        : { sequence: through + 1, index: 0 };
+      this.processedTo = position;
+      // v1 records whole batches: a position inside one is recorded as its batch's start.
+      this.recordedTo = { sequence: through + 1, index: 0 };
       return;
     }
     const commitPosition = this.reader.commitPosition.bind(this.reader);
@@ -598,6 +619,7 @@ export class Consumer {
     this.flushing = run.catch(() => undefined);
     await run;
     this.processedTo = position;
+    this.recordedTo = position;
   }
 
   /**

@@ -127,8 +127,14 @@ export interface ProcessResult {
    */
   redelivered: number;
   reason: ProcessEndReason;
-  /** The first entry not finished: where processing resumes. */
+  /** The first entry not finished: where this consumer's next call resumes. */
   position: { sequence: number; index: number };
+  /**
+   * The position recorded in the store: where the next holder of the
+   * subscription would start (behind `position` on a v1 queue inside a
+   * batch, since v1 records whole batches).
+   */
+  recorded: { sequence: number; index: number };
 }
 
 /** What the processor needs of its consumer. */
@@ -141,8 +147,9 @@ export interface ProcessHost {
    * every batch wholly finished.
    */
   commit(sequence: number, index: number, length: number, durable: boolean): Promise<void>;
-  /** The position recorded (the first entry not finished). */
+  /** The first entry not finished, and the position recorded in the store. */
   readonly position: { sequence: number; index: number };
+  readonly recordedPosition: { sequence: number; index: number };
   readonly clock: Clock;
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -424,7 +431,12 @@ export class EntryProcessor {
       if (onStopped) h.stopped.removeEventListener('abort', onStopped);
     }
     if (failure !== undefined) throw asError(failure);
-    return { ...counts, reason: reason ?? 'end', position: h.position };
+    return {
+      ...counts,
+      reason: reason ?? 'end',
+      position: h.position,
+      recorded: h.recordedPosition,
+    };
   }
 
   /** The next entry not yet handed out: the last batch's, then the next batch's. */

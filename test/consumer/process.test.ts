@@ -89,6 +89,7 @@ describe('process()', () => {
       redelivered: 0,
       reason: 'end',
       position: { sequence: 3, index: 0 },
+      recorded: { sequence: 3, index: 0 },
     });
     await consumer.close();
     // Everything is recorded: the next holder has nothing to do.
@@ -182,7 +183,7 @@ describe('process()', () => {
     });
     assert.deepEqual(seen, ['a', 'poison', 'poison', 'poison', 'poison', 'c']);
     assert.deepEqual(
-      { ...result, position: undefined },
+      { ...result, position: undefined, recorded: undefined },
       {
         committed: 2,
         skipped: 0,
@@ -191,6 +192,7 @@ describe('process()', () => {
         redelivered: 0,
         reason: 'end',
         position: undefined,
+        recorded: undefined,
       },
     );
     await dlq.close();
@@ -621,12 +623,15 @@ describe('process()', () => {
     }
   });
 
-  test('on a v1 queue a call that ends inside a batch reports the batch start as its position', async () => {
+  test('on a v1 queue a call that ends inside a batch has recorded only the batch start', async () => {
     const store = await v1Store();
-    await produce(store, [['a', 'b', 'c']]);
+    await produce(store, [['a', 'b', 'c'], ['d']]);
     const consumer = await open(store);
     const r = await consumer.process(() => 'commit', { limit: 1 });
-    assert.deepEqual(r.position, { sequence: 0, index: 0 });
+    assert.deepEqual(r.position, { sequence: 0, index: 1 });
+    assert.deepEqual(r.recorded, { sequence: 0, index: 0 });
+    const all = await consumer.process(() => 'commit');
+    assert.deepEqual(all.recorded, { sequence: 2, index: 0 });
     await consumer.close();
   });
 
