@@ -19,25 +19,11 @@ import {
   type ProcessOutcome,
 } from '../../src/index.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
-import { v1Store } from '../support/queue.ts';
+import { produceBatches, v1Store } from '../support/queue.ts';
 
-const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** Writes one batch per group, each group's entries in one produce() call with its metadata. */
-async function produce(store: ObjectStore, groups: string[][], metadata = 'm'): Promise<void> {
-  const producer = new Producer({ store, flushIntervalMs: 0 });
-  for (const [i, g] of groups.entries()) {
-    await (
-      await producer.produce(
-        g.map((e) => enc.encode(e)),
-        { metadata: enc.encode(`${metadata}${i}`) },
-      )
-    ).durable;
-  }
-  await producer.close();
-}
-
 function open(store: ObjectStore, more: Partial<Parameters<typeof Consumer.open>[0]> = {}) {
   return Consumer.open({ store, gcIntervalMs: 0, ...more });
 }
@@ -56,7 +42,7 @@ function recorder(decide: (e: ProcessEntry, text: string) => ProcessOutcome = ()
 describe('process()', () => {
   test('hands out every entry once, in order, with its position, metadata and attempt', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b'], ['c'], ['d', 'e', 'f']]);
+    await produceBatches(store, [['a', 'b'], ['c'], ['d', 'e', 'f']]);
     const consumer = await open(store);
     const entries: ProcessEntry[] = [];
     const result = await consumer.process((e) => {
@@ -100,7 +86,7 @@ describe('process()', () => {
 
   test('a crash inside a batch resumes at the first entry not committed; committed ones never come again', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c', 'd', 'e'], ['f']]);
+    await produceBatches(store, [['a', 'b', 'c', 'd', 'e'], ['f']]);
     const first = await open(store);
     const { seen, handler } = recorder();
     const crashed = first.process((e) => {
@@ -135,7 +121,7 @@ describe('process()', () => {
 
   test("'retry' and thrown errors try the same entry again after the policy's wait, counting attempts", async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b']]);
+    await produceBatches(store, [['a', 'b']]);
     const clock = new ManualClock();
     const consumer = await open(store, { clock });
     const attempts: string[] = [];
@@ -166,7 +152,7 @@ describe('process()', () => {
 
   test('a handler that throws every time: its entry goes to the dead-letter queue, durably, and nothing is lost', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'poison', 'c']]);
+    await produceBatches(store, [['a', 'poison', 'c']]);
     const dlq = new Producer({
       queue: Queue.open({ store, manifestPath: 'dead/manifest', dataPathPrefix: 'dead' }),
       flushIntervalMs: 0,
@@ -219,7 +205,7 @@ describe('process()', () => {
 
   test("onExhausted 'stop' returns at the entry and leaves the position before it; 'skip' moves past it", async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'bad', 'c']]);
+    await produceBatches(store, [['a', 'bad', 'c']]);
     const consumer = await open(store);
     const stop = recorder((_, t) => (t === 'bad' ? 'retry' : 'commit'));
     const stopped = await consumer.process(stop.handler, { retry: { delayMs: 0, maxAttempts: 2 } });
@@ -242,7 +228,7 @@ describe('process()', () => {
 
   test("'skip' and 'stop' from the handler; 'stop' hands the same entry out first in the next call", async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c', 'd']]);
+    await produceBatches(store, [['a', 'b', 'c', 'd']]);
     const consumer = await open(store);
     const first = recorder((_, t) => (t === 'b' ? 'skip' : t === 'c' ? 'stop' : 'commit'));
     const r1 = await consumer.process(first.handler);
@@ -261,7 +247,7 @@ describe('process()', () => {
 
   test('limit returns after that many entries; concurrency runs entries at once and records them in order', async () => {
     const store = new MemoryStore();
-    await produce(store, [
+    await produceBatches(store, [
       ['a', 'b', 'c'],
       ['d', 'e', 'f'],
     ]);
@@ -296,7 +282,7 @@ describe('process()', () => {
 
   test('wait: true waits for new entries until the signal aborts', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a']]);
+    await produceBatches(store, [['a']]);
     const clock = new ManualClock();
     const consumer = await open(store, { clock });
     const controller = new AbortController();
@@ -310,7 +296,7 @@ describe('process()', () => {
       { wait: true, pollIntervalMs: 500, signal: controller.signal },
     );
     await until(() => seen.length === 1 && clock.pendingTimers > 0);
-    await produce(store, [['b']]);
+    await produceBatches(store, [['b']]);
     await clock.advance(500);
     const result = await running;
     assert.deepEqual(seen, ['a', 'b']);
@@ -321,7 +307,7 @@ describe('process()', () => {
 
   test('at-least-once records the position every commitEveryEntries entries: a crash repeats at most that many', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c', 'd', 'e', 'f', 'g']]);
+    await produceBatches(store, [['a', 'b', 'c', 'd', 'e', 'f', 'g']]);
     const first = await open(store);
     const seen: string[] = [];
     await assert.rejects(
@@ -350,7 +336,7 @@ describe('process()', () => {
 
   test('a fenced consumer stops processing with FencedError; the new holder resumes where it was recorded', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c']]);
+    await produceBatches(store, [['a', 'b', 'c']]);
     const old = await open(store);
     let newer: Consumer | undefined;
     const seen: string[] = [];
@@ -373,7 +359,7 @@ describe('process()', () => {
 
   test('on a v1 queue positions are whole batches: a crash inside a batch repeats its finished entries', async () => {
     const store = await v1Store();
-    await produce(store, [['a', 'b', 'c'], ['d']]);
+    await produceBatches(store, [['a', 'b', 'c'], ['d']]);
     const first = await open(store);
     await assert.rejects(
       first.process((e) => {
@@ -394,7 +380,7 @@ describe('process()', () => {
 
   test('an entry finished behind one that stopped is not handed out again by this consumer', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c']]);
+    await produceBatches(store, [['a', 'b', 'c']]);
     const consumer = await open(store);
     let bDone: () => void = () => undefined;
     const bFinished = new Promise<void>((r) => (bDone = r));
@@ -424,7 +410,7 @@ describe('process()', () => {
 
   test('a position whose write failed is written before anything new is handed out', async () => {
     const memory = new MemoryStore();
-    await produce(memory, [['a', 'b', 'c']]);
+    await produceBatches(memory, [['a', 'b', 'c']]);
     const store = new FaultInjectingStore(memory);
     const consumer = await open(store);
     let fail = false;
@@ -462,7 +448,7 @@ describe('process()', () => {
 
   test('next() and process() on one consumer: the second style is refused', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a'], ['b']]);
+    await produceBatches(store, [['a'], ['b']]);
     const batches = await open(store);
     assert.ok(await batches.next());
     await assert.rejects(
@@ -479,7 +465,7 @@ describe('process()', () => {
 
   test('at-least-once: entries finished and not recorded stay within commitEveryEntries + concurrency', async () => {
     const store = new MemoryStore();
-    await produce(
+    await produceBatches(
       store,
       Array.from({ length: 5 }, (_, b) => Array.from({ length: 20 }, (_, i) => `${b}-${i}`)),
     );
@@ -507,7 +493,7 @@ describe('process()', () => {
 
   test('destroy() during a retry wait calls the handler no more; close() lets the entry in flight finish and records it', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b']]);
+    await produceBatches(store, [['a', 'b']]);
     const clock = new ManualClock();
     const retrying = await open(store, { clock });
     let calls = 0;
@@ -549,7 +535,7 @@ describe('process()', () => {
 
   test('dead letters through another handle or a wrapper of the same store are refused', async () => {
     const memory = new MemoryStore();
-    await produce(memory, [['a']]);
+    await produceBatches(memory, [['a']]);
     const consumer = await open(memory);
     const wrapped = new Producer({ store: new FaultInjectingStore(memory), flushIntervalMs: 0 });
     await assert.rejects(
@@ -568,7 +554,7 @@ describe('process()', () => {
 
   test('many process() calls leave no listeners behind', async () => {
     const store = new MemoryStore();
-    await produce(store, [Array.from({ length: 20 }, (_, i) => `e${i}`)]);
+    await produceBatches(store, [Array.from({ length: 20 }, (_, i) => `e${i}`)]);
     const consumer = await open(store);
     const warnings: string[] = [];
     const onWarning = (w: Error): void => void warnings.push(w.name);
@@ -585,7 +571,7 @@ describe('process()', () => {
 
   test('a signal that aborts ends the call, hands nothing more out and leaves no unhandled rejection', async () => {
     const memory = new MemoryStore();
-    await produce(memory, [['a'], ['b']]);
+    await produceBatches(memory, [['a'], ['b']]);
     const store = new FaultInjectingStore(memory);
     const controller = new AbortController();
     const unhandled: unknown[] = [];
@@ -625,7 +611,7 @@ describe('process()', () => {
 
   test('on a v1 queue a call that ends inside a batch has recorded only the batch start', async () => {
     const store = await v1Store();
-    await produce(store, [['a', 'b', 'c'], ['d']]);
+    await produceBatches(store, [['a', 'b', 'c'], ['d']]);
     const consumer = await open(store);
     const r = await consumer.process(() => 'commit', { limit: 1 });
     assert.deepEqual(r.position, { sequence: 0, index: 1 });
@@ -637,7 +623,7 @@ describe('process()', () => {
 
   test('bad options and outcomes are InvalidArgumentErrors saying what was expected', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a']]);
+    await produceBatches(store, [['a']]);
     const consumer = await open(store, { subscription: 'named' });
     const same = new Producer({ store });
     const cases: [Parameters<Consumer['process']>[1], RegExp][] = [

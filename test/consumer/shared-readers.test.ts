@@ -12,23 +12,16 @@ import {
   FencedError,
   InvalidArgumentError,
   MemoryStore,
-  Producer,
   Queue,
   type ObjectStore,
   type ProcessEntry,
 } from '../../src/index.ts';
 import { decodeCursor, encodeCursor } from '../../src/internal.ts';
 import { ManualClock, skewedClock } from '../../src/testing.ts';
-import { v1Store } from '../support/queue.ts';
+import { produceBatches, v1Store } from '../support/queue.ts';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-async function produce(store: ObjectStore, groups: string[][]): Promise<void> {
-  const producer = new Producer({ store, flushIntervalMs: 0 });
-  for (const g of groups) await (await producer.produce(g.map((e) => enc.encode(e)))).durable;
-  await producer.close();
-}
 
 function shared(store: ObjectStore, more: Partial<Parameters<typeof Consumer.open>[0]> = {}) {
   return Consumer.open({ store, gcIntervalMs: 0, shared: true, subscription: 'etl', ...more });
@@ -64,7 +57,7 @@ async function take(consumer: Consumer, limit?: number): Promise<string[]> {
 describe('shared readers', () => {
   test('two readers read at once, nobody is fenced, and the position is the lower of the two', async () => {
     const store = new MemoryStore();
-    await produce(store, [
+    await produceBatches(store, [
       ['a', 'b', 'c'],
       ['d', 'e', 'f'],
     ]);
@@ -83,7 +76,7 @@ describe('shared readers', () => {
 
   test('a reader that joins counts what another had finished as redelivered', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c', 'd']]);
+    await produceBatches(store, [['a', 'b', 'c', 'd']]);
     const one = await shared(store);
     const two = await shared(store);
     await take(one, 3);
@@ -104,7 +97,7 @@ describe('shared readers', () => {
 
   test('a silent reader holds the position back until sharedReaderTimeoutMs, then no longer', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c', 'd']]);
+    await produceBatches(store, [['a', 'b', 'c', 'd']]);
     const clock = new ManualClock();
     const crashed = await shared(store, { clock, sharedReaderTimeoutMs: 60_000 });
     await take(crashed, 1);
@@ -121,7 +114,7 @@ describe('shared readers', () => {
       'not yet silent long enough',
     );
     await clock.advance(1);
-    await produce(store, [['e']]);
+    await produceBatches(store, [['e']]);
     assert.deepEqual(await take(alive, 1), ['e']);
     const after = await cursorOf(store);
     assert.deepEqual(after?.next, { sequence: 2, index: 0 });
@@ -131,7 +124,7 @@ describe('shared readers', () => {
 
   test('a consumer that takes the subscription over fences every shared reader', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b'], ['c']]);
+    await produceBatches(store, [['a', 'b'], ['c']]);
     const reader = await shared(store);
     await take(reader, 1);
     const owner = await Consumer.open({ store, gcIntervalMs: 0, subscription: 'etl' });
@@ -148,7 +141,7 @@ describe('shared readers', () => {
 
   test('a second reader joining under the same instance id takes its place; the first is fenced', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c']]);
+    await produceBatches(store, [['a', 'b', 'c']]);
     const first = await shared(store, { instanceId: 'worker-1' });
     assert.deepEqual(await take(first, 1), ['a']);
     const second = await shared(store, { instanceId: 'worker-1' });
@@ -161,7 +154,7 @@ describe('shared readers', () => {
 
   test('an instance id "__proto__" is an entry like any other and holds the position', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c']]);
+    await produceBatches(store, [['a', 'b', 'c']]);
     const odd = await shared(store, { instanceId: '__proto__' });
     const other = await shared(store, { instanceId: 'plain' });
     await take(odd, 1);
@@ -175,7 +168,7 @@ describe('shared readers', () => {
 
   test('the first shared reader fences a consumer holding the subscription', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b']]);
+    await produceBatches(store, [['a', 'b']]);
     const owner = await Consumer.open({ store, gcIntervalMs: 0, subscription: 'etl' });
     const reader = await shared(store);
     await assert.rejects(
@@ -189,7 +182,7 @@ describe('shared readers', () => {
 
   test('a reset removes shared readers: a reader rejoining under its id starts where the reset put it', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b']]);
+    await produceBatches(store, [['a', 'b']]);
     const reader = await shared(store, { instanceId: 'r' });
     await take(reader);
     await reader.destroy();
@@ -204,7 +197,7 @@ describe('shared readers', () => {
 
   test('silence is measured by each reader on its own clock: a reader an hour ahead drops nobody at once', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a', 'b', 'c']]);
+    await produceBatches(store, [['a', 'b', 'c']]);
     const base = new ManualClock();
     const slow = await shared(store, { clock: base, instanceId: 'slow' });
     const ahead = await shared(store, {
@@ -224,7 +217,7 @@ describe('shared readers', () => {
 
   test('an idle reader keeps its entry fresh: the others do not drop it', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a']]);
+    await produceBatches(store, [['a']]);
     const clock = new ManualClock();
     const idle = await shared(store, { clock, instanceId: 'idle', sharedReaderTimeoutMs: 60_000 });
     const busy = await shared(store, { clock, instanceId: 'busy', sharedReaderTimeoutMs: 60_000 });
@@ -232,7 +225,7 @@ describe('shared readers', () => {
     for (let i = 0; i < 10; i++) {
       await clock.advance(20_000);
       for (let j = 0; j < 20; j++) await new Promise((r) => setImmediate(r));
-      await produce(store, [[`n${i}`]]);
+      await produceBatches(store, [[`n${i}`]]);
       await take(busy);
     }
     const c = await cursorOf(store);
@@ -244,7 +237,7 @@ describe('shared readers', () => {
 
   test('exactly-once on a shared reader, and shared on a v1 queue, are InvalidArgumentErrors', async () => {
     const store = new MemoryStore();
-    await produce(store, [['a']]);
+    await produceBatches(store, [['a']]);
     const reader = await shared(store);
     await assert.rejects(
       reader.process(() => 'commit'),
@@ -253,7 +246,7 @@ describe('shared readers', () => {
     );
     await reader.close();
     const v1 = await v1Store();
-    await produce(v1, [['a']]);
+    await produceBatches(v1, [['a']]);
     await assert.rejects(
       Consumer.open({ store: v1, shared: true }),
       (e: unknown) =>

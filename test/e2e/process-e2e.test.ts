@@ -15,17 +15,11 @@ import {
   type ProcessOutcome,
 } from '../../src/index.ts';
 import { backends, onFreshStore } from '../support/backends.ts';
+import { produceBatches } from '../support/queue.ts';
 
-const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** One batch per group (each group one produce() call). */
-async function produce(store: ObjectStore, groups: string[][]): Promise<void> {
-  const producer = new Producer({ store, flushIntervalMs: 0 });
-  for (const g of groups) await (await producer.produce(g.map((e) => enc.encode(e)))).durable;
-  await producer.close();
-}
-
 function open(store: ObjectStore, more: Partial<Parameters<typeof Consumer.open>[0]> = {}) {
   return Consumer.open({ store, gcIntervalMs: 0, ...more });
 }
@@ -34,7 +28,7 @@ for (const backend of backends('process() end to end')) {
   describe(`process() on ${backend.name}`, () => {
     test('a crash inside a batch resumes at the first entry not committed, on the store', async () => {
       await onFreshStore(backend, async ({ store }) => {
-        await produce(store, [
+        await produceBatches(store, [
           ['a', 'b', 'c', 'd'],
           ['e', 'f'],
         ]);
@@ -68,7 +62,7 @@ for (const backend of backends('process() end to end')) {
 
     test('an entry that fails every time goes to the dead-letter queue; every other is committed', async () => {
       await onFreshStore(backend, async ({ store }) => {
-        await produce(store, [['ok1', 'bad', 'ok2']]);
+        await produceBatches(store, [['ok1', 'bad', 'ok2']]);
         const dead = Queue.open({ store, manifestPath: 'dead/manifest', dataPathPrefix: 'dead' });
         const dlq = new Producer({ queue: dead, flushIntervalMs: 0 });
         const consumer = await open(store);
@@ -101,7 +95,7 @@ for (const backend of backends('process() end to end')) {
 
     test('two shared readers: nobody is fenced, the position is the slower one, then the other once it leaves', async () => {
       await onFreshStore(backend, async ({ store }) => {
-        await produce(store, [['a', 'b', 'c']]);
+        await produceBatches(store, [['a', 'b', 'c']]);
         const options = { shared: true, subscription: 'etl' };
         const fast = await open(store, options);
         const slow = await open(store, options);

@@ -87,3 +87,23 @@ export async function v1Store(
 export async function makeV1(store: ObjectStore): Promise<void> {
   await store.put('ingest/manifest', encodeManifest(emptyManifest()));
 }
+
+/**
+ * Writes one batch per group (each group one `produce()` call), waiting for
+ * each to be durable; the group at index i gets metadata `{metadata}{i}`.
+ */
+export async function produceBatches(
+  store: ObjectStore,
+  groups: string[][],
+  metadata = 'm',
+): Promise<void> {
+  const producer = new Producer({ store, flushIntervalMs: 0 });
+  for (const [i, g] of groups.entries()) {
+    const handle = await producer.produce(
+      g.map((e) => enc.encode(e)),
+      { metadata: enc.encode(`${metadata}${i}`) },
+    );
+    await handle.durable;
+  }
+  await producer.close();
+}
