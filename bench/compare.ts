@@ -2,7 +2,10 @@
  * `node --import tsx bench/compare.ts [run.json] [reference.json] [--factor 1.5]`
  *
  * Compares the figures of a bench run (default `bench/results/latest.json`)
- * with those of a reference run (default `bench/results/reference.json`),
+ * with those of a reference run of the same kind (default
+ * `bench/results/reference.json` for a full run,
+ * `bench/results/reference-quick.json` for a `--quick` one: quick runs move
+ * less data, so some figures differ by design),
  * row by row where both measured the same case, backend and parameters, and
  * lists every figure worse than the reference by more than `factor`: a
  * throughput below reference / factor, or a time, size or request count above
@@ -30,16 +33,28 @@ const { values, positionals } = parseArgs({
 const factor = Number(values.factor);
 if (!(factor >= 1))
   throw new Error(`--factor must be a number of at least 1, got ${values.factor}`);
-const [runPath = 'bench/results/latest.json', referencePath = 'bench/results/reference.json'] =
-  positionals;
+const [runPath = 'bench/results/latest.json', referenceArg] = positionals;
 
-async function rows(path: string): Promise<Map<string, Row>> {
-  const parsed = JSON.parse(await readFile(path, 'utf8')) as { rows: Row[] };
-  return new Map(parsed.rows.map((r) => [`${r.case} | ${r.backend} | ${r.params}`, r]));
+async function load(path: string): Promise<{ quick: boolean; rows: Map<string, Row> }> {
+  const parsed = JSON.parse(await readFile(path, 'utf8')) as { quick?: boolean; rows: Row[] };
+  return {
+    quick: parsed.quick === true,
+    rows: new Map(parsed.rows.map((r) => [`${r.case} | ${r.backend} | ${r.params}`, r])),
+  };
 }
 
-const run = await rows(runPath);
-const reference = await rows(referencePath);
+const loaded = await load(runPath);
+const referencePath =
+  referenceArg ??
+  (loaded.quick ? 'bench/results/reference-quick.json' : 'bench/results/reference.json');
+const ref = await load(referencePath);
+if (ref.quick !== loaded.quick) {
+  console.log(
+    `note: comparing a ${loaded.quick ? 'quick' : 'full'} run with a ${ref.quick ? 'quick' : 'full'} reference: open-loop and per-GB figures depend on the volume moved`,
+  );
+}
+const run = loaded.rows;
+const reference = ref.rows;
 let compared = 0;
 const worse: string[] = [];
 for (const [key, r] of run) {
