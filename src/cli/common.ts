@@ -155,6 +155,8 @@ export async function checkQueueToWrite(queue: Queue, url: string, asked?: Layou
         throw e;
       },
     );
+    // A v1 queue being created writes its marker just before its manifest: wait for it.
+    if (marked && asked === undefined && (await queue.manifestAppears())) return;
     if (marked) {
       throw new UsageError(
         `the data prefix "${queue.dataPathPrefix}" in ${redactUrl(url)} belongs to a v1 queue (its marker "${marker}" names the manifest "${queue.manifestPath}"), but there is no manifest there: a log queue is not started inside it; check the URL and the paths, or give --layout v1 to go on with the v1 queue`,

@@ -158,6 +158,9 @@ export interface PeekOptions extends StoreCallOptions {
   maxBatchBytes?: number;
 }
 
+/** How long a role waits for a v1 manifest whose marker is there (see `Queue.manifestAppears`), in ms. */
+const MANIFEST_APPEAR_MS = 3000;
+
 /**
  * A handle naming one queue: its store, its manifest and the folder of its
  * batch objects. Every role takes one (or the same fields), and the command
@@ -493,7 +496,34 @@ export class Queue {
           : `${where}: the queue at "${this.dataPathPrefix}" has the log layout, not the v1 layout asked for; open it without a layout, or with layout 'log'`,
       );
     }
-    return found ?? this.requestedLayout ?? 'log';
+    if (found || this.requestedLayout) return found ?? (this.requestedLayout as Layout);
+    // Nothing yet, but a v1 marker: a v1 queue being created (its first role wrote the
+    // marker, the manifest follows) is v1; one whose manifest stays missing lost it, and
+    // a log is not started there (ensureLog refuses).
+    if (await this.hasOwnershipMarker({ signal })) {
+      return (await this.manifestAppears(signal)) ? 'v1' : 'log';
+    }
+    return 'log';
+  }
+
+  /**
+   * Whether this queue's missing manifest appears within a short wait
+   * (`MANIFEST_APPEAR_MS`): a v1 queue's first role writes the data prefix's
+   * marker just before the manifest, so a role that looks in between sees a
+   * marker without a manifest for a moment.
+   */
+  async manifestAppears(signal?: AbortSignal): Promise<boolean> {
+    const deadline = performance.now() + MANIFEST_APPEAR_MS;
+    for (;;) {
+      try {
+        await this.store.head(this.manifestPath, { signal });
+        return true;
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+      }
+      if (performance.now() >= deadline) return false;
+      await sleep(100, { signal });
+    }
   }
 
   /** The log layout's state for this queue (whether or not it exists yet). */

@@ -14,7 +14,8 @@ import {
   QueueNotFoundError,
   type Batch,
 } from '../../src/index.ts';
-import { ManualClock } from '../../src/testing.ts';
+import { emptyManifest, encodeManifest } from '../../src/internal.ts';
+import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import { until } from '../support/deferred.ts';
 import { queueWith, v1Store } from '../support/queue.ts';
 
@@ -152,5 +153,27 @@ describe('queue handle', () => {
     await clock.advance(500);
     await reading;
     assert.deepEqual(seen, ['e0', 'later']);
+  });
+});
+
+describe('a v1 queue being created', () => {
+  test('a role that finds the marker before the manifest waits for the manifest and takes the queue as v1', async () => {
+    const memory = new MemoryStore();
+    // The creator has written the marker; its manifest lands while the role looks.
+    await Queue.open({ store: memory, layout: 'v1' }).checkOwnership({ claim: true });
+    const store = new FaultInjectingStore(memory);
+    let looked = 0;
+    store.before('head', async (call) => {
+      if (call.key === 'ingest/manifest' && ++looked === 2) {
+        await memory.put('ingest/manifest', encodeManifest(emptyManifest()), { mode: 'create' });
+      }
+    });
+    const queue = Queue.open({ store });
+    assert.equal(await queue.layout(), 'v1');
+    const producer = new Producer({ queue, flushIntervalMs: 0 });
+    const r = await (await producer.produce([enc.encode('a')])).durable;
+    assert.equal(r.sequence, 0);
+    await producer.close();
+    await queue.close();
   });
 });
