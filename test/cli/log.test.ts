@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bin, json, ok, spillway, type Run } from '../support/cli.ts';
+import type { SubscriptionJson } from '../../src/cli/log.ts';
 
 const dirs: string[] = [];
 async function freshUrl(): Promise<string> {
@@ -21,20 +22,7 @@ after(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-interface Sub {
-  name: string;
-  next_sequence: number;
-  next_index: number;
-  epoch: number;
-  holder: string;
-  lag_batches: number;
-  lag_entries: number;
-  lag_bytes: number;
-  oldest_unacked_age_ms: number | null;
-  created_at_ms: number;
-  updated_at_ms: number;
-  last_loss: unknown;
-}
+type Sub = SubscriptionJson;
 
 interface LogDump {
   layout: 'log';

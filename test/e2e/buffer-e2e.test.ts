@@ -6,15 +6,10 @@
  * no batch object that no kept commit holds (v1: none at all).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import {
   Consumer,
   GarbageCollector,
-  MemoryStore,
-  openStore,
   Producer,
   Queue,
   type Layout,
@@ -22,74 +17,10 @@ import {
 } from '../../src/index.ts';
 import { LogQueue } from '../../src/internal.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
-import {
-  createTestBucket,
-  createTestContainer,
-  deleteTestBucket,
-  deleteTestContainer,
-  azureConnectionString,
-  reportMissingServer,
-  s3Endpoint,
-  uniqueName,
-} from '../support/servers.ts';
+import { backends } from '../support/backends.ts';
 
 const PRODUCERS = 3;
 const CALLS = 10_000;
-
-interface Target {
-  name: string;
-  server?: 's3' | 'azure';
-  available: () => boolean;
-  open: () => Promise<{ store: ObjectStore; cleanup: () => Promise<void> }>;
-}
-
-const targets: Target[] = [
-  {
-    name: 'memory',
-    available: () => true,
-    open: async () => {
-      const name = uniqueName('e2e');
-      return { store: new MemoryStore(name), cleanup: async () => MemoryStore.drop(name) };
-    },
-  },
-  {
-    name: 'file',
-    available: () => true,
-    open: async () => {
-      const dir = await mkdtemp(join(tmpdir(), 'spillway-e2e-'));
-      return {
-        store: openStore(`file://${dir}`),
-        cleanup: () => rm(dir, { recursive: true, force: true }),
-      };
-    },
-  },
-  {
-    name: 's3 (Ceph RGW)',
-    server: 's3',
-    available: () => s3Endpoint() !== undefined,
-    open: async () => {
-      const endpoint = s3Endpoint() as string;
-      const bucket = await createTestBucket(endpoint, 'e2e');
-      return {
-        store: openStore(`s3://${bucket}/q?endpoint=${encodeURIComponent(endpoint)}`),
-        cleanup: () => deleteTestBucket(endpoint, bucket),
-      };
-    },
-  },
-  {
-    name: 'az (Azurite)',
-    server: 'azure',
-    available: () => azureConnectionString() !== undefined,
-    open: async () => {
-      const connection = azureConnectionString() as string;
-      const container = await createTestContainer(connection, 'e2e');
-      return {
-        store: openStore(`az://${container}/q`),
-        cleanup: () => deleteTestContainer(connection, container),
-      };
-    },
-  },
-];
 
 /** Batch objects left after a collection that no commit still stored holds (log layout). */
 async function unheldBatches(store: ObjectStore): Promise<string[]> {
@@ -107,11 +38,7 @@ async function unheldBatches(store: ObjectStore): Promise<string[]> {
   return out;
 }
 
-for (const target of targets) {
-  if (!target.available()) {
-    reportMissingServer(`end-to-end on ${target.name}`, target.server as string, 'Run `npm test`.');
-    continue;
-  }
+for (const target of backends('end-to-end')) {
   for (const layout of ['v1', 'log'] as Layout[])
     describe(`end to end: ${target.name}, ${layout} layout`, () => {
       test(`${PRODUCERS} producers × ${CALLS} produce() calls and one consumer: every entry once, in order, nothing left`, async () => {
