@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k] [-- --backends memory,file,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l] [-- --backends memory,file,s3]`
  *
  * Spillway against the physical limits of this machine, measured in the same
  * run. Prints a table and writes JSON to bench/results/. A row with a target
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Compression } from '../src/index.ts';
 import { ensureRgw, freshStore, type Backend } from './backends.ts';
+import { checksumThroughput } from './checksum.ts';
 import { closedLoop } from './closed-loop.ts';
 import { drain, fillBacklog } from './drain.ts';
 import { designFloor, rawGetMBps, rawGroupCommit, rawPut, sequentialWriteMBps } from './limits.ts';
@@ -28,7 +29,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -501,6 +502,30 @@ try {
       params: '10,000 keys, one value each, no-op handler, flushAll()',
       value: f.flushesPerSecond,
       unit: 'flush calls/s',
+    });
+  }
+  if (only.has('l')) {
+    const r = checksumThroughput(quick ? 250 : 500);
+    const inUse = (name: 'native' | 'js'): string => (r.implementation === name ? ', in use' : '');
+    add({
+      case: 'l checksum',
+      backend: 'cpu',
+      params: `CRC32C, JS slice-by-8, 1 MiB buffers${inUse('js')}`,
+      value: r.jsGiBps,
+      unit: 'GiB/s',
+    });
+    // The native module must be worth the dependency: at least 5x the JS fallback.
+    add({
+      case: 'l checksum',
+      backend: 'cpu',
+      params: `CRC32C, native @node-rs/crc32, 1 MiB buffers${inUse('native')}`,
+      value: r.nativeGiBps,
+      unit: 'GiB/s',
+      limit: r.jsGiBps,
+      target: { op: '>=', ratio: 5 },
+      ...(r.nativeGiBps === null
+        ? { note: 'skipped: @node-rs/crc32 did not load here, or SPILLWAY_CRC32C=js' }
+        : {}),
     });
   }
 } finally {
