@@ -94,6 +94,23 @@ export {
 export type { KeyedQueueOptions } from './keyed/journal.ts';
 export { bytesCodec, jsonCodec, type Codec } from './keyed/codec.ts';
 export { MAX_KEY_BYTES, type Key } from './keyed/key.ts';
+export type { Chunk } from './pusher/chunk.ts';
+export {
+  Pusher,
+  SyncPusher,
+  AsyncPusher,
+  PUSHER_DEFAULTS,
+  type PusherOptions,
+  type AsyncPusherOptions,
+  type ChunkAck,
+} from './pusher/pusher.ts';
+export type { SourceProgress } from './pusher/source-progress.ts';
+export {
+  IngestProgress,
+  type IngestProgressOptions,
+  type RecordedSource,
+} from './pusher/ingest-progress.ts';
+export { decodeChunkRecord, type ChunkRecord } from './pusher/chunk-metadata.ts';
 export {
   GarbageCollector,
   GC_DEFAULTS,

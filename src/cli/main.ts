@@ -14,6 +14,7 @@ import { consumeCommand } from './consume.ts';
 import { consumerCommand } from './consumer.ts';
 import { demoCommand } from './demo.ts';
 import { gcCommand } from './gc.ts';
+import { ingestCommand } from './ingest.ts';
 import { manifestCommand } from './manifest.ts';
 import { produceCommand } from './produce.ts';
 import { queueCommand } from './queue.ts';
@@ -30,7 +31,7 @@ const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.ur
 export function program(): Command {
   const root = new Command('spillway')
     .description(
-      'A durable ingestion buffer on object storage: inspect, produce, consume, subscribe, collect, fence, demo.',
+      'A durable ingestion buffer on object storage: inspect, produce, ingest files, consume, subscribe, collect, fence, demo.',
     )
     .version(pkg.version)
     .showSuggestionAfterError()
@@ -44,6 +45,7 @@ export function program(): Command {
     subscriptionCommand(),
     batchCommand(),
     produceCommand(),
+    ingestCommand(),
     consumeCommand(),
     gcCommand(),
     consumerCommand(),

@@ -1,0 +1,369 @@
+import { randomUUID } from 'node:crypto';
+import { systemClock, type Clock } from '../clock.ts';
+import {
+  CorruptDataError,
+  DataLossError,
+  FencedError,
+  InvalidArgumentError,
+  NotFoundError,
+  OutcomeUnknownError,
+  PreconditionFailedError,
+} from '../errors.ts';
+import { commitEnd } from '../format/log-commit.ts';
+import type { LogQueue } from '../queue/log-queue.ts';
+import type { Queue } from '../queue/queue.ts';
+import { decodeChunkRecord } from './chunk-metadata.ts';
+import type { Pusher } from './pusher.ts';
+import { addRange, type SourceProgress } from './source-progress.ts';
+
+/** A source's progress as recorded by a job. */
+export type RecordedSource = Pick<
+  SourceProgress,
+  'source' | 'path' | 'ackedOffset' | 'ackedBeyond' | 'done' | 'sizeBytes'
+>;
+
+/** Options of {@link IngestProgress.open}. */
+export interface IngestProgressOptions {
+  /** The queue the job pushes to (log layout). */
+  queue: Queue;
+  /** The job's name (see `PusherOptions.job`). */
+  job: string;
+  /** Time source. @default the system clock */
+  clock?: Clock;
+  signal?: AbortSignal;
+}
+
+/** The checkpoint object, format `spillway-ingest-progress` version 1. */
+interface Checkpoint {
+  format: 'spillway-ingest-progress';
+  version: 1;
+  job: string;
+  /** Raised by each run that opens the job: an older run's checkpoints are refused. */
+  epoch: number;
+  /** Random per write: tells our own write from another after a lost response. */
+  writeId: string;
+  /** Every chunk of the job in a batch below this sequence is reflected in `sources`. */
+  asOfSequence: number;
+  updatedAtMs: number;
+  sources: Record<string, Omit<RecordedSource, 'source'>>;
+}
+
+/**
+ * What an ingestion job made durable, kept across crashes without trusting
+ * a checkpoint alone.
+ *
+ * Each chunk's entries carry the job, the source and the byte range (see
+ * `chunk-metadata.ts`), so the queue itself records what became durable. A
+ * checkpoint object, `{root}/pusher/{job}.progress`, says where to start
+ * looking: it holds every source's progress as of a sequence, and a
+ * subscription `ingest.{job}` (the **hold**) stays at that sequence, so the
+ * collector keeps every batch the checkpoint does not reflect yet. Opening
+ * the job reads the checkpoint and scans the commits from its sequence to
+ * the head for the job's chunks; a checkpoint is written (then the hold
+ * moved) every few seconds and at the end; a job that ends with nothing in
+ * flight deletes its hold, so it holds nothing back while it is not running.
+ *
+ * Each open raises the checkpoint's epoch: a run of the same job that was
+ * still going is refused at its next checkpoint ({@link FencedError}). Run
+ * one process per job at a time: chunks two runs pushed at once may be
+ * written twice.
+ */
+export class IngestProgress {
+  /** The job. */
+  readonly job: string;
+  private readonly log: LogQueue;
+  private readonly clock: Clock;
+  private readonly key: string;
+  private readonly hold: string;
+  private recorded = new Map<string, RecordedSource>();
+  private epoch = 0;
+  private version: string | undefined;
+  private asOf = 0;
+  private chain: Promise<void> = Promise.resolve();
+  private holdDeleted = false;
+
+  private constructor(log: LogQueue, job: string, clock: Clock) {
+    this.log = log;
+    this.job = job;
+    this.clock = clock;
+    this.key = `${log.root}/pusher/${job}.progress`;
+    this.hold = `ingest.${job}`;
+  }
+
+  /**
+   * Opens a job on a queue (created, with the log layout, if it does not
+   * exist), and finds what its earlier runs made durable.
+   *
+   * @throws {InvalidArgumentError} on a v1 queue, or for a bad job name.
+   * @throws {DataLossError} when retention deleted batches the job's
+   * progress rests on (what became durable can no longer be told).
+   */
+  static async open(options: IngestProgressOptions): Promise<IngestProgress> {
+    const { queue, job, signal } = options;
+    if (typeof job !== 'string' || !/^[A-Za-z0-9._-]{1,90}$/.test(job)) {
+      throw new InvalidArgumentError(
+        `ingest: a job name must be 1-90 characters of [A-Za-z0-9._-], got ${JSON.stringify(job)}`,
+      );
+    }
+    if ((await queue.layout({ ...(signal ? { signal } : {}) })) === 'v1') {
+      throw new InvalidArgumentError(
+        `the queue at "${queue.manifestPath}" has the v1 layout: ingestion keeps its progress with a subscription, which needs the log layout (a new queue gets it)`,
+      );
+    }
+    const log = queue.logQueue();
+    await queue.ensureLog(log, signal);
+    const p = new IngestProgress(log, job, options.clock ?? systemClock);
+    await p.recover(signal);
+    return p;
+  }
+
+  /** What earlier runs made durable, per source. */
+  sources(): RecordedSource[] {
+    return [...this.recorded.values()];
+  }
+
+  /** One source's recorded progress, if any run pushed some of it. */
+  get(source: string): RecordedSource | undefined {
+    return this.recorded.get(source);
+  }
+
+  /**
+   * Writes a checkpoint of what `pusher` has acknowledged (with the sources
+   * recorded before), then moves the hold up to it. Calls are serialised.
+   *
+   * @throws {FencedError} when another run of the job opened it since.
+   */
+  checkpoint(pusher: Pusher, signal?: AbortSignal): Promise<void> {
+    const run = this.chain.then(() => this.write(pusher, false, signal));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * The last checkpoint of a run; with nothing in flight, the hold is then
+   * deleted (the checkpoint reflects every chunk pushed, so nothing needs
+   * keeping for this job until it runs again).
+   */
+  finish(pusher: Pusher, signal?: AbortSignal): Promise<void> {
+    const run = this.chain.then(() => this.write(pusher, true, signal));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async recover(signal?: AbortSignal): Promise<void> {
+    const got = await this.readCheckpoint(signal);
+    const cursor = await this.log.readCursor(this.hold, signal);
+    let scanFrom: number | undefined;
+    if (got) {
+      for (const [source, s] of Object.entries(got.value.sources)) {
+        this.recorded.set(source, { source, ...s });
+      }
+      this.asOf = got.value.asOfSequence;
+      this.epoch = got.value.epoch;
+    }
+    if (cursor) {
+      // A run did not finish cleanly: its chunks past the checkpoint are in the queue.
+      scanFrom = got ? got.value.asOfSequence : cursor.value.next.sequence;
+    } else {
+      const created = await this.log.createCursor(this.hold, 'latest', signal);
+      this.asOf = created.value.next.sequence;
+    }
+    if (scanFrom !== undefined) this.asOf = await this.scan(scanFrom, signal);
+    this.epoch++;
+    this.version = got?.version;
+    await this.put(this.snapshot(new Map()), signal);
+    await this.moveHold(signal);
+  }
+
+  /** Adds the job's chunks in commits from `from` to the head; returns the end of the log scanned. */
+  private async scan(from: number, signal?: AbortSignal): Promise<number> {
+    const { value: boundary } = await this.log.readBoundary(signal);
+    if (from < boundary.firstSequence) {
+      throw new DataLossError(
+        from,
+        boundary.firstSequence - 1,
+        `ingest job "${this.job}": batches ${from}-${boundary.firstSequence - 1}, which say what its last run made durable, were deleted (retention?); not resuming, since it could write data twice or skip some. Check the sources, then delete "${this.key}" and the subscription "${this.hold}" to start over`,
+      );
+    }
+    let end = from;
+    let { commit: n } = await this.log.resolveStart({ sequence: from }, signal);
+    for (;;) {
+      const c = await this.log.readCommit(n, signal);
+      if (!c) break;
+      for (const b of c.batches) {
+        if (b.entry.sequence < from) continue;
+        for (const m of b.entry.metadata) {
+          const r = decodeChunkRecord(m.payload);
+          if (!r || r.job !== this.job) continue;
+          const s = this.recorded.get(r.source) ?? {
+            source: r.source,
+            ackedOffset: 0,
+            ackedBeyond: [],
+            done: false,
+          };
+          const ranges: [number, number][] = s.ackedOffset > 0 ? [[0, s.ackedOffset]] : [];
+          for (const x of s.ackedBeyond) addRange(ranges, [x[0], x[1]]);
+          addRange(ranges, [r.offset, r.end]);
+          const first = ranges[0];
+          const acked = first && first[0] === 0 ? first[1] : 0;
+          const size = r.last ? r.end : s.sizeBytes;
+          this.recorded.set(r.source, {
+            source: r.source,
+            ...(r.path !== undefined
+              ? { path: r.path }
+              : s.path !== undefined
+                ? { path: s.path }
+                : {}),
+            ackedOffset: acked,
+            ackedBeyond: ranges.filter(([a]) => a > acked),
+            done: size !== undefined && acked >= size,
+            ...(size !== undefined ? { sizeBytes: size } : {}),
+          });
+        }
+      }
+      end = commitEnd(c);
+      n++;
+    }
+    return Math.max(end, from);
+  }
+
+  private async write(pusher: Pusher, finishing: boolean, signal?: AbortSignal): Promise<void> {
+    const now = new Map<string, RecordedSource>();
+    for (const p of pusher.progress()) {
+      now.set(p.source, {
+        source: p.source,
+        ...(p.path !== undefined ? { path: p.path } : {}),
+        ackedOffset: p.ackedOffset,
+        ackedBeyond: p.ackedBeyond,
+        done: p.done,
+        ...(p.sizeBytes !== undefined ? { sizeBytes: p.sizeBytes } : {}),
+      });
+    }
+    const through = pusher.acknowledgedThroughSequence;
+    const idle = pusher.bytesInFlight === 0 && pusher.progress().every((p) => p.inFlight === 0);
+    if (finishing && idle) {
+      // Everything pushed is acknowledged and reflected: nothing past here is the job's.
+      const head = await this.log.discoverHead(signal);
+      this.asOf = Math.max(this.asOf, head.endSequence);
+    } else if (through !== undefined) {
+      this.asOf = Math.max(this.asOf, through);
+    }
+    for (const [k, v] of now) this.recorded.set(k, v);
+    await this.put(this.snapshot(now), signal);
+    if (finishing && idle) {
+      await this.log.deleteSubscription(this.hold, signal);
+      this.holdDeleted = true;
+    } else {
+      await this.moveHold(signal);
+    }
+  }
+
+  private snapshot(current: Map<string, RecordedSource>): Checkpoint {
+    const sources: Checkpoint['sources'] = {};
+    for (const [k, v] of this.recorded) {
+      const { source: _, ...rest } = current.get(k) ?? v;
+      sources[k] = rest;
+    }
+    return {
+      format: 'spillway-ingest-progress',
+      version: 1,
+      job: this.job,
+      epoch: this.epoch,
+      writeId: randomUUID(),
+      asOfSequence: this.asOf,
+      updatedAtMs: this.clock.now(),
+      sources,
+    };
+  }
+
+  /** Writes the checkpoint over the version last seen; another epoch there fences this run. */
+  private async put(c: Checkpoint, signal?: AbortSignal): Promise<void> {
+    const body = Buffer.from(JSON.stringify(c));
+    try {
+      const { version } = await this.log.store.put(this.key, body, {
+        mode: this.version === undefined ? 'create' : { ifMatch: this.version },
+        ...(signal ? { signal } : {}),
+      });
+      this.version = version;
+    } catch (e) {
+      if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+      const stored = await this.readCheckpoint(signal);
+      if (stored && stored.value.writeId === c.writeId) {
+        this.version = stored.version;
+        return;
+      }
+      throw new FencedError(
+        `ingest job "${this.job}": another run opened the job (its checkpoint has epoch ${stored?.value.epoch ?? 'none'}, this run ${c.epoch}); this run stops. Run one process per job`,
+      );
+    }
+  }
+
+  /** Moves the hold up to the checkpoint's sequence (re-creating it if it was deleted). */
+  private async moveHold(signal?: AbortSignal): Promise<void> {
+    if (this.holdDeleted) {
+      await this.log.createCursor(this.hold, { sequence: this.asOf }, signal);
+      this.holdDeleted = false;
+    }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const cur = await this.log.readCursor(this.hold, signal);
+      if (!cur) {
+        await this.log.createCursor(this.hold, { sequence: this.asOf }, signal);
+        return;
+      }
+      if (cur.value.next.sequence >= this.asOf) return;
+      const { next, commit } = await this.log.resolveStart({ sequence: this.asOf }, signal);
+      try {
+        await this.log.writeCursor(
+          {
+            ...cur.value,
+            next,
+            commit,
+            updatedAtMs: this.clock.now(),
+            holder: `ingest ${this.job}`,
+          },
+          cur.version,
+          signal,
+        );
+        return;
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+      }
+    }
+  }
+
+  private async readCheckpoint(
+    signal?: AbortSignal,
+  ): Promise<{ value: Checkpoint; version: string } | undefined> {
+    let got;
+    try {
+      got = await this.log.store.get(this.key, signal ? { signal } : {});
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+    let v: unknown;
+    try {
+      v = JSON.parse(Buffer.from(got.body).toString());
+    } catch (e) {
+      throw new CorruptDataError(`${this.key}: not JSON (${(e as Error).message})`, this.key);
+    }
+    const c = v as Checkpoint;
+    if (
+      typeof c !== 'object' ||
+      c === null ||
+      c.format !== 'spillway-ingest-progress' ||
+      c.version !== 1 ||
+      c.job !== this.job ||
+      !Number.isSafeInteger(c.epoch) ||
+      !Number.isSafeInteger(c.asOfSequence) ||
+      typeof c.sources !== 'object' ||
+      c.sources === null
+    ) {
+      throw new CorruptDataError(
+        `${this.key}: expected an ingest checkpoint (format "spillway-ingest-progress", version 1, job "${this.job}")`,
+        this.key,
+      );
+    }
+    return { value: c, version: got.version };
+  }
+}
