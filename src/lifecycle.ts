@@ -1,6 +1,6 @@
 /**
  * Small helpers for the lifecycle every long-lived role shares: waits that a
- * signal can abort, and graceful closes bounded by a timeout.
+ * signal can abort, signals combined, and graceful closes bounded by a timeout.
  */
 import type { Clock, ClockTimer } from './clock.ts';
 
@@ -65,4 +65,14 @@ export async function closeWithin(
     throw error;
   }
   await closing;
+}
+
+/**
+ * One signal that aborts when any of the given ones does (undefined for
+ * none; the signal itself for one). Given ones may be undefined or repeated.
+ */
+export function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const given = [...new Set(signals)].filter((s): s is AbortSignal => s !== undefined);
+  if (given.length <= 1) return given[0];
+  return AbortSignal.any(given);
 }

@@ -4,12 +4,8 @@
  */
 import { sleep, type Clock } from '../clock.ts';
 import { InvalidArgumentError } from '../errors.ts';
-import {
-  anySignal,
-  readFileChunks,
-  type FileChunk,
-  type ReadChunksOptions,
-} from './file-chunks.ts';
+import { anySignal } from '../lifecycle.ts';
+import { readFileChunks, type FileChunk, type ReadChunksOptions } from './file-chunks.ts';
 import {
   DEFAULT_FINGERPRINT_BYTES,
   identifySource,

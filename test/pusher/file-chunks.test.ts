@@ -10,13 +10,13 @@ import { after, before, describe, test } from 'node:test';
 import { createGzip, gzipSync } from 'node:zlib';
 import { InvalidArgumentError } from '../../src/errors.ts';
 import { zstdCompress } from '../../src/format/compression.ts';
+import { detectCompression } from '../../src/pusher/file-bytes.ts';
 import {
-  detectCompression,
-  IngestInputError,
   readFileChunks,
   type FileChunk,
   type ReadChunksOptions,
 } from '../../src/pusher/file-chunks.ts';
+import { IngestInputError } from '../../src/pusher/record-parser.ts';
 import { openSource } from '../../src/pusher/source-identity.ts';
 import { MiB, rleBombFrame } from '../format/zstd-bombs.ts';
 
