@@ -21,6 +21,12 @@ import { keyedFlushes, keyedInserts } from './keyed.ts';
 import { oneCaller } from './one-caller.ts';
 import { openLoop } from './open-loop.ts';
 import { ProducerProcesses } from './producer-processes.ts';
+import {
+  ingestBytesPerSecond,
+  rawReadBytesPerSecond,
+  stalledIngest,
+  writeLinesFile,
+} from './ingest.ts';
 import { processBacklog, processCost } from './process.ts';
 import { requestsPerGb } from './requests.ts';
 import { stalledMemory } from './stalled-memory.ts';
@@ -29,7 +35,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -526,6 +532,57 @@ try {
       ...(r.nativeGiBps === null
         ? { note: 'skipped: @node-rs/crc32 did not load here, or SPILLWAY_CRC32C=js' }
         : {}),
+    });
+  }
+  if (only.has('m')) {
+    // Ingestion: the same file read raw and ingested, on each store, in one run.
+    const input = await freshStore('file');
+    const file = join(input.dir as string, 'input.txt');
+    const size = await writeLinesFile(file, (quick ? 64 : 256) * MiB);
+    await rawReadBytesPerSecond(file); // warm the page cache, as the ingests below find it
+    const raw = await rawReadBytesPerSecond(file);
+    add({
+      case: 'm ingest',
+      backend: 'file',
+      params: `raw read of the input, ${round(size / MiB)} MiB of 200-byte lines`,
+      value: raw / 1e6,
+      unit: 'MB/s',
+    });
+    for (const backend of backends.filter((b) => b !== 'memory')) {
+      const s = await freshStore(backend);
+      const bps = await ingestBytesPerSecond(s.store, file);
+      await s.dispose();
+      add({
+        case: 'm ingest',
+        backend,
+        params: `ingest lines, 1 MiB chunks, durable, vs the raw read`,
+        value: bps / 1e6,
+        unit: 'MB/s',
+        limit: raw / 1e6,
+      });
+    }
+    // Memory: a 1 GiB file, the store stalled: reading stops at the in-flight bound.
+    const big = join(input.dir as string, 'big.txt');
+    await writeLinesFile(big, (quick ? 256 : 1024) * MiB);
+    const queueDir = await freshStore('file');
+    const maxInFlight = 64 * MiB;
+    const m = stalledIngest(big, queueDir.dir as string, maxInFlight, quick ? 1500 : 3000);
+    await queueDir.dispose();
+    await input.dispose();
+    add({
+      case: 'm ingest',
+      backend: 'file',
+      params: `store stalled, ${quick ? '256 MiB' : '1 GiB'} file, maxInFlightBytes 64 MiB: RSS growth`,
+      value: (m.peakRss - m.baselineRss) / MiB,
+      unit: 'MiB RSS growth',
+      // The documented bound (docs/ingest.md): the bytes in flight plus 64 MiB.
+      limit: maxInFlight / MiB + 64,
+      target: { op: '<=', ratio: 1 },
+      extra: {
+        readMiB: round(m.readBytes / MiB),
+        bytesInFlightMiB: round(m.bytesInFlight / MiB),
+        baselineRssMiB: round(m.baselineRss / MiB),
+      },
     });
   }
 } finally {

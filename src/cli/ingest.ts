@@ -12,6 +12,7 @@ import { AsyncPusher, PUSHER_DEFAULTS } from '../pusher/pusher.ts';
 import { identifySource, type SourceIdentity } from '../pusher/source-identity.ts';
 import { findSourceKey, sourceKey } from '../pusher/source-key.ts';
 import {
+  CliError,
   describeError,
   formatBytes,
   formatDuration,
@@ -332,7 +333,9 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
   else await writeOut(describeSummary(summary));
   if (failure !== undefined) throw asError(failure);
   if (summary.files_failed > 0) {
-    process.exitCode = 1;
+    throw new CliError(
+      `${plural(summary.files_failed, 'file')} of ${summary.files} stopped at an error (above); what came before each error is durable`,
+    );
   }
 }
 
