@@ -118,6 +118,18 @@ export {
   type CollectionResult,
 } from './gc.ts';
 export { type Metrics, type MetricLabels, noopMetrics, InMemoryMetrics } from './metrics.ts';
+export {
+  PrometheusMetrics,
+  PROMETHEUS_CONTENT_TYPE,
+  type PrometheusMetricsOptions,
+} from './metrics/prometheus.ts';
+export {
+  METRICS,
+  metricDefinition,
+  prometheusName,
+  type MetricDefinition,
+  type MetricType,
+} from './metrics/registry.ts';
 export { type Logger, type LogFields, silentLogger } from './logger.ts';
 export { type Clock, type ClockTimer, type TimerOptions, systemClock } from './clock.ts';
 export { DEFAULT_MAX_BATCH_BYTES } from './format/batch.ts';

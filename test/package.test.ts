@@ -20,6 +20,15 @@ test('spillway, spillway/testing and spillway/internal resolve; test tools are n
   assert.equal(main.ManualClock, undefined);
 });
 
+test('spillway/server resolves, and the main entry does not load the HTTP framework', async () => {
+  const server = (await import('spillway/server')) as Record<string, unknown>;
+  for (const name of ['createApp', 'startServer'])
+    assert.equal(typeof server[name], 'function', name);
+  const main = (await import('spillway')) as Record<string, unknown>;
+  assert.equal(main.createApp, undefined);
+  assert.equal(typeof main.PrometheusMetrics, 'function');
+});
+
 test('a missing optional SDK is one error naming the package to install', async () => {
   const notInstalled = '@spillway-test/not-installed';
   await assert.rejects(

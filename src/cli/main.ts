@@ -18,6 +18,7 @@ import { ingestCommand } from './ingest.ts';
 import { manifestCommand } from './manifest.ts';
 import { produceCommand } from './produce.ts';
 import { queueCommand } from './queue.ts';
+import { serveCommand } from './serve.ts';
 import { subscriptionCommand } from './subscription.ts';
 
 // The AWS SDK warns about Node 20 on every run; the CLI's output is for the operator.
@@ -31,7 +32,7 @@ const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.ur
 export function program(): Command {
   const root = new Command('spillway')
     .description(
-      'A durable ingestion buffer on object storage: inspect, produce, ingest files, consume, subscribe, collect, fence, demo.',
+      'A durable ingestion buffer on object storage: inspect, produce, ingest files, consume, subscribe, serve over HTTP, collect, fence, demo.',
     )
     .version(pkg.version)
     .showSuggestionAfterError()
@@ -49,6 +50,7 @@ export function program(): Command {
     consumeCommand(),
     gcCommand(),
     consumerCommand(),
+    serveCommand(),
     demoCommand(),
   ]) {
     root.addCommand(c);

@@ -1,0 +1,37 @@
+/**
+ * What every route of the HTTP API shares: the served queues, the settings,
+ * the idempotency keys, metrics, and the server's lifecycle (requests in
+ * flight, and a signal that aborts waits when the server closes).
+ */
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../logger.ts';
+import type { PrometheusMetrics } from '../metrics/prometheus.ts';
+import type { IdempotencyKeys } from './idempotency.ts';
+import type { ServedQueues } from './served-queues.ts';
+
+/** The resolved settings the routes read. */
+export interface AppSettings {
+  maxBodyBytes: number;
+  admissionWaitMs: number;
+  maxWaitMs: number;
+  pollIntervalMs: number;
+  maxEntriesPerRead: number;
+  sseHeartbeatMs: number;
+}
+
+/** See the module comment. */
+export interface AppContext {
+  readonly queues: ServedQueues;
+  readonly settings: AppSettings;
+  readonly idempotency: IdempotencyKeys;
+  readonly metrics: PrometheusMetrics;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** Aborts when the server starts closing: long polls answer, streams end. */
+  readonly closing: AbortSignal;
+  /**
+   * Counts a piece of work the server must finish before its producers
+   * close (an ingest request from its body to its answer).
+   */
+  track<T>(work: Promise<T>): Promise<T>;
+}
