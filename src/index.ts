@@ -43,6 +43,17 @@ export { S3Store, type S3StoreOptions } from './store/s3-store.ts';
 export { AzureStore, type AzureStoreOptions } from './store/azure-store.ts';
 export { PrefixStore } from './store/prefix-store.ts';
 export { RetryingStore, type RetryingStoreOptions } from './store/retrying-store.ts';
+export {
+  RateLimitedStore,
+  TokenBucket,
+  type RateLimitedStoreOptions,
+} from './store/rate-limited-store.ts';
+export {
+  CountingStore,
+  STORE_REQUEST_KINDS,
+  type CountingStoreOptions,
+  type StoreRequestKind,
+} from './store/counting-store.ts';
 export type { RemoteStoreOptions } from './store/remote-store.ts';
 export { RETRY_DEFAULTS, type RetryPolicy } from './retry.ts';
 export {

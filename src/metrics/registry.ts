@@ -290,6 +290,26 @@ export const METRICS: readonly MetricDefinition[] = Object.freeze([
     'seconds',
     'Age of the oldest buffered value, in seconds (at most once a second).',
   ),
+  // Store requests (CountingStore, RateLimitedStore).
+  counter(
+    'store.requests',
+    'spillway_store_requests_total',
+    'requests',
+    'Requests made to the store, by operation kind (put, get, head, list, delete), as S3 bills them: a listing is one per 1,000 objects, a batch delete one per 1,000 keys.',
+    ['op'],
+  ),
+  counter(
+    'store.bytes_read',
+    'spillway_store_read_bytes_total',
+    'bytes',
+    'Bytes read from the store (bodies of gets).',
+  ),
+  histogram(
+    'store.throttle_wait_seconds',
+    'spillway_store_throttle_wait_seconds',
+    'Time a store call waited for the requests-per-second cap, in seconds (calls that did not wait are not observed).',
+    LATENCY_BUCKETS_SECONDS,
+  ),
   // HTTP server.
   counter(
     'http.requests',
