@@ -5,7 +5,7 @@
  */
 import { InvalidArgumentError } from '../errors.ts';
 import type { FileChunk, ReadChunksOptions } from './file-chunks.ts';
-import { IngestInputError, LF, MORE, SKIP, type RecordParser } from './record-parser.ts';
+import { CR, IngestInputError, LF, MORE, SKIP, type RecordParser } from './record-parser.ts';
 
 /** Where a {@link ChunkAssembler} starts. */
 export interface AssemblerStart {
@@ -19,6 +19,13 @@ export interface AssemblerStart {
    * from its start.
    */
   skipTo?: number;
+  /**
+   * The line at `start`, or the one that crosses `skipTo`, continues a line
+   * whose first part an earlier read took as an entry (see
+   * `ReadChunksOptions.continuesLine`): its bytes from `start` (`skipTo`)
+   * on are a line of their own, or nothing when they are only its line end.
+   */
+  continuesLine?: boolean;
 }
 
 /**
@@ -53,6 +60,10 @@ export class ChunkAssembler {
   private readonly chunkBytes: number;
   private readonly maxEntryBytes: number;
   private reachedEnd = false;
+  /** Whether a line may continue one read before; see {@link AssemblerStart.continuesLine}. */
+  private readonly continuesLine: boolean;
+  /** Whether the next line completed is the rest of a line read before. */
+  private continuing: boolean;
 
   constructor(
     private readonly parser: RecordParser,
@@ -64,6 +75,8 @@ export class ChunkAssembler {
     this.maxEntryBytes = options.maxEntryBytes;
     this.endAt = options.endOffset ?? Infinity;
     this.skipTo = at.skipTo ?? 0;
+    this.continuesLine = at.continuesLine === true;
+    this.continuing = this.continuesLine && this.skipTo === 0 && at.start > 0;
     this.chunkOffset = at.start;
     this.lineStart = at.start;
     this.chunkFirstLine = at.fromLine;
@@ -165,10 +178,18 @@ export class ChunkAssembler {
 
   private completeLine(line: Buffer, terminated: boolean): void {
     const number = this.nextLine++;
-    const start = this.lineStart;
+    let start = this.lineStart;
     const end = start + line.length + (terminated ? 1 : 0);
     this.lineStart = end;
-    if (start < this.skipTo) {
+    if (start < this.skipTo && end > this.skipTo && this.continuesLine) {
+      // The resume point is inside this line: its first part was an entry already.
+      if (this.parser.wantsHeader) this.parser.line(line, number, terminated);
+      line = line.subarray(this.skipTo - start);
+      start = this.skipTo;
+      this.chunkOffset = start;
+      this.chunkFirstLine = number;
+      this.continuing = true;
+    } else if (start < this.skipTo) {
       if (end > this.skipTo) throw this.notALineStart('resume at', this.skipTo, number, start, end);
       if (this.parser.wantsHeader) this.parser.line(line, number, terminated);
       if (end === this.skipTo) {
@@ -181,7 +202,10 @@ export class ChunkAssembler {
     if (end > this.endAt) throw this.notALineStart('stop at', this.endAt, number, start, end);
     this.recordBytes += end - start;
     this.recordLines++;
-    const result = this.parser.line(line, number, terminated);
+    // The rest of a line taken before that is only its line end finishes that entry.
+    const result =
+      this.continuing && isLineEnd(line) ? SKIP : this.parser.line(line, number, terminated);
+    this.continuing = false;
     if (result === MORE) {
       if (end === this.endAt) throw this.notALineStart('stop at', this.endAt, number, start, end);
       return;
@@ -228,4 +252,9 @@ export class ChunkAssembler {
     this.committedLines = 0;
     this.full = false;
   }
+}
+
+/** Whether a line's bytes (without its `\n`) are nothing, or the `\r` of a CRLF. */
+function isLineEnd(line: Buffer): boolean {
+  return line.length === 0 || (line.length === 1 && line[0] === CR);
 }

@@ -37,8 +37,9 @@ export interface ExpandPathsOptions {
  *   never taken for a pattern, even when it holds such characters.
  *
  * Paths come back as given, or joined onto the argument they were found
- * under. A file reached twice (the same real path) is listed once, where it
- * was first found.
+ * under. A file reached twice (the same device and inode: through a
+ * symbolic link, another spelling of its path, or a hard link) is listed
+ * once, where it * was first found.
  *
  * @throws {InvalidArgumentError} for a path that does not exist and is no
  * pattern ("no such file or folder: X"), a pattern that matches no file, a
@@ -57,9 +58,11 @@ export async function expandPaths(
   const { signal } = options;
   const out: string[] = [];
   const seen = new Set<string>();
-  const add = (path: string, real: string): void => {
-    if (seen.has(real)) return;
-    seen.add(real);
+  const add = async (path: string, real: string): Promise<void> => {
+    // Hard links have real paths of their own: one file is one inode, read once.
+    const id = (await fileId(path)) ?? real;
+    if (seen.has(id)) return;
+    seen.add(id);
     out.push(path);
   };
   for (const arg of args) {
@@ -71,12 +74,12 @@ export async function expandPaths(
       if (found.length === 0) {
         throw new InvalidArgumentError(`no files match the pattern ${arg}`);
       }
-      for (const f of found) add(f.path, f.real);
+      for (const f of found) await add(f.path, f.real);
     } else if (stats.isFile()) {
-      add(arg, await realPath(arg));
+      await add(arg, await realPath(arg));
     } else if (stats.isDirectory()) {
       const real = await realPath(arg);
-      for (const rel of await walk(arg, signal)) add(join(arg, rel), join(real, rel));
+      for (const rel of await walk(arg, signal)) await add(join(arg, rel), join(real, rel));
     } else {
       throw new InvalidArgumentError(
         `${arg} is ${describeFileType(stats)}; spillway ingest reads regular files and folders of them`,
@@ -296,5 +299,15 @@ async function realPath(path: string): Promise<string> {
   } catch {
     // Vanished meanwhile: fall back to the lexical path; reading it will say what is wrong.
     return resolve(path);
+  }
+}
+
+/** A file's device and inode, or undefined when it vanished meanwhile. */
+async function fileId(path: string): Promise<string | undefined> {
+  try {
+    const s = await stat(path, { bigint: true });
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return undefined;
   }
 }

@@ -91,6 +91,18 @@ export interface ReadChunksOptions {
    * @default 1 when `fromOffset` is 0, else counted
    */
   fromLine?: number;
+  /**
+   * Whether `fromOffset` may be inside a line: the old end of a file whose
+   * last line had no `\n` when it was read to its end (that line became an
+   * entry then), and which grew since. The bytes from `fromOffset` to the end
+   * of that line are then read as a line of their own (numbered as the line
+   * they belong to); when they are only its line end (`\n` or `\r\n`),
+   * they finish the entry taken before and make none. Without it, such an
+   * offset is refused as not the start of a line. It changes nothing when
+   * `fromOffset` starts a line.
+   * @default false
+   */
+  continuesLine?: boolean;
   /** Stops the reading: the generator returns (without throwing) and closes the file. */
   signal?: AbortSignal;
   /**
@@ -187,13 +199,18 @@ export async function* readFileChunks(
     const fromOffset = options.fromOffset ?? 0;
     const parser = recordParser(options.format, path, options.maxEntryBytes);
     let assembler: ChunkAssembler;
+    const continuesLine = options.continuesLine === true;
     if (compression === 'none' && fromOffset > 0) {
-      await checkResumeOffset(opened, fromOffset);
+      const insideLine = await checkResumeOffset(opened, fromOffset, continuesLine);
       const fromLine = options.fromLine ?? (await countLines(opened, fromOffset, aborted));
       if (fromLine === undefined) return;
       if (parser.wantsHeader) await readHeader(opened, parser, options.maxEntryBytes);
       reader = new PlainReader(opened, fromOffset);
-      assembler = new ChunkAssembler(parser, path, options, { start: fromOffset, fromLine });
+      assembler = new ChunkAssembler(parser, path, options, {
+        start: fromOffset,
+        fromLine,
+        continuesLine: insideLine,
+      });
     } else {
       reader = openByteReader(opened, compression);
       // Decompressed from the start: the bytes before fromOffset are skipped.
@@ -201,6 +218,7 @@ export async function* readFileChunks(
         start: 0,
         fromLine: 1,
         skipTo: fromOffset,
+        continuesLine,
       });
     }
     if (assembler.stopped) return;
@@ -283,6 +301,9 @@ function checkReadOptions(o: ReadChunksOptions): void {
     if (fromOffset === 0 && o.fromLine !== 1) {
       throw bad('fromLine', '1 when fromOffset is 0', o.fromLine);
     }
+  }
+  if (o.continuesLine !== undefined && typeof o.continuesLine !== 'boolean') {
+    throw bad('continuesLine', 'a boolean', o.continuesLine);
   }
   if (o.follow !== undefined) {
     const ms = o.follow.pollIntervalMs;
@@ -373,8 +394,15 @@ function readError(
 // ---------------------------------------------------------------------------
 // Resuming and following plain files.
 
-/** Checks that `offset` is within a plain file and starts a line. */
-async function checkResumeOffset(opened: OpenedSource, offset: number): Promise<void> {
+/**
+ * Checks that `offset` is within a plain file and starts a line (or, with
+ * `continuesLine`, may be inside one); returns whether it is inside one.
+ */
+async function checkResumeOffset(
+  opened: OpenedSource,
+  offset: number,
+  continuesLine: boolean,
+): Promise<boolean> {
   let size: number;
   const before = Buffer.alloc(1);
   try {
@@ -389,11 +417,13 @@ async function checkResumeOffset(opened: OpenedSource, offset: number): Promise<
     );
   }
   // The end of a file whose last line has no "\n" is where its last chunk ended.
-  if (offset < size && before[0] !== LF) {
+  const insideLine = offset < size && before[0] !== LF;
+  if (insideLine && !continuesLine) {
     throw new InvalidArgumentError(
       `${opened.path}: cannot resume at byte ${offset}: it is not the start of a line; the file changed since, or the offset is not a chunk's end`,
     );
   }
+  return insideLine;
 }
 
 type Change = 'grown' | 'rotated' | 'truncated' | 'aborted';

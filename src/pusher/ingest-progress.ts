@@ -44,6 +44,14 @@ interface Checkpoint {
   writeId: string;
   /** Every chunk of the job in a batch below this sequence is reflected in `sources`. */
   asOfSequence: number;
+  /**
+   * Whether a run may have pushed chunks past `asOfSequence` (every
+   * checkpoint but the last one of a run that ended with everything
+   * acknowledged). Opening the job then scans from `asOfSequence` even when
+   * the hold is missing (deleted under the run). Absent in checkpoints
+   * written before the field: taken as false.
+   */
+  running?: boolean;
   updatedAtMs: number;
   sources: Record<string, Omit<RecordedSource, 'source'>>;
 }
@@ -80,6 +88,8 @@ export class IngestProgress {
   private version: string | undefined;
   private asOf = 0;
   private chain: Promise<void> = Promise.resolve();
+  /** A checkpoint waiting for the one being written: later calls join it. */
+  private queued: Promise<void> | undefined;
   private holdDeleted = false;
 
   private constructor(log: LogQueue, job: string, clock: Clock) {
@@ -129,23 +139,37 @@ export class IngestProgress {
 
   /**
    * Writes a checkpoint of what `pusher` has acknowledged (with the sources
-   * recorded before), then moves the hold up to it. Calls are serialised.
+   * recorded before), then moves the hold up to it. Calls are serialised,
+   * and coalesced: a call made while another checkpoint waits to be written
+   * joins that one (which takes the progress as of its start), so a store
+   * slower than the checkpoint interval costs no backlog.
    *
    * @throws {FencedError} when another run of the job opened it since.
    */
   checkpoint(pusher: Pusher, signal?: AbortSignal): Promise<void> {
-    const run = this.chain.then(() => this.write(pusher, false, signal));
+    if (this.queued !== undefined) return this.queued;
+    const run = this.chain.then(() => {
+      this.queued = undefined;
+      return this.write(pusher, false, signal);
+    });
+    this.queued = run;
     this.chain = run.catch(() => undefined);
     return run;
   }
 
   /**
-   * The last checkpoint of a run; with nothing in flight, the hold is then
-   * deleted (the checkpoint reflects every chunk pushed, so nothing needs
-   * keeping for this job until it runs again).
+   * The last checkpoint of a run; when every chunk pushed is acknowledged
+   * (`Pusher.allAcknowledged`: nothing in flight, and no failed chunk whose
+   * entries may have landed all the same), the hold is then deleted (the
+   * checkpoint reflects every chunk pushed, so nothing needs keeping for
+   * this job until it runs again). Otherwise the hold stays at the
+   * checkpoint, and the next open scans from there.
    */
   finish(pusher: Pusher, signal?: AbortSignal): Promise<void> {
-    const run = this.chain.then(() => this.write(pusher, true, signal));
+    const run = this.chain.then(() => {
+      this.queued = undefined;
+      return this.write(pusher, true, signal);
+    });
     this.chain = run.catch(() => undefined);
     return run;
   }
@@ -164,6 +188,11 @@ export class IngestProgress {
     if (cursor) {
       // A run did not finish cleanly: its chunks past the checkpoint are in the queue.
       scanFrom = got ? got.value.asOfSequence : cursor.value.next.sequence;
+    } else if (got?.value.running === true) {
+      // The same, with the hold deleted under the run (by hand): the batches past the
+      // checkpoint may be collected already, which the scan then reports as lost.
+      // moveHold re-creates the hold at the end of the scan, before anything is pushed.
+      scanFrom = got.value.asOfSequence;
     } else {
       const created = await this.log.createCursor(this.hold, 'latest', signal);
       this.asOf = created.value.next.sequence;
@@ -171,7 +200,7 @@ export class IngestProgress {
     if (scanFrom !== undefined) this.asOf = await this.scan(scanFrom, signal);
     this.epoch++;
     this.version = got?.version;
-    await this.put(this.snapshot(new Map()), signal);
+    await this.put(this.snapshot(new Map(), true), signal);
     await this.moveHold(signal);
   }
 
@@ -240,7 +269,11 @@ export class IngestProgress {
       });
     }
     const through = pusher.acknowledgedThroughSequence;
-    const idle = pusher.bytesInFlight === 0 && pusher.progress().every((p) => p.inFlight === 0);
+    // A chunk that failed may have landed (a lost response): not idle until its bytes are acknowledged.
+    const idle =
+      pusher.allAcknowledged &&
+      pusher.bytesInFlight === 0 &&
+      pusher.progress().every((p) => p.inFlight === 0);
     if (finishing && idle) {
       // Everything pushed is acknowledged and reflected: nothing past here is the job's.
       const head = await this.log.discoverHead(signal);
@@ -249,7 +282,7 @@ export class IngestProgress {
       this.asOf = Math.max(this.asOf, through);
     }
     for (const [k, v] of now) this.recorded.set(k, v);
-    await this.put(this.snapshot(now), signal);
+    await this.put(this.snapshot(now, !(finishing && idle)), signal);
     if (finishing && idle) {
       await this.log.deleteSubscription(this.hold, signal);
       this.holdDeleted = true;
@@ -258,8 +291,9 @@ export class IngestProgress {
     }
   }
 
-  private snapshot(current: Map<string, RecordedSource>): Checkpoint {
-    const sources: Checkpoint['sources'] = {};
+  private snapshot(current: Map<string, RecordedSource>, running: boolean): Checkpoint {
+    // No prototype: a source may be named "__proto__".
+    const sources = Object.create(null) as Checkpoint['sources'];
     for (const [k, v] of this.recorded) {
       const { source: _, ...rest } = current.get(k) ?? v;
       sources[k] = rest;
@@ -271,6 +305,7 @@ export class IngestProgress {
       epoch: this.epoch,
       writeId: randomUUID(),
       asOfSequence: this.asOf,
+      running,
       updatedAtMs: this.clock.now(),
       sources,
     };
@@ -357,13 +392,47 @@ export class IngestProgress {
       !Number.isSafeInteger(c.epoch) ||
       !Number.isSafeInteger(c.asOfSequence) ||
       typeof c.sources !== 'object' ||
-      c.sources === null
+      c.sources === null ||
+      Array.isArray(c.sources) ||
+      (c.running !== undefined && typeof c.running !== 'boolean')
     ) {
       throw new CorruptDataError(
-        `${this.key}: expected an ingest checkpoint (format "spillway-ingest-progress", version 1, job "${this.job}")`,
+        `${this.key}: expected an ingest checkpoint (format "spillway-ingest-progress", version 1, job "${this.job}"); delete it and the subscription "${this.hold}" to start the job over`,
         this.key,
       );
     }
+    for (const [source, p] of Object.entries(c.sources)) {
+      const problem = checkRecordedSource(p);
+      if (problem !== undefined) {
+        throw new CorruptDataError(
+          `${this.key}: the progress of source ${JSON.stringify(source)} is malformed (${problem}); delete it and the subscription "${this.hold}" to start the job over`,
+          this.key,
+        );
+      }
+    }
     return { value: c, version: got.version };
   }
+}
+
+/** What is wrong with a source's progress as a checkpoint holds it, if anything. */
+function checkRecordedSource(p: unknown): string | undefined {
+  if (typeof p !== 'object' || p === null) return 'not an object';
+  const o = p as Record<string, unknown>;
+  const offset = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!offset(o.ackedOffset)) return `ackedOffset ${JSON.stringify(o.ackedOffset)}`;
+  if (typeof o.done !== 'boolean') return `done ${JSON.stringify(o.done)}`;
+  if (o.path !== undefined && typeof o.path !== 'string') return 'path is no string';
+  if (o.sizeBytes !== undefined && !offset(o.sizeBytes)) {
+    return `sizeBytes ${JSON.stringify(o.sizeBytes)}`;
+  }
+  if (
+    !Array.isArray(o.ackedBeyond) ||
+    !o.ackedBeyond.every(
+      (r: unknown) =>
+        Array.isArray(r) && r.length === 2 && offset(r[0]) && offset(r[1]) && r[0] <= r[1],
+    )
+  ) {
+    return `ackedBeyond ${JSON.stringify(o.ackedBeyond)}`;
+  }
+  return undefined;
 }

@@ -49,6 +49,7 @@ export const PUSHER_DEFAULTS = Object.freeze({
 const ENTRY_OVERHEAD_BYTES = 96;
 
 interface Pushed {
+  /** The chunk; its entries are let go once it settles (it may wait in `order` a while). */
   chunk: Chunk;
   bytes: number;
   state: 'flight' | 'durable' | 'acked' | 'failed';
@@ -117,13 +118,34 @@ export abstract class Pusher {
       p.state = 'acked';
       this.byKey.delete(keyOf(chunk));
       this.inFlightBytes -= p.bytes;
-      while (this.order.length > 0 && (this.order[0] as Pushed).state === 'acked') {
-        this.prefixSequence = (this.order.shift() as Pushed).sequence;
-      }
-      this.onAck?.({ chunk: p.chunk, sequence: p.sequence as number, sourceDone: done });
+      const acked = p.chunk;
+      p.chunk = withoutItems(acked);
+      this.advancePrefix();
+      this.onAck?.({ chunk: acked, sequence: p.sequence as number, sourceDone: done });
       this.wake();
     }
     return done;
+  }
+
+  /**
+   * Moves `acknowledgedThroughSequence` past the acknowledged chunks at the
+   * head of the push order. A failed chunk stops it: its append may have
+   * landed (an outcome lost) at a sequence below later ones, so the
+   * sequence of a later chunk does not bound it. It stops being in the way
+   * once its bytes are acknowledged (pushed again): whether or not the
+   * failed attempt landed, what it held is then reflected.
+   */
+  private advancePrefix(): void {
+    for (;;) {
+      const head = this.order[0];
+      if (head === undefined) return;
+      if (head.state === 'acked') {
+        this.prefixSequence = head.sequence;
+      } else if (head.state !== 'failed' || !this.tracker.covers(head.chunk)) {
+        return;
+      }
+      this.order.shift();
+    }
   }
 
   /** Every source's progress: bytes acknowledged, chunks in flight, done. */
@@ -156,6 +178,17 @@ export abstract class Pusher {
    */
   get acknowledgedThroughSequence(): number | undefined {
     return this.prefixSequence;
+  }
+
+  /**
+   * Whether every chunk pushed so far is acknowledged: none in flight, and
+   * none that failed whose bytes were not acknowledged since (pushed again).
+   * A failed chunk counts as not acknowledged because its entries may have
+   * landed anyway (a lost response); a job's last checkpoint keeps the hold
+   * until then (see `IngestProgress.finish`).
+   */
+  get allAcknowledged(): boolean {
+    return this.order.length === 0;
   }
 
   /** Bytes of entries pushed and not yet acknowledged. */
@@ -244,6 +277,7 @@ export abstract class Pusher {
       },
       (e: unknown) => {
         pushed.state = 'failed';
+        pushed.chunk = withoutItems(chunk);
         if (this.stopsOnFailure) this.failure ??= asError(e);
         this.byKey.delete(keyOf(chunk));
         this.inFlightBytes -= bytes;
@@ -346,6 +380,11 @@ export class AsyncPusher extends Pusher {
     // Failures reach the caller through the next push, flush() and close().
     acked.catch(() => undefined);
   }
+}
+
+/** The chunk without its entries, for what is kept after it settled. */
+function withoutItems(chunk: Chunk): Chunk {
+  return { ...chunk, items: [] };
 }
 
 function keyOf(chunk: Chunk): string {

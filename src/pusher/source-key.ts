@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
-import type { SourceIdentity } from './source-identity.ts';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { OpenedSource, SourceIdentity } from './source-identity.ts';
 
 /**
  * The progress key of a file source: `{dev}-{ino}-{fingerprintLength}-{16
@@ -18,10 +18,15 @@ export function sourceKey(identity: SourceIdentity): string {
  * the same device and inode, and the same hash of the bytes the key's
  * fingerprint covered (re-read from `identity.path` when their number
  * differs). Undefined when none does: the file is a new source.
+ *
+ * @param opened the file `identity` was taken from, still open: its bytes
+ * are re-read from it rather than from `identity.path`, which may name
+ * another file by now (rotated, replaced). Pass it whenever there is one.
  */
 export async function findSourceKey(
   identity: SourceIdentity,
   keys: Iterable<string>,
+  opened?: OpenedSource,
 ): Promise<string | undefined> {
   const prefix = `${identity.dev}-${identity.ino}-`;
   let best: { key: string; length: number } | undefined;
@@ -35,17 +40,23 @@ export async function findSourceKey(
     if (length === identity.fingerprintLength) matches = identity.fingerprint.startsWith(hex);
     else if (length > identity.fingerprintLength)
       matches = false; // the file shrank below it
-    else matches = (await hashPrefix(identity.path, length))?.startsWith(hex) === true;
+    else {
+      matches =
+        (await hashPrefix(opened?.handle ?? identity.path, length))?.startsWith(hex) === true;
+    }
     if (matches && (!best || length > best.length)) best = { key, length };
   }
   return best?.key;
 }
 
-/** Hex SHA-256 of a file's first `length` bytes, or undefined when it is shorter or unreadable. */
-async function hashPrefix(path: string, length: number): Promise<string | undefined> {
-  let handle;
+/**
+ * Hex SHA-256 of a file's first `length` bytes, or undefined when it is
+ * shorter or unreadable. A path is opened and closed here; a handle is left open.
+ */
+async function hashPrefix(file: string | FileHandle, length: number): Promise<string | undefined> {
+  let handle: FileHandle | undefined;
   try {
-    handle = await open(path, 'r');
+    handle = typeof file === 'string' ? await open(file, 'r') : file;
     const buf = Buffer.alloc(length);
     let got = 0;
     while (got < length) {
@@ -57,6 +68,6 @@ async function hashPrefix(path: string, length: number): Promise<string | undefi
   } catch {
     return undefined;
   } finally {
-    await handle?.close();
+    if (typeof file === 'string') await handle?.close();
   }
 }

@@ -120,6 +120,15 @@ export class ProgressTracker {
     return s.done && !wasDone;
   }
 
+  /** Whether every byte of a chunk's range is acknowledged (an empty chunk: its offset). */
+  covers(chunk: Chunk): boolean {
+    const end = chunkEnd(chunk);
+    return (
+      this.sources.get(chunk.source)?.ranges.some(([a, b]) => a <= chunk.offset && end <= b) ===
+      true
+    );
+  }
+
   /** Whether a chunk is in flight. */
   isInFlight(chunk: Chunk): boolean {
     return this.sources.get(chunk.source)?.inFlight.has(chunk.offset) === true;

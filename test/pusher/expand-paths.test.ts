@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -96,6 +96,14 @@ describe('files', () => {
     assert.deepEqual(await expandPaths(['logs/link-to-file.log', 'logs/a.log']), [
       'logs/link-to-file.log',
     ]);
+  });
+
+  test('hard links of one file are listed once: one inode, one source', async () => {
+    await tree(['hard/one.log']);
+    await link(join(root, 'hard/one.log'), join(root, 'hard/two.log'));
+    await link(join(root, 'hard/one.log'), join(root, 'other-hard.log'));
+    assert.deepEqual(await expandPaths(['hard']), ['hard/one.log']);
+    assert.deepEqual(await expandPaths(['other-hard.log', 'hard/*.log']), ['other-hard.log']);
   });
 
   test('a missing path is an InvalidArgumentError', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createWriteStream, readdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -181,6 +181,49 @@ describe('lines', () => {
     await assert.rejects(collect(path, { fromOffset: 9 }), /the file holds only 8 bytes/);
   });
 
+  test('a file done with a last line without "\\n" that grew: continuesLine reads the rest of that line as a line of its own', async () => {
+    // Run 1 read "one\nab" to its end: "ab" became an entry, and the file was done at 6.
+    const path = await file('one\nab');
+    assert.deepEqual(allItems(await collect(path)), ['one', 'ab']);
+    await appendFile(path, 'cd\ntwo\n');
+    // Without the option the old end is refused (not a line start) ...
+    await assert.rejects(collect(path, { fromOffset: 6 }), /not the start of a line/);
+    // ... with it, the rest of the line is an entry; nothing is read twice or lost.
+    const rest = await collect(path, { fromOffset: 6, continuesLine: true });
+    assert.deepEqual(allItems(rest), ['cd', 'two']);
+    assert.equal(rest[0]?.offset, 6);
+    assert.equal(rest[0]?.firstLine, 2, 'the rest is numbered as the line it belongs to');
+    checkTiling(rest, await readFile(path), 6, 2);
+  });
+
+  test('continuesLine: when only the line end followed ("\\n" or "\\r\\n"), it finishes the entry taken and makes none', async () => {
+    for (const end of ['\n', '\r\n']) {
+      const path = await file('one\nab');
+      await appendFile(path, `${end}\ntwo\n`);
+      const rest = await collect(path, { fromOffset: 6, continuesLine: true });
+      // The empty line after it is a line of the file, kept as an empty entry.
+      assert.deepEqual(allItems(rest), ['', 'two'], JSON.stringify(end));
+      const size = (await readFile(path)).length;
+      assert.deepEqual(
+        rest.map((c) => [c.offset, c.size, c.firstLine, c.lines, c.last]),
+        [[6, size - 6, 2, 3, true]],
+      );
+    }
+  });
+
+  test('continuesLine changes nothing at a line start: an empty line there is an entry', async () => {
+    const path = await file('one\n\ntwo\n');
+    assert.deepEqual(allItems(await collect(path, { fromOffset: 4, continuesLine: true })), [
+      '',
+      'two',
+    ]);
+    assert.deepEqual(allItems(await collect(path, { fromOffset: 0, continuesLine: true })), [
+      'one',
+      '',
+      'two',
+    ]);
+  });
+
   test('endOffset stops at a chunk boundary, with the chunk there not last', async () => {
     const content = Buffer.from(sampleLines(100));
     const path = await file(content);
@@ -352,6 +395,22 @@ describe('compressed files', () => {
         collect(path, { fromOffset: (expected[0] as FileChunk).size + 1 }),
         /cannot resume at byte \d+: it is inside line/,
       );
+    }
+  });
+
+  test('continuesLine: a compressed file resumed inside a line yields the rest of it', async () => {
+    for (const compressed of [
+      gzipSync('one\nabcd\n\ntwo\n'),
+      await zstdCompress(Buffer.from('one\nab\n\ntwo\n')),
+    ]) {
+      const path = await file(compressed);
+      const rest = await collect(path, { fromOffset: 6, continuesLine: true });
+      assert.equal(rest[0]?.offset, 6);
+      assert.equal(rest[0]?.firstLine, 2);
+      assert.deepEqual(rest.at(-1)?.last, true);
+      const items = allItems(rest);
+      // "abcd": "cd" is the rest; "ab" + "\n": only the line end, no entry; then the empty line.
+      assert.deepEqual(items, items.length === 3 ? ['cd', '', 'two'] : ['', 'two']);
     }
   });
 

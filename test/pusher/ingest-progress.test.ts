@@ -6,8 +6,10 @@ import {
   FencedError,
   GarbageCollector,
   IngestProgress,
+  CorruptDataError,
   InvalidArgumentError,
   MemoryStore,
+  OutcomeUnknownError,
   Producer,
   Queue,
   StorageError,
@@ -184,5 +186,136 @@ describe('IngestProgress', () => {
     await new GarbageCollector({ store, clock, gcGracePeriodMs: 0 }).run();
     await assert.rejects(open(store, 'j', clock), DataLossError);
     await queue.close();
+  });
+
+  test('a hold a user deleted mid-run, then a crash: the chunks past the checkpoint are still found', async () => {
+    const store = new MemoryStore();
+    const { queue, progress } = await open(store);
+    const producer = new Producer({ store, flushIntervalMs: 0 });
+    const pusher = new SyncPusher({ producer, job: 'j' });
+    await pusher.push(chunk('a', 0, 1));
+    await progress.checkpoint(pusher);
+    await pusher.push(chunk('a', 1, 1));
+    await queue.deleteSubscription('ingest.j');
+    await producer.destroy(); // crash before the next checkpoint re-creates the hold
+
+    const again = await open(store);
+    assert.equal(
+      again.progress.get('a')?.ackedOffset,
+      20,
+      'the chunk past the checkpoint is known',
+    );
+    await queue.close();
+    await again.queue.close();
+  });
+
+  test('a chunk whose append outcome was lost keeps the hold at the end of the run: if it landed, the rerun finds it', async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { queue, progress } = await open(store);
+    const producer = new Producer({ store, flushIntervalMs: 0 });
+    const pusher = new AsyncPusher({ producer, job: 'j' });
+    await pusher.push(chunk('a', 0, 1));
+    await pusher.flush();
+    let armed = true;
+    store.after('put', (call) => {
+      if (!armed || !/\/log\/\d+$/.test(call.key)) return;
+      armed = false;
+      // The commit landed; its response and the read that would tell are lost.
+      store.failNext('get', 100, () => new StorageError('unreachable', { retriable: false }));
+      throw new OutcomeUnknownError(call.key, 'injected: the response was lost');
+    });
+    await pusher.push(chunk('a', 1, 1));
+    await assert.rejects(pusher.flush(), OutcomeUnknownError);
+    store.reset();
+    await pusher.close().catch(() => undefined);
+    await producer.close().catch(() => undefined);
+    await progress.finish(pusher);
+    assert.ok(
+      await holdOf(queue),
+      'the hold stays: the run did not end with everything acknowledged',
+    );
+
+    const again = await open(store);
+    assert.equal(again.progress.get('a')?.ackedOffset, 20, 'the chunk that landed is found');
+    await queue.close();
+    await again.queue.close();
+  });
+
+  test('a checkpoint whose sources are malformed is a CorruptDataError naming the object', async () => {
+    const store = new MemoryStore();
+    const { queue, progress } = await open(store);
+    const producer = new Producer({ store, flushIntervalMs: 0 });
+    const pusher = new SyncPusher({ producer, job: 'j' });
+    await pusher.push(chunk('a', 0, 1, true));
+    await progress.finish(pusher);
+    await producer.close();
+    const key = `${queue.logQueue().root}/pusher/j.progress`;
+    const stored = JSON.parse(Buffer.from((await store.get(key)).body).toString()) as {
+      sources: Record<string, Record<string, unknown>>;
+    };
+    for (const bad of [
+      { ackedOffset: '10' },
+      { ackedBeyond: undefined },
+      { ackedBeyond: [[5]] },
+      { done: 1 },
+    ]) {
+      const s = structuredClone(stored);
+      Object.assign(s.sources.a as object, bad);
+      await store.put(key, Buffer.from(JSON.stringify(s)));
+      await assert.rejects(
+        open(store),
+        (e: unknown) => e instanceof CorruptDataError && e.message.includes(key),
+        JSON.stringify(bad),
+      );
+    }
+    await queue.close();
+  });
+
+  test('a source named "__proto__" keeps its progress in the checkpoint', async () => {
+    const store = new MemoryStore();
+    const { queue, progress } = await open(store);
+    const producer = new Producer({ store, flushIntervalMs: 0 });
+    const pusher = new SyncPusher({ producer, job: 'j' });
+    await pusher.push(chunk('__proto__', 0, 1, true));
+    await progress.finish(pusher);
+    await producer.close();
+    const again = await open(store);
+    assert.equal(again.progress.get('__proto__')?.done, true);
+    await queue.close();
+    await again.queue.close();
+  });
+
+  test('checkpoints asked for while the store is slow are coalesced, not queued one per call', async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { queue, progress } = await open(store);
+    const producer = new Producer({ store, flushIntervalMs: 0 });
+    const pusher = new SyncPusher({ producer, job: 'j' });
+    await pusher.push(chunk('a', 0, 1));
+    let writes = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started!: () => void;
+    const writing = new Promise<void>((r) => (started = r));
+    store.before('put', async (call) => {
+      if (!call.key.endsWith('/pusher/j.progress')) return;
+      writes++;
+      if (writes === 1) {
+        started();
+        await gate;
+      }
+    });
+    const first = progress.checkpoint(pusher);
+    await writing;
+    // The interval fires again and again while the first write hangs.
+    const calls = Array.from({ length: 50 }, () => progress.checkpoint(pusher));
+    await pusher.push(chunk('a', 1, 1));
+    release();
+    await Promise.all([first, ...calls]);
+    assert.equal(writes, 2, 'the one being written, and one for every call made meanwhile');
+    await producer.destroy();
+    const again = await open(store);
+    assert.equal(again.progress.get('a')?.ackedOffset, 20);
+    await queue.close();
+    await again.queue.close();
   });
 });

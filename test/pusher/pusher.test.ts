@@ -99,6 +99,50 @@ describe('SyncPusher', () => {
     assert.equal(pusher.sourceProgress('a')?.inFlight, 0);
     await producer.close().catch(() => undefined);
   });
+
+  test('a failed chunk holds acknowledgedThroughSequence back until its bytes are acknowledged, pushed again', async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const producer = new Producer({ store, flushIntervalMs: 0, inlineMaxBytes: 0 });
+    const sequences: number[] = [];
+    const pusher = new SyncPusher({ producer, onAck: (a) => sequences.push(a.sequence) });
+    await pusher.push(chunk('a', 0, 1));
+    assert.equal(pusher.acknowledgedThroughSequence, sequences[0]);
+    store.failNext('put', 1, () => new StorageError('disk on fire', { retriable: false }));
+    await assert.rejects(pusher.push(chunk('a', 1, 1)), /disk on fire/);
+    await pusher.push(chunk('a', 2, 1));
+    // The failed chunk might have landed (a lost response) below this sequence: not past it.
+    assert.equal(pusher.acknowledgedThroughSequence, sequences[0]);
+    assert.equal(pusher.allAcknowledged, false);
+    await pusher.push(chunk('a', 1, 1));
+    assert.equal(pusher.acknowledgedThroughSequence, sequences[2]);
+    assert.equal(pusher.allAcknowledged, true);
+    await pusher.close();
+    await producer.close().catch(() => undefined);
+  });
+
+  test('a failed chunk keeps no entries alive while it holds the sequence back', async () => {
+    const { setFlagsFromString } = await import('node:v8');
+    const { runInNewContext } = await import('node:vm');
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const store = new FaultInjectingStore(new MemoryStore());
+    const producer = new Producer({ store, flushIntervalMs: 0, inlineMaxBytes: 0 });
+    const pusher = new SyncPusher({ producer });
+    await pusher.push(chunk('a', 0, 1));
+    store.failNext('put', 1, () => new StorageError('disk on fire', { retriable: false }));
+    const entry = await (async () => {
+      const c = chunk('a', 1, 1);
+      c.items = [new Uint8Array(1024 * 1024)];
+      await assert.rejects(pusher.push(c));
+      return new WeakRef(c.items[0] as Uint8Array);
+    })();
+    for (let i = 2; i < 5; i++) await pusher.push(chunk('a', i, 1));
+    await new Promise((r) => setImmediate(r));
+    gc();
+    assert.equal(entry.deref(), undefined, 'the entries of the failed chunk were let go');
+    await pusher.close();
+    await producer.close().catch(() => undefined);
+  });
 });
 
 describe('AsyncPusher', () => {

@@ -22,6 +22,7 @@ import {
   openSource,
   sameSource,
 } from '../../src/pusher/source-identity.ts';
+import { findSourceKey, sourceKey } from '../../src/pusher/source-key.ts';
 
 let dir: string;
 before(async () => {
@@ -136,6 +137,28 @@ test('an opened source identifies the file it has open, even once the path names
     assert.equal(id.fingerprint, sha256('old\n'));
     assert.equal(await matchesSource(opened, id), true);
     assert.equal(await matchesSource(path, id), false);
+  } finally {
+    await opened.handle.close();
+  }
+});
+
+test('findSourceKey re-reads the bytes of the file opened, not of whatever the path names by now', async () => {
+  const path = await file('abc');
+  const key = sourceKey(await identifySource(path));
+  await appendFile(path, 'def\n');
+  const opened = await openSource(path);
+  try {
+    const grown = await identifySource(opened);
+    assert.equal(await findSourceKey(grown, [key], opened), key, 'the file grew: the same source');
+    // The path now names another file with other first bytes (rotated and replaced).
+    await rename(path, `${path}.1`);
+    await writeFile(path, 'xyz and more');
+    assert.equal(await findSourceKey(grown, [key], opened), key);
+    assert.equal(
+      await findSourceKey(grown, [key]),
+      undefined,
+      'read through the path: another file',
+    );
   } finally {
     await opened.handle.close();
   }
