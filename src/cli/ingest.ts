@@ -1,7 +1,5 @@
 import { Command, Option } from 'commander';
-import { stat } from 'node:fs/promises';
 import { asError, FencedError, InvalidArgumentError } from '../errors.ts';
-import { DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
 import type { Compression } from '../format/compression.ts';
 import { Producer } from '../producer/producer.ts';
 import { expandPaths } from '../pusher/expand-paths.ts';
@@ -9,7 +7,13 @@ import { readFileChunks, type IngestFormat } from '../pusher/file-chunks.ts';
 import { followFile } from '../pusher/follow-file.ts';
 import { IngestProgress, type RecordedSource } from '../pusher/ingest-progress.ts';
 import { AsyncPusher, PUSHER_DEFAULTS } from '../pusher/pusher.ts';
-import { identifySource, type SourceIdentity } from '../pusher/source-identity.ts';
+import {
+  identifySource,
+  openSource,
+  type OpenedSource,
+  type SourceIdentity,
+} from '../pusher/source-identity.ts';
+import { detectCompression } from '../pusher/file-bytes.ts';
 import { findSourceKey, sourceKey } from '../pusher/source-key.ts';
 import {
   CliError,
@@ -35,6 +39,7 @@ interface IngestOptions extends QueueOptions {
   follow?: boolean;
   maxInFlightBytes: number;
   chunkBytes: number;
+  maxEntryBytes: number;
   checkpointIntervalMs: number;
   pollIntervalMs: number;
   compression: Compression;
@@ -50,21 +55,12 @@ interface FileResult {
   error?: string;
 }
 
-/** The magic bytes that mark a compressed input (offsets then count decompressed bytes). */
-async function isCompressed(path: string): Promise<boolean> {
-  const { open } = await import('node:fs/promises');
-  const h = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(4);
-    const { bytesRead } = await h.read(b, 0, 4, 0);
-    return (
-      (bytesRead >= 2 && b[0] === 0x1f && b[1] === 0x8b) ||
-      (bytesRead === 4 && b.readUInt32LE(0) === 0xfd2fb528)
-    );
-  } finally {
-    await h.close();
-  }
-}
+/** Largest `--chunk-bytes`: a chunk of one-byte lines still fits one batch (256 MiB with 96 bytes per entry). */
+const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Largest `--max-entry-bytes`. */
+const MAX_ENTRY_BYTES = 64 * 1024 * 1024;
+/** The producer's room: a chunk (with one entry past its end) of the smallest entries, counted as the producer counts them. */
+const PRODUCER_ROOM_BYTES = 320 * 1024 * 1024;
 
 /** `spillway ingest`. */
 export function ingestCommand(): Command {
@@ -102,8 +98,14 @@ export function ingestCommand(): Command {
         .option(
           '--chunk-bytes <n>',
           'bytes of a file per chunk (one produce() call)',
-          intOption('--chunk-bytes', 1, 64 * 1024 * 1024),
+          intOption('--chunk-bytes', 1, MAX_CHUNK_BYTES),
           1024 * 1024,
+        )
+        .option(
+          '--max-entry-bytes <n>',
+          'longest line (or CSV record) accepted; a longer one stops its file with an error',
+          intOption('--max-entry-bytes', 1, MAX_ENTRY_BYTES),
+          8 * 1024 * 1024,
         )
         .option(
           '--checkpoint-interval-ms <ms>',
@@ -155,8 +157,9 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
     queue,
     flushIntervalMs: 0,
     compression: o.compression,
-    // Room for everything the pusher lets through, and a little more: the pusher is the bound.
-    maxBufferedBytes: Math.max(o.maxInFlightBytes * 2, 8 * 1024 * 1024),
+    // The pusher is the bound (--max-in-flight-bytes); the producer takes whatever it lets
+    // through, including one chunk of tiny entries, each counted with its overhead.
+    maxBufferedBytes: Math.max(o.maxInFlightBytes * 2, PRODUCER_ROOM_BYTES),
     maxBufferedInputs: 1_000_000,
   });
   const results = new Map<string, FileResult>();
@@ -189,19 +192,22 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
 
   const recordedKeys = (): string[] => progress.sources().map((s) => s.source);
   /** The source key of a file, keeping the one an earlier run recorded for it. */
-  const keyOf = async (identity: SourceIdentity): Promise<string> =>
-    (await findSourceKey(identity, recordedKeys())) ?? sourceKey(identity);
-  const maxEntryBytes = DEFAULT_MAX_BATCH_BYTES - 4;
+  const keyOf = async (identity: SourceIdentity, opened?: OpenedSource): Promise<string> =>
+    (await findSourceKey(identity, recordedKeys(), opened)) ?? sourceKey(identity);
 
   const ingestOne = async (path: string): Promise<void> => {
     const result: FileResult = { path, state: 'stopped', bytes: 0, entries: 0 };
     results.set(path, result);
+    let opened: OpenedSource | undefined;
     try {
-      const identity = await identifySource(path);
-      const key = await keyOf(identity);
+      // One open file for identity, size and every read: a rotation meanwhile cannot
+      // put the new file's bytes under the old one's key.
+      opened = await openSource(path);
+      const identity = await identifySource(opened);
+      const key = await keyOf(identity, opened);
       bySource.set(key, result);
-      const compressed = await isCompressed(path);
-      const sizeBytes = (await stat(path)).size;
+      const compressed = (await detectCompression(opened)) !== 'none';
+      const sizeBytes = Number((await opened.handle.stat()).size);
       const recorded = progress.get(key);
       if (recorded?.done && (compressed || recorded.sizeBytes === sizeBytes)) {
         result.state = 'already-done';
@@ -212,16 +218,20 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
           `${path}: ${recorded.ackedOffset} bytes of it were ingested, and it now has ${sizeBytes}: it was truncated in place; move it aside and ingest the new content as a new file`,
         );
       }
-      const resumed = resumeFrom(recorded, compressed);
+      const resumed = resumeFrom(recorded, compressed, sizeBytes);
       if (resumed) pusher.resume({ ...resumed, source: key, path });
       status.start(key, path, compressed ? undefined : sizeBytes, resumed?.ackedOffset ?? 0);
+      // A plain file that was done and grew: its last line may have had no line end.
+      const grew = recorded?.done === true && !compressed;
+      let first = true;
       for (const [from, to] of segments(resumed)) {
-        for await (const c of readFileChunks(path, {
+        for await (const c of readFileChunks(opened, {
           format: o.format,
           chunkBytes: o.chunkBytes,
           fromOffset: from,
           ...(to !== undefined ? { endOffset: to } : {}),
-          maxEntryBytes,
+          ...(first && grew ? { continuesLine: true } : {}),
+          maxEntryBytes: o.maxEntryBytes,
           signal: stop.signal,
         })) {
           if (stop.signal.aborted) return;
@@ -238,12 +248,15 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
             { signal: stop.signal },
           );
         }
+        first = false;
       }
     } catch (e) {
       if (stop.signal.aborted && !(e instanceof InvalidArgumentError)) return;
       result.state = 'failed';
       result.error = describeError(e, o.verbose === true);
       status.failed(path, result.error);
+    } finally {
+      await opened?.handle.close().catch(() => undefined);
     }
   };
 
@@ -251,30 +264,66 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
     const result: FileResult = { path, state: 'following', bytes: 0, entries: 0 };
     results.set(path, result);
     try {
-      const first = await identifySource(path);
-      const key = await keyOf(first);
-      const keys = new Map<string, string>();
-      const recorded = progress.get(key);
-      const resumed = resumeFrom(recorded, false);
+      const opened = await openSource(path);
+      let firstIdentity: SourceIdentity;
+      let key: string;
+      let resumed: Omit<RecordedSource, 'source'> | undefined;
+      let recorded: RecordedSource | undefined;
+      try {
+        firstIdentity = await identifySource(opened);
+        key = await keyOf(firstIdentity, opened);
+        recorded = progress.get(key);
+        const sizeBytes = Number((await opened.handle.stat()).size);
+        resumed = resumeFrom(recorded, false, sizeBytes);
+        if (resumed) pusher.resume({ ...resumed, source: key, path });
+        bySource.set(key, result);
+        status.start(key, path, undefined, resumed?.ackedOffset ?? 0);
+        // Gaps first (ranges past a chunk that failed are durable already), then follow.
+        const parts = segments(resumed);
+        for (const [from, to] of parts.slice(0, -1)) {
+          for await (const c of readFileChunks(opened, {
+            format: o.format,
+            chunkBytes: o.chunkBytes,
+            fromOffset: from,
+            endOffset: to,
+            maxEntryBytes: o.maxEntryBytes,
+            signal: stop.signal,
+          })) {
+            await pusher.push({ source: key, path, ...c, last: false }, { signal: stop.signal });
+          }
+        }
+        resumed = {
+          ...(resumed ?? { ackedBeyond: [], done: false }),
+          ackedOffset: (parts.at(-1) as [number, number | undefined])[0],
+        };
+      } finally {
+        await opened.handle.close().catch(() => undefined);
+      }
+      const keys = new Map<string, string>([[firstIdentity.key, key]]);
       for await (const { identity, chunk } of followFile(path, {
         format: o.format,
         chunkBytes: o.chunkBytes,
-        fromOffset: resumed?.ackedOffset ?? 0,
-        maxEntryBytes,
+        fromOffset: resumed.ackedOffset,
+        ...(recorded?.done === true ? { continuesLine: true } : {}),
+        maxEntryBytes: o.maxEntryBytes,
         signal: stop.signal,
-        identity: first,
+        identity: firstIdentity,
         follow: { pollIntervalMs: o.pollIntervalMs },
       })) {
-        // A source keeps the key it got first (its fingerprint may cover more bytes later on).
+        // A source keeps the key it got first (its fingerprint may cover more bytes later
+        // on); a new one gets its own, keeping the suffix that tells a file truncated and
+        // rewritten with the same first bytes from the one before it.
         let k = keys.get(identity.key);
         if (k === undefined) {
-          k = identity.key === first.key ? key : await keyOf(identity);
+          const base = `${identity.dev}-${identity.ino}-${identity.fingerprint.slice(0, 16)}`;
+          const suffix = identity.key.startsWith(base) ? identity.key.slice(base.length) : '';
+          k = suffix ? `${sourceKey(identity)}${suffix}` : await keyOf(identity);
           keys.set(identity.key, k);
         }
         if (!bySource.has(k)) {
           bySource.set(k, result);
           const r = progress.get(k);
-          const from = resumeFrom(r, false);
+          const from = resumeFrom(r, false, undefined);
           if (from) pusher.resume({ ...from, source: k, path });
           status.start(k, path, undefined, from?.ackedOffset ?? 0);
         }
@@ -343,11 +392,12 @@ async function ingest(url: string, args: string[], o: IngestOptions): Promise<vo
 function resumeFrom(
   recorded: RecordedSource | undefined,
   compressed: boolean,
+  sizeBytes: number | undefined,
 ): Omit<RecordedSource, 'source'> | undefined {
   if (!recorded) return undefined;
   const { source: _, ...rest } = recorded;
-  if (rest.done && !compressed) {
-    // The file grew after it was done: what follows its old end is new data.
+  if (!compressed && rest.sizeBytes !== undefined && rest.sizeBytes !== sizeBytes) {
+    // The file grew after its end was read: what follows the old end is new data.
     const { sizeBytes: __, ...open } = rest;
     return { ...open, done: false };
   }

@@ -116,6 +116,29 @@ describe('spillway ingest', () => {
     assert.deepEqual(await entries(q), ['a', 'b', 'c']);
   });
 
+  test('a done file whose last line had no line end, then grew: the rest of that line is an entry of its own', async () => {
+    const input = join(root, 'grow2-in');
+    mkdirSync(input);
+    const f = join(input, 'log.txt');
+    writeFileSync(f, 'one\nab');
+    const q = join(root, 'grow2-q');
+    assert.equal((await spillway(['ingest', `file://${q}`, f])).code, 0);
+    appendFileSync(f, 'cd\ntwo\n');
+    const r = await spillway(['ingest', `file://${q}`, f]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await entries(q), ['one', 'ab', 'cd', 'two']);
+  });
+
+  test('a line longer than --max-entry-bytes stops its file with an error, bounded', async () => {
+    const f = join(root, 'long.txt');
+    writeFileSync(f, `short\n${'x'.repeat(5000)}\nafter\n`);
+    const q = join(root, 'long-q');
+    const r = await spillway(['ingest', `file://${q}`, f, '--max-entry-bytes', '1000']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /long\.txt line 2/);
+    assert.deepEqual(await entries(q), ['short']);
+  });
+
   test('refusals: a v1 queue, a path that does not exist, a bad job name (exit 2, nothing written)', async () => {
     const q = join(root, 'v1-q');
     const p = new Producer({ store: new FileStore(q), layout: 'v1', flushIntervalMs: 0 });
