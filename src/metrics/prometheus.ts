@@ -49,6 +49,19 @@ interface Series {
   count?: number;
 }
 
+/** One series of a metric, as {@link PrometheusMetrics.series} returns it. */
+export interface MetricSeries {
+  readonly labels: Readonly<Record<string, string>>;
+  /** A counter's or gauge's value; a histogram's count. */
+  readonly value: number;
+  /** Histograms: upper bounds of the buckets (`+Inf` implied). */
+  readonly buckets?: readonly number[];
+  /** Histograms: observations per bucket, not cumulative, with one more for `+Inf`. */
+  readonly counts?: readonly number[];
+  readonly sum?: number;
+  readonly count?: number;
+}
+
 /**
  * Collects metrics in memory and writes them for Prometheus. Pass it (or a
  * {@link withLabels} view of it) as the `metrics` option of any role; serve
@@ -125,6 +138,33 @@ export class PrometheusMetrics implements Metrics {
     const def = metricDefinition(name);
     const family = this.families.get(prometheusName(name, def?.type ?? 'counter'));
     return family?.series.get(seriesKey(this.labelPairs(labels)))?.value ?? 0;
+  }
+
+  /**
+   * Every series of a metric as it is now (copies): its labels, its value
+   * (counters and gauges) and, for a histogram, the bucket upper bounds with
+   * the observations in each (not cumulative; the last count is `+Inf`'s),
+   * the sum and the count. Empty for a metric without samples. For views
+   * that derive rates and percentiles, such as the dashboard.
+   */
+  series(name: string): MetricSeries[] {
+    const def = metricDefinition(name);
+    const family = this.families.get(prometheusName(name, def?.type ?? 'counter'));
+    if (!family) return [];
+    return [...family.series.values()].map((s) => {
+      const labels = Object.fromEntries(s.labels);
+      if (family.type !== 'histogram') return { labels, value: s.value };
+      const counts = [...(s.counts ?? new Array<number>(family.buckets.length).fill(0))];
+      const inBuckets = counts.reduce((a, b) => a + b, 0);
+      return {
+        labels,
+        value: s.count ?? 0,
+        buckets: family.buckets,
+        counts: [...counts, (s.count ?? 0) - inBuckets],
+        sum: s.sum ?? 0,
+        count: s.count ?? 0,
+      };
+    });
   }
 
   /** Every metric in the text exposition format 0.0.4, process metrics last. */

@@ -13,10 +13,17 @@ import { PROMETHEUS_CONTENT_TYPE, PrometheusMetrics } from '../metrics/prometheu
 import { resolveOptions, type OptionSpecs } from '../options.ts';
 import { Producer } from '../producer/producer.ts';
 import { MemoryStore } from '../store/memory-store.ts';
+import { CountingStore } from '../store/counting-store.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { resolveStore, type OpenStoreOptions } from '../store/open-store.ts';
+import { RateLimitedStore } from '../store/rate-limited-store.ts';
 import type { AppContext, AppSettings } from './app-context.ts';
 import { authMiddleware, loginRoutes, Tokens } from './auth.ts';
+import {
+  createDashboardSampler,
+  dashboardRoutes,
+  type DashboardOptions,
+} from './dashboard-routes.ts';
 import { HttpError, toHttpError } from './http-error.ts';
 import { IDEMPOTENCY_DEFAULTS, IdempotencyKeys } from './idempotency.ts';
 import { postEntries } from './ingest-route.ts';
@@ -67,6 +74,15 @@ export interface AppOptions {
    * durable after about one store round trip; batches grow under load)
    */
   producer?: ServedProducerOptions;
+  /**
+   * Most store requests per second, for every queue and role of the server
+   * together (a token bucket, burst of one second's worth; a call waits for
+   * its turn). Counted as S3 bills them: a listing is one request per 1,000
+   * objects. @default no cap
+   */
+  maxRequestsPerSecond?: number;
+  /** The dashboard at `/`: prices of the cost estimate, queues always shown, intervals. @default S3 Standard prices */
+  dashboard?: DashboardOptions;
   /** Where metrics go, and what `/metrics` serves. @default a new PrometheusMetrics */
   metrics?: PrometheusMetrics;
   /** @default silent */
@@ -105,6 +121,8 @@ export const APP_SPECS: OptionSpecs<AppOptions> = {
   idempotencyWindowMs: { kind: 'int', min: 0, max: TIMER_MAX },
   idempotencyMaxKeys: { kind: 'int', min: 0 },
   producer: { kind: 'any' },
+  maxRequestsPerSecond: { kind: 'int', min: 1, max: 1_000_000 },
+  dashboard: { kind: 'any' },
   metrics: { kind: 'any' },
   logger: { kind: 'any' },
   clock: { kind: 'any' },
@@ -160,8 +178,17 @@ export function createApp(options: AppOptions): SpillwayApp {
   const logger = o.logger ?? silentLogger;
   const ownsMetrics = o.metrics === undefined;
   const metrics = o.metrics ?? new PrometheusMetrics();
-  const store = resolveStore(o.store, o.storeOptions);
   const ownsStore = typeof o.store === 'string';
+  // Counted, then capped: a call is counted when its token lets it go.
+  const counted = new CountingStore(resolveStore(o.store, o.storeOptions), { metrics });
+  const store: ObjectStore =
+    o.maxRequestsPerSecond === undefined
+      ? counted
+      : new RateLimitedStore(counted, {
+          requestsPerSecond: o.maxRequestsPerSecond,
+          metrics,
+          clock,
+        });
   const settings: AppSettings = {
     maxBodyBytes: o.maxBodyBytes as number,
     admissionWaitMs: o.admissionWaitMs as number,
@@ -178,10 +205,17 @@ export function createApp(options: AppOptions): SpillwayApp {
     logger,
     clock,
   });
+  const dashboard = createDashboardSampler(
+    { metrics, queues, clock, logger },
+    o.dashboard ?? {},
+    o.maxRequestsPerSecond,
+  );
   const closingController = new AbortController();
   const inFlight = new Set<Promise<unknown>>();
   const context: AppContext = {
     queues,
+    store,
+    dashboard,
     settings,
     idempotency: new IdempotencyKeys({
       windowMs: o.idempotencyWindowMs,
@@ -260,11 +294,13 @@ export function createApp(options: AppOptions): SpillwayApp {
   queueRoutes(app, context);
   app.post('/v1/queues/:queue/entries', postEntries(context));
   subscriptionRoutes(app, context);
+  dashboardRoutes(app, context);
 
   let closing: Promise<void> | undefined;
   const close = (closeOptions: { timeoutMs?: number } = {}): Promise<void> => {
     closing ??= (async () => {
       closingController.abort();
+      dashboard.close();
       const errors: unknown[] = [];
       // Producers first: each makes what it accepted durable, which answers the
       // requests waiting for it; then those requests are let finish.

@@ -125,6 +125,54 @@ export function openApiDocument(): Json {
           },
         },
       },
+      '/': {
+        get: {
+          summary: 'The dashboard (HTML; a browser logs in with ?token= or /login first)',
+          responses: {
+            '200': { description: 'The page', content: { 'text/html': {} } },
+            '303': { description: 'Not logged in: to the login form' },
+            ...errors(),
+          },
+        },
+      },
+      '/dashboard/app.js': {
+        get: {
+          summary: "The dashboard's script",
+          responses: {
+            '200': { description: 'Script', content: { 'text/javascript': {} } },
+            ...errors(),
+          },
+        },
+      },
+      '/dashboard/app.css': {
+        get: {
+          summary: "The dashboard's stylesheet",
+          responses: {
+            '200': { description: 'Stylesheet', content: { 'text/css': {} } },
+            ...errors(),
+          },
+        },
+      },
+      '/v1/dashboard/data': {
+        get: {
+          summary:
+            "The dashboard's figures: prices, the request cap, and the recent samples (rates, latency, batch sizes, requests and cost per GB, queues and subscriptions)",
+          responses: { '200': json({ type: 'object' }), ...errors() },
+        },
+      },
+      '/v1/dashboard/events': {
+        get: {
+          summary:
+            "The dashboard's figures live (server-sent events): a `snapshot` event (as /v1/dashboard/data), then a `sample` event every second",
+          responses: {
+            '200': {
+              description: 'Event stream',
+              content: { 'text/event-stream': { schema: { type: 'string' } } },
+            },
+            ...errors(),
+          },
+        },
+      },
       '/v1/openapi.json': {
         get: { summary: 'This document', responses: { '200': json({ type: 'object' }) } },
       },

@@ -82,6 +82,11 @@ export class ServedQueues {
     return q;
   }
 
+  /** The names of the queues this server has opened (written to, read from, or asked about), sorted. */
+  names(): string[] {
+    return [...this.layouts.keys()].sort();
+  }
+
   /** The log layout's state of queue `name`, with this server's metrics and writer id. */
   log(name: string): LogQueue {
     let l = this.logs.get(name);

@@ -113,3 +113,52 @@ export async function errorCode(res: Response): Promise<string> {
   const body = (await res.json()) as { error?: { code?: string } };
   return body.error?.code ?? '(no error body)';
 }
+
+/** One server-sent event. */
+export interface SseEvent {
+  id?: string;
+  event?: string;
+  data: string;
+}
+
+/**
+ * Reads events (comments skipped) from an event stream until `until`
+ * returns true for one of them or the stream ends, then cancels it;
+ * returns every event read.
+ */
+export async function readEventsUntil(
+  res: Response,
+  until: (e: SseEvent) => boolean,
+): Promise<SseEvent[]> {
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const out: SseEvent[] = [];
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return out;
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const e: SseEvent = { data: '' };
+        let hasData = false;
+        for (const line of block.split('\n')) {
+          if (line.startsWith('id: ')) e.id = line.slice(4);
+          else if (line.startsWith('event: ')) e.event = line.slice(7);
+          else if (line.startsWith('data: ')) {
+            e.data += (hasData ? '\n' : '') + line.slice(6);
+            hasData = true;
+          }
+        }
+        if (!hasData) continue;
+        out.push(e);
+        if (until(e)) return out;
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+}
