@@ -5,9 +5,11 @@ import { sleep } from '../clock.ts';
 import { Consumer } from '../consumer/consumer.ts';
 import { GarbageCollector, GC_DEFAULTS } from '../gc.ts';
 import type { Metrics } from '../metrics.ts';
+import { startServer, type SpillwayServer } from '../server/server.ts';
 import { Producer } from '../producer/producer.ts';
 import type { Compression } from '../format/compression.ts';
 import { Queue, type Layout } from '../queue/queue.ts';
+import type { ObjectStore } from '../store/object-store.ts';
 import { openStore } from '../store/open-store.ts';
 import { redactUrl } from '../redact.ts';
 import {
@@ -18,16 +20,21 @@ import {
   layoutOption,
   MAX_TIMER_MS,
   printJson,
+  UsageError,
   writeOut,
 } from './common.ts';
 import { runKeyedDemo } from './demo-keyed.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
+import { costOptions, costSettings, type CostOptions } from './serve.ts';
 import { StopSignals } from './stop-signals.ts';
 
 /** Where `spillway demo` keeps its queue unless told otherwise. */
 export const DEMO_STORE = 'file:./.spillway-demo';
 
-interface DemoOptions {
+/** The queue the demo writes: the library's default paths, served as this name. */
+const DEMO_QUEUE = 'ingest';
+
+interface DemoOptions extends CostOptions {
   store: string;
   producers: number;
   durationS: number;
@@ -41,6 +48,8 @@ interface DemoOptions {
   keyed?: boolean;
   keys: number;
   keyFlushIntervalMs: number;
+  serve?: boolean;
+  port: number;
 }
 
 /** The figures the demo shows live and at the end. */
@@ -67,7 +76,7 @@ const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 /** `spillway demo`: the main job, live. */
 export function demoCommand(): Command {
-  return new Command('demo')
+  const command = new Command('demo')
     .description(
       `several producers write to a local directory store while one consumer drains it, with a live view; Ctrl-C stops cleanly with everything durable and drained (default store ${DEMO_STORE})`,
     )
@@ -116,19 +125,74 @@ export function demoCommand(): Command {
       intOption('--key-flush-interval-ms', 0, MAX_TIMER_MS),
       1000,
     )
-    .action(async (o: DemoOptions) => (o.keyed ? runKeyedDemo(o) : runDemo(o)));
+    .option(
+      '--serve',
+      'also serve the HTTP API and the live dashboard for the demo\'s queue ("ingest") on 127.0.0.1, with a token made for this run in the printed URL; runs until Ctrl-C unless --duration-s is given',
+    )
+    .option(
+      '--port <n>',
+      '--serve: TCP port (0: any free port)',
+      intOption('--port', 0, 65_535),
+      8080,
+    );
+  return costOptions(command).action(async (o: DemoOptions, cmd: Command) => {
+    if (o.keyed && o.serve) throw new UsageError('--serve goes with the queue demo, not --keyed');
+    // Serving, the demo runs until Ctrl-C unless told how long.
+    if (o.serve && cmd.getOptionValueSource('durationS') !== 'cli') o.durationS = 0;
+    return o.keyed ? runKeyedDemo(o) : runDemo(o);
+  });
+}
+
+/** Calls every one of `targets`. */
+function teeMetrics(...targets: Metrics[]): Metrics {
+  return {
+    increment: (name, value, labels) => targets.forEach((t) => t.increment(name, value, labels)),
+    observe: (name, value, labels) => targets.forEach((t) => t.observe(name, value, labels)),
+    gauge: (name, value, labels) => targets.forEach((t) => t.gauge(name, value, labels)),
+  };
+}
+
+/**
+ * The HTTP API and the dashboard over the demo's store, on loopback, with
+ * a random token made for this run (a browser opens the printed URL once
+ * and is then known by its cookie).
+ */
+async function serveDemo(
+  store: ObjectStore,
+  o: DemoOptions,
+): Promise<{ server: SpillwayServer; token: string }> {
+  const token = randomBytes(24).toString('base64url');
+  const settings = costSettings(o);
+  const server = await startServer({
+    store,
+    port: o.port,
+    host: '127.0.0.1',
+    tokens: [token],
+    ...settings,
+    dashboard: { ...settings.dashboard, queues: [DEMO_QUEUE] },
+  });
+  return { server, token };
 }
 
 async function runDemo(o: DemoOptions): Promise<void> {
-  const store = openStore(o.store); // a bad URL fails here, before anything starts
-  // One handle for every role; the store stays ours to close.
-  const queue = Queue.open({ store, ...(o.layout ? { layout: o.layout } : {}) });
+  const opened = openStore(o.store); // a bad URL fails here, before anything starts
+  let served: { server: SpillwayServer; token: string } | undefined;
+  // Serving, every role uses the server's store: one request count, one cap.
+  let store: ObjectStore = opened;
+  let queue: Queue | undefined;
   let layout: Layout;
   try {
+    if (o.serve) {
+      served = await serveDemo(opened, o);
+      store = served.server.api.context.store;
+    }
+    // One handle for every role; the store stays ours to close.
+    queue = Queue.open({ store, ...(o.layout ? { layout: o.layout } : {}) });
     await checkQueueToWrite(queue, o.store, o.layout);
     layout = await queue.layout();
   } catch (e) {
-    await store.close();
+    await served?.server.close().catch(() => undefined);
+    await opened.close();
     throw e;
   }
   const state: DemoState = {
@@ -142,7 +206,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     latenciesMs: [],
     recentLatenciesMs: [],
   };
-  const metrics: Metrics = {
+  const viewMetrics: Metrics = {
     increment: () => undefined,
     observe: () => undefined,
     gauge: (name, value) => {
@@ -150,6 +214,19 @@ async function runDemo(o: DemoOptions): Promise<void> {
       else if (name === 'buffer.consumer_lag_seconds') state.lagMs = value * 1000;
     },
   };
+  const servedMetrics = served?.server.api.context.metrics.withLabels({ queue: DEMO_QUEUE });
+  const metrics = servedMetrics ? teeMetrics(viewMetrics, servedMetrics) : viewMetrics;
+  if (served) {
+    const base = served.server.url;
+    await writeOut(
+      [
+        `spillway demo: dashboard at ${base}/?token=${served.token}`,
+        `  (a token made for this run, on loopback only; the page logs in once and keeps a cookie)`,
+        `  the HTTP API too: curl -H 'Authorization: Bearer ${served.token}' ${base}/v1/queues/${DEMO_QUEUE}`,
+        '',
+      ].join('\n'),
+    );
+  }
 
   // The first Ctrl-C ends production; a second exits at once (see StopSignals).
   const stopProducing = new StopSignals();
@@ -178,7 +255,13 @@ async function runDemo(o: DemoOptions): Promise<void> {
   };
   const status = new LiveStatus(view, { plainEveryMs: 2000, intervalMs: 250 });
 
-  const consumer = await Consumer.open({ queue, metrics, gcIntervalMs: 0, ackIntervalMs: 200 });
+  const consumer = await Consumer.open({
+    queue,
+    metrics,
+    // Serving, the collector runs as it would in production, for the dashboard to show.
+    gcIntervalMs: o.serve ? 10_000 : 0,
+    ackIntervalMs: 200,
+  });
   let producersDone = false;
   const draining = (async () => {
     for (;;) {
@@ -209,6 +292,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
         flushIntervalMs: o.flushIntervalMs,
         maxBufferedInputs: o.maxBufferedInputs,
         compression: o.compression,
+        ...(servedMetrics ? { metrics: servedMetrics } : {}),
       }),
   );
   let failure: unknown;
@@ -250,9 +334,13 @@ async function runDemo(o: DemoOptions): Promise<void> {
   producersDone = true;
   await draining;
   await consumer.close();
-  const gc = await new GarbageCollector({ queue }).run();
+  const gc = await new GarbageCollector({
+    queue,
+    ...(servedMetrics ? { metrics: servedMetrics } : {}),
+  }).run();
   await queue.close();
-  await store.close();
+  await served?.server.close();
+  await opened.close();
   status.stop();
   clearInterval(ticker);
   stopProducing.dispose();

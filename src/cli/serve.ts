@@ -3,11 +3,13 @@ import { readFile } from 'node:fs/promises';
 import type { Logger, LogFields } from '../logger.ts';
 import { redactUrl, scrubSecrets } from '../redact.ts';
 import { APP_DEFAULTS } from '../server/app.ts';
+import type { DashboardOptions } from '../server/dashboard-routes.ts';
+import { S3_STANDARD_PRICES } from '../server/dashboard/sampler.ts';
 import { SERVER_DEFAULTS, startServer } from '../server/server.ts';
 import { intOption, MAX_TIMER_MS, UsageError, writeOut } from './common.ts';
 import { StopSignals } from './stop-signals.ts';
 
-interface ServeOptions {
+interface ServeOptions extends CostOptions {
   port: number;
   host: string;
   tokenFile?: string;
@@ -19,12 +21,20 @@ interface ServeOptions {
   verbose?: boolean;
 }
 
+/** The options of the request cap and the dashboard's prices, shared by `serve` and `demo --serve`. */
+export interface CostOptions {
+  maxRequestsPerSecond?: number;
+  pricePer1kPuts: number;
+  pricePer1kGets: number;
+  pricePerGbMonth: number;
+}
+
 /** The environment variable holding a token (one). */
 export const TOKEN_ENV = 'SPILLWAY_TOKEN';
 
 /** `spillway serve`. */
 export function serveCommand(): Command {
-  return new Command('serve')
+  const command = new Command('serve')
     .description(
       'serve the HTTP API (ingest, subscriptions, stats, /metrics) over the queues of a store; a queue name is a prefix of the store',
     )
@@ -53,7 +63,8 @@ export function serveCommand(): Command {
       'longest graceful shutdown; then what is not durable is abandoned and the exit code is 1',
       intOption('--shutdown-timeout-ms', 0, MAX_TIMER_MS),
       30_000,
-    )
+    );
+  return costOptions(command)
     .option(
       '--insecure-no-auth',
       'listen on an address other than loopback without any token (anyone who reaches it can read and write every queue)',
@@ -71,6 +82,7 @@ export function serveCommand(): Command {
         createQueues: o.createQueues === true,
         maxBodyBytes: o.maxBodyBytes,
         producer: { flushIntervalMs: o.flushIntervalMs },
+        ...costSettings(o),
         insecureNoAuth: o.insecureNoAuth === true,
         logger,
       });
@@ -83,6 +95,9 @@ export function serveCommand(): Command {
         await writeOut(
           `spillway: serving ${redactUrl(url)} on ${server.url} (${tokens.length > 0 ? `bearer token auth, ${tokens.length} token${tokens.length === 1 ? '' : 's'}` : 'no auth'}${o.createQueues ? ', creating queues on first write' : ''})\n`,
         );
+        await writeOut(
+          `spillway: dashboard at ${server.url}/${tokens.length > 0 ? ' (log in with a token: open /?token=<token> once, or the form)' : ''}\n`,
+        );
         await new Promise<void>((resolve) =>
           stop.signal.addEventListener('abort', () => resolve(), { once: true }),
         );
@@ -92,6 +107,66 @@ export function serveCommand(): Command {
         stop.dispose();
       }
     });
+}
+
+/** Adds `--max-requests-per-second` and the `--price-*` options to `command`. */
+export function costOptions(command: Command): Command {
+  return command
+    .option(
+      '--max-requests-per-second <n>',
+      'cap on store requests per second, for every queue and role of the process together (a token bucket; calls wait their turn); default: no cap',
+      intOption('--max-requests-per-second', 1, 1_000_000),
+    )
+    .option(
+      '--price-per-1k-puts <usd>',
+      "dashboard cost estimate: USD per 1,000 PUT and LIST requests (S3 Standard's by default)",
+      priceOption('--price-per-1k-puts'),
+      S3_STANDARD_PRICES.perThousandPuts,
+    )
+    .option(
+      '--price-per-1k-gets <usd>',
+      'dashboard cost estimate: USD per 1,000 GET and HEAD requests',
+      priceOption('--price-per-1k-gets'),
+      S3_STANDARD_PRICES.perThousandGets,
+    )
+    .option(
+      '--price-per-gb-month <usd>',
+      'dashboard cost estimate: USD per GB stored for a month',
+      priceOption('--price-per-gb-month'),
+      S3_STANDARD_PRICES.perGbMonth,
+    );
+}
+
+/** What {@link costOptions} set, as server options. */
+export function costSettings(o: CostOptions): {
+  maxRequestsPerSecond?: number;
+  dashboard: DashboardOptions;
+} {
+  return {
+    ...(o.maxRequestsPerSecond === undefined
+      ? {}
+      : { maxRequestsPerSecond: o.maxRequestsPerSecond }),
+    dashboard: {
+      prices: {
+        perThousandPuts: o.pricePer1kPuts,
+        perThousandGets: o.pricePer1kGets,
+        perGbMonth: o.pricePerGbMonth,
+      },
+    },
+  };
+}
+
+/** Parses a price: a decimal number >= 0 (`0.005`), else a usage error naming the option. */
+function priceOption(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = /^[0-9]+(\.[0-9]+)?$/.test(value) ? Number(value) : NaN;
+    if (!Number.isFinite(n)) {
+      throw new UsageError(
+        `${name} expects a price in USD written as a decimal number (e.g. 0.005), got ${JSON.stringify(value)}`,
+      );
+    }
+    return n;
+  };
 }
 
 /**
