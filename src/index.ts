@@ -41,6 +41,7 @@ export { MemoryStore } from './store/memory-store.ts';
 export { FileStore, type FileStoreOptions } from './store/file-store.ts';
 export { S3Store, type S3StoreOptions } from './store/s3-store.ts';
 export { AzureStore, type AzureStoreOptions } from './store/azure-store.ts';
+export { GcsStore, type GcsStoreOptions } from './store/gcs-store.ts';
 export { PrefixStore } from './store/prefix-store.ts';
 export { RetryingStore, type RetryingStoreOptions } from './store/retrying-store.ts';
 export {

@@ -5,6 +5,7 @@ import { checkCallOptions } from '../options.ts';
 import { redactUrl } from '../redact.ts';
 import { AzureStore, azureOptionsFromUrl } from './azure-store.ts';
 import { FileStore } from './file-store.ts';
+import { GcsStore, gcsOptionsFromUrl } from './gcs-store.ts';
 import { MemoryStore } from './memory-store.ts';
 import type { ObjectStore } from './object-store.ts';
 import { PrefixStore } from './prefix-store.ts';
@@ -14,12 +15,12 @@ import { S3Store, s3OptionsFromUrl } from './s3-store.ts';
 /**
  * Options of {@link openStore}: the retry policy (see `RetryPolicy`), the
  * clock its backoffs use and the logger retries are reported to. They apply
- * to the stores that retry: S3, Azure and the local directory.
+ * to the stores that retry: S3, Azure, GCS and the local directory.
  */
 export type OpenStoreOptions = RemoteStoreOptions;
 
 const SCHEMES =
-  'memory://<name>, file:///absolute/dir, file:./relative/dir, s3://<bucket>[/prefix] or az://<container>[/prefix]';
+  'memory://<name>, file:///absolute/dir, file:./relative/dir, s3://<bucket>[/prefix], az://<container>[/prefix] or gs://<bucket>[/prefix]';
 
 /**
  * Opens the store a URL names:
@@ -30,6 +31,7 @@ const SCHEMES =
  * | `file:///abs/dir`, `file:./rel/dir` | a local directory ({@link FileStore}) |
  * | `s3://bucket[/prefix][?endpoint=&region=&forcePathStyle=]` | S3 or an S3-compatible server |
  * | `az://container[/prefix]` | Azure Blob Storage; `AZURE_STORAGE_CONNECTION_STRING` |
+ * | `gs://bucket[/prefix][?endpoint=]` | Google Cloud Storage; Application Default Credentials |
  *
  * The cloud SDKs load on the first call, and only for their scheme. Nothing is
  * contacted here: a missing bucket or missing credentials surface on the first
@@ -88,10 +90,10 @@ function openStoreUnchecked(url: string, options: OpenStoreOptions): ObjectStore
       const { options: az, prefix } = azureOptionsFromUrl(parsed, options);
       return withPrefix(new AzureStore(az), prefix);
     }
-    case 'gs':
-      throw new InvalidArgumentError(
-        `gs:// (Google Cloud Storage) is not supported yet; expected ${SCHEMES}`,
-      );
+    case 'gs': {
+      const { options: gs, prefix } = gcsOptionsFromUrl(parsed, options);
+      return withPrefix(new GcsStore(gs), prefix);
+    }
     default:
       throw new InvalidArgumentError(
         `unknown store URL scheme "${scheme}:" in "${redactUrl(url)}"; expected ${SCHEMES}`,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   FileStore,
+  GcsStore,
   InvalidArgumentError,
   MemoryStore,
   openStore,
@@ -30,13 +31,17 @@ describe('openStore', () => {
     assert.ok(openStore('file:///tmp/spillway-open-test') instanceof FileStore);
     assert.ok(openStore('s3://bucket-name?endpoint=http://127.0.0.1:1') instanceof S3Store);
     assert.ok(openStore('s3://bucket-name/some/prefix') instanceof PrefixStore);
+    assert.ok(openStore('gs://bucket-name?endpoint=http://127.0.0.1:1') instanceof GcsStore);
+    assert.ok(openStore('gs://bucket_name.example/some/prefix') instanceof PrefixStore);
   });
 
   test('bad URLs get one line that says what was expected', () => {
     refuses('', /expected a store URL/);
     refuses('not a url', /expected a store URL.*got "not a url"/);
     refuses('ftp://host/x', /unknown store URL scheme "ftp:"/);
-    refuses('gs://bucket', /not supported yet/);
+    refuses('gs://Bad_Bucket', /bucket of 3-63/);
+    refuses('gs://bucket-name?region=eu', /unknown URL parameter "region"/);
+    refuses('gs://bucket-name?endpoint=nope', /endpoint parameter must be a URL/);
     refuses('memory://', /expected memory:\/\/<name>/);
     refuses('s3://Bad_Bucket', /bucket of 3-63/);
     refuses('s3://bucket-name?colour=blue', /unknown URL parameter "colour"/);
@@ -52,6 +57,18 @@ describe('openStore', () => {
       (e: unknown) =>
         e instanceof InvalidArgumentError && !/supersecret|AKIAEXAMPLE/.test(e.message),
     );
+    for (const url of [
+      'gs://user:supersecret@bucket-name/p',
+      'gs://bucket-name?endpoint=http://user:supersecret@127.0.0.1:1',
+    ]) {
+      assert.throws(
+        () => openStore(url),
+        (e: unknown) =>
+          e instanceof InvalidArgumentError &&
+          /Application Default Credentials/.test(e.message) &&
+          !/supersecret/.test(e.message),
+      );
+    }
   });
 
   test('a missing Azure connection string is one line naming the variable', () => {
@@ -102,7 +119,7 @@ describe('openStore', () => {
     const { execFileSync } = await import('node:child_process');
     // A resolve hook that refuses the SDKs: importing Spillway and using memory:// must not touch them,
     // and the first S3 call must (the positive control that the hook works).
-    const hook = `data:text/javascript,export async function resolve(s, c, n) { if (/^@(aws-sdk|azure)\\//.test(s)) throw new Error('SDK loaded: ' + s); return n(s, c); }`;
+    const hook = `data:text/javascript,export async function resolve(s, c, n) { if (/^@(aws-sdk|azure|google-cloud)\\//.test(s)) throw new Error('SDK loaded: ' + s); return n(s, c); }`;
     const script = `
       import { register } from 'node:module';
       register(${JSON.stringify(hook)});
@@ -111,14 +128,17 @@ describe('openStore', () => {
       await mem.put('k', new Uint8Array());
       const s3 = m.openStore('s3://bucket-name?endpoint=http://127.0.0.1:9');
       const err = await s3.get('k').then(() => 'none', (e) => String(e.message));
-      console.log(JSON.stringify({ memoryOk: true, s3: err }));`;
+      const gs = m.openStore('gs://bucket-name?endpoint=http://127.0.0.1:9');
+      const gsErr = await gs.get('k').then(() => 'none', (e) => String(e.message));
+      console.log(JSON.stringify({ memoryOk: true, s3: err, gs: gsErr }));`;
     const out = execFileSync(
       process.execPath,
       ['--import', 'tsx', '--input-type=module', '-e', script],
       { encoding: 'utf8' },
     );
-    const result = JSON.parse(out.trim()) as { memoryOk: boolean; s3: string };
+    const result = JSON.parse(out.trim()) as { memoryOk: boolean; s3: string; gs: string };
     assert.equal(result.memoryOk, true);
     assert.match(result.s3, /SDK loaded: @aws-sdk\/client-s3/);
+    assert.match(result.gs, /SDK loaded: @google-cloud\/storage/);
   });
 });

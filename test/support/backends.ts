@@ -1,12 +1,14 @@
 /**
- * The stores a suite runs on: memory, a local folder, Ceph RGW (S3) and
- * Azurite, each opened fresh and removed after. A server-backed target whose
+ * The stores a suite runs on: memory, a local folder, Ceph RGW (S3),
+ * Azurite, and GCS on the in-process test server (test/support/gcs-test-server.ts),
+ * each opened fresh and removed after. A server-backed target whose
  * server is missing is reported as a failing test (see `reportMissingServer`).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryStore, openStore, type ObjectStore } from '../../src/index.ts';
+import { sharedGcsTestServer } from './gcs-test-server.ts';
 import {
   azureConnectionString,
   createTestBucket,
@@ -78,6 +80,17 @@ const ALL: (Backend & { server?: 's3' | 'azure'; available: () => boolean })[] =
         url,
         cleanup: () => deleteTestContainer(connection, container),
       };
+    },
+  },
+  {
+    name: 'gs (GCS test server)',
+    available: () => true,
+    open: async () => {
+      const server = await sharedGcsTestServer();
+      const bucket = uniqueName('be').toLowerCase();
+      server.createBucket(bucket);
+      const url = `gs://${bucket}/q?endpoint=${encodeURIComponent(server.url)}`;
+      return { store: openStore(url), url, cleanup: async () => server.deleteBucket(bucket) };
     },
   },
 ];
