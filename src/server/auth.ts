@@ -15,7 +15,7 @@ import { readBody } from './request-body.ts';
 export const SESSION_COOKIE = 'spillway_session';
 
 /** Paths answered without authentication. */
-const OPEN_PATHS = new Set(['/healthz', '/login']);
+const OPEN_PATHS = new Set(['/healthz', '/login', '/favicon.ico']);
 
 /** Longest form body `/login` reads, in bytes. */
 const LOGIN_BODY_BYTES = 8192;

@@ -127,6 +127,8 @@ export function dashboardRoutes(app: Hono, ctx: AppContext): void {
     (c: Context): Response =>
       c.body(body, 200, { ...PAGE_HEADERS, 'Content-Type': type });
   app.get('/', asset(DASHBOARD_HTML, 'text/html; charset=utf-8'));
+  // Browsers ask for it on every page, the login form's included: nothing, without authentication.
+  app.get('/favicon.ico', (c) => c.body(null, 204, { 'Cache-Control': 'max-age=86400' }));
   app.get(DASHBOARD_SCRIPT_PATH, asset(DASHBOARD_JS, 'text/javascript; charset=utf-8'));
   app.get(DASHBOARD_STYLE_PATH, asset(DASHBOARD_CSS, 'text/css; charset=utf-8'));
 

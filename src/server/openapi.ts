@@ -135,6 +135,13 @@ export function openApiDocument(): Json {
           },
         },
       },
+      '/favicon.ico': {
+        get: {
+          summary: 'No icon (no authentication; browsers ask for it)',
+          security: [],
+          responses: { '204': { description: 'Nothing' } },
+        },
+      },
       '/dashboard/app.js': {
         get: {
           summary: "The dashboard's script",

@@ -28,7 +28,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
     var units = ['B', 'KB', 'MB', 'GB', 'TB'];
     var i = 0;
     while (Math.abs(v) >= 1000 && i < units.length - 1) { v /= 1000; i++; }
-    return (i === 0 ? Math.round(v) : v.toFixed(1)) + ' ' + units[i];
+    return (i === 0 || Math.abs(v) >= 100 ? Math.round(v) : v.toFixed(1)) + ' ' + units[i];
   }
   function ms(v) {
     if (v === null || v === undefined || !isFinite(v)) return '–';
@@ -38,6 +38,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
   }
   function usd(v) {
     if (v === null || v === undefined || !isFinite(v)) return '–';
+    if (v === 0) return '$0';
     return '$' + (v >= 1 ? v.toFixed(2) : v >= 0.01 ? v.toFixed(3) : v.toPrecision(2));
   }
 
@@ -68,7 +69,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
     ctx.clearRect(0, 0, w, h);
     var style = getComputedStyle(document.body);
     var text = style.color;
-    var left = 52, right = 8, top = 8, bottom = 18;
+    var left = 62, right = 8, top = 8, bottom = 18;
     var t0 = Infinity, t1 = -Infinity, max = 0;
     series.forEach(function (s) {
       s.values.forEach(function (p) {

@@ -16,7 +16,7 @@ h2 { font-size: .95rem; margin: 0 0 .25rem; }
 .status[data-state="live"]::before { content: "● "; color: #16a34a; }
 .status[data-state="error"] { color: #dc2626; }
 main { padding: 1rem; max-width: 1400px; margin: 0 auto; }
-.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: .75rem; margin-bottom: 1rem; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(135px, 1fr)); gap: .75rem; margin-bottom: 1rem; }
 .tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .6rem .8rem; display: flex; flex-direction: column; }
 .tile .label { color: var(--muted); font-size: .75rem; text-transform: uppercase; letter-spacing: .03em; }
 .tile .value { font-size: 1.4rem; font-variant-numeric: tabular-nums; white-space: nowrap; }
