@@ -29,10 +29,10 @@ export interface GcsStoreOptions extends RemoteStoreOptions {
    */
   endpoint?: string;
   /**
-   * How long writes to one object wait after GCS answered 429 to a write to
-   * it (GCS allows about one write per second to one object name), in
-   * milliseconds; doubles with each further 429 on that object, up to 32 s,
-   * jittered. @default 1000
+   * How long writes and deletes of one object wait after GCS answered 429 to
+   * one of them (GCS allows about one mutation per second of one object
+   * name), in milliseconds; doubles with each further 429 on that object, up
+   * to 32 s, jittered between half and all of it. @default 1000
    */
   throttleDelayMs?: number;
   /** Parallel deletes in `deleteMany`. @default 16 */
@@ -43,7 +43,7 @@ export interface GcsStoreOptions extends RemoteStoreOptions {
 const GCS_DEFAULTS = Object.freeze({ throttleDelayMs: 1000, deleteConcurrency: 16 });
 const MAX_THROTTLE_DELAY_MS = 32_000;
 
-/** A wait for the per-object rate limit that was cut short: the write was never sent. */
+/** A wait for the per-object rate limit that was cut short: the request was never sent. */
 class ThrottleWaitAborted extends Error {
   override readonly name = 'ThrottleWaitAborted';
 }
@@ -63,13 +63,15 @@ class ThrottleWaitAborted extends Error {
  * mismatch it deletes the object unconditionally, which could delete a newer
  * generation another writer made). Full reads are checked against the
  * CRC32C GCS reports. A 429 (GCS's limit of about one write per second to
- * one object) is retried by the store's policy, and further writes to that
- * object wait {@link GcsStoreOptions.throttleDelayMs} first.
+ * one object) is taken as not applied and retried by the store's policy,
+ * and further writes and deletes of that object first wait
+ * {@link GcsStoreOptions.throttleDelayMs}, doubling while the 429s go on.
  *
  * The SDK takes no AbortSignal: a call that is aborted or times out returns
- * at once, reads close their connection, and a write already sent is left to
- * finish (bounded by the policy's `attemptTimeoutMs`) and, when conditional,
- * settled by reading back like any other lost response.
+ * at once; a download is stopped, and any other request is left to end
+ * within the SDK's timeout (the policy's `attemptTimeoutMs`). A conditional
+ * write whose answer was lost that way is settled by reading back, like any
+ * other lost response.
  *
  * @example
  * const store = new GcsStore({ bucket: 'my-bucket' });
@@ -84,7 +86,7 @@ export class GcsStore extends RemoteStore {
   private readonly throttleDelayMs: number;
   private readonly deleteConcurrency: number;
   private handle?: Promise<{ sdk: GcsModule; bucket: GcsSdk.Bucket }>;
-  /** Objects that answered 429 to a write: when the next write may go, and how many 429s in a row. */
+  /** Objects that answered 429 to a mutation: when the next may go, and how many 429s in a row. */
   private readonly throttled = new Map<string, { until: number; strikes: number }>();
 
   /** @throws {InvalidArgumentError} for a bad option. */
@@ -288,33 +290,24 @@ export class GcsStore extends RemoteStore {
       }
       ifGenerationMatch = mode.ifMatch;
     }
-    await this.waitOutThrottle(key, signal);
-    signal.throwIfAborted();
     const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const crc32c = new sdk.CRC32C();
     crc32c.update(bytes);
     const file = bucket.file(key);
-    try {
-      await abortable(
-        signal,
-        file.save(bytes, {
-          resumable: false,
-          // GCS checks the hashes sent in the metadata before it stores anything (see the class comment).
-          validation: false,
-          metadata: {
-            crc32c: crc32c.toString(),
-            md5Hash: createHash('md5').update(bytes).digest('base64'),
-          },
-          contentType: 'application/octet-stream',
-          timeout: this.attemptTimeoutMs,
-          ...(ifGenerationMatch !== undefined ? { preconditionOpts: { ifGenerationMatch } } : {}),
-        }),
-      );
-    } catch (error) {
-      if ((error as { code?: unknown }).code === 429) this.throttle(key);
-      throw error;
-    }
-    this.throttled.delete(key);
+    await this.mutate(key, signal, () =>
+      file.save(bytes, {
+        resumable: false,
+        // GCS checks the hashes sent in the metadata before it stores anything (see the class comment).
+        validation: false,
+        metadata: {
+          crc32c: crc32c.toString(),
+          md5Hash: createHash('md5').update(bytes).digest('base64'),
+        },
+        contentType: 'application/octet-stream',
+        timeout: this.attemptTimeoutMs,
+        ...(ifGenerationMatch !== undefined ? { preconditionOpts: { ifGenerationMatch } } : {}),
+      }),
+    );
     return { version: this.metaOf(key, file.metadata).version };
   }
 
@@ -341,8 +334,7 @@ export class GcsStore extends RemoteStore {
 
   protected async rawDelete(key: string, signal: AbortSignal): Promise<void> {
     const { bucket } = await this.sdk();
-    signal.throwIfAborted();
-    await abortable(signal, bucket.file(key).delete({ ignoreNotFound: true }));
+    await this.mutate(key, signal, () => bucket.file(key).delete({ ignoreNotFound: true }));
   }
 
   protected async rawDeleteMany(keys: string[], signal: AbortSignal): Promise<void> {
@@ -376,7 +368,26 @@ export class GcsStore extends RemoteStore {
     };
   }
 
-  /** Waits until a write to `key` may go again after a 429; an abort here means nothing was sent. */
+  /**
+   * Runs one write or delete of `key` under GCS's per-object mutation limit:
+   * waits out an earlier 429 on that object first, and starts or lengthens
+   * the wait when this one gets a 429.
+   */
+  private async mutate<T>(key: string, signal: AbortSignal, send: () => Promise<T>): Promise<T> {
+    await this.waitOutThrottle(key, signal);
+    signal.throwIfAborted();
+    let result: T;
+    try {
+      result = await abortable(signal, send());
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 429) this.throttle(key);
+      throw error;
+    }
+    this.throttled.delete(key);
+    return result;
+  }
+
+  /** Waits until a mutation of `key` may go again after a 429; an abort here means nothing was sent. */
   private async waitOutThrottle(key: string, signal: AbortSignal): Promise<void> {
     const t = this.throttled.get(key);
     const wait = t ? t.until - this.time.now() : 0;

@@ -158,6 +158,17 @@ describe('gcs store specifics', () => {
     }
   });
 
+  test('a 429 on a delete is retried after the per-object wait', async () => {
+    const { store, bucket, srv } = await freshStore({ throttleDelayMs: 60 });
+    srv.putObject(bucket, 'k', enc.encode('x'));
+    srv.inject({ op: 'delete', name: 'k' }, { kind: 'status', status: 429 });
+    const t0 = Date.now();
+    await store.delete('k');
+    assert.ok(Date.now() - t0 >= 30, 'waited at least half the throttle delay');
+    assert.equal(srv.object(bucket, 'k'), undefined);
+    await store.close();
+  });
+
   test('a 429 that does not stop surfaces as a retriable StorageError once attempts run out', async () => {
     const { store, srv } = await freshStore({ throttleDelayMs: 1 });
     srv.inject({ op: 'write', name: 'k' }, { kind: 'status', status: 429 }, 10);
