@@ -35,6 +35,7 @@ import {
 } from './consume-entries.ts';
 import { renderBatch, writeBytes, type OutputFormat } from './entry-output.ts';
 import { EXIT_RETRY } from './exec-entry.ts';
+import { consumeGroup } from './group.ts';
 import { PipeReaders } from './pipe-reader.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
 import { StopSignals } from './stop-signals.ts';
@@ -57,6 +58,10 @@ interface ConsumeOptions extends QueueOptions {
   retryDelayMs?: number;
   onExhausted?: 'stop' | 'skip' | 'dead-letter';
   deadLetter?: string;
+  group?: string;
+  instanceId?: string;
+  vnodes?: string;
+  leaseTtlMs?: number;
 }
 
 /** Who this consumer is, as a subscription's holder shows it: the command, host and process. */
@@ -357,9 +362,60 @@ export function consumeCommand(): Command {
         `with --at-least-once: longest time between position records (default ${ENTRY_DEFAULTS.commitIntervalMs})`,
         intOption('--commit-interval-ms', 0, MAX_TIMER_MS),
       )
-      .addOption(layoutOption()),
+      .addOption(layoutOption())
+      .option(
+        '--group <name>',
+        'join this consumer group of a sharded queue: read the vnodes assigned to this member (NDJSON adds vnode and key), acknowledge each batch once written, until Ctrl-C, then leave, releasing the vnodes',
+        subscriptionName('--group'),
+      )
+      .option('--instance-id <id>', 'with --group: the name of this member (required)')
+      .option(
+        '--vnodes <list>',
+        'with --group: read these vnodes only (static assignment), e.g. 0-7,12',
+      )
+      .option(
+        '--lease-ttl-ms <ms>',
+        "with --group: lease time-to-live; a dead member's vnodes move after about 1.3 times this (default 10000)",
+        intOption('--lease-ttl-ms', 100, MAX_TIMER_MS),
+      ),
   ).action(async (url: string, o: ConsumeOptions, command: Command) => {
     if (o.json) o.format = 'ndjson';
+    if (o.group === undefined) {
+      for (const [key, option] of [
+        ['instanceId', '--instance-id'],
+        ['vnodes', '--vnodes'],
+        ['leaseTtlMs', '--lease-ttl-ms'],
+      ] as const) {
+        if (o[key] !== undefined) throw new UsageError(`${option} applies only with --group`);
+      }
+    } else {
+      for (const [key, option] of [
+        ['peek', '--peek'],
+        ['subscription', '--subscription'],
+        ['startAt', '--start-at'],
+        ['fromSequence', '--from-sequence'],
+        ['limit', '--limit'],
+        ['exec', '--exec'],
+        ['atLeastOnce', '--at-least-once'],
+        ['layout', '--layout'],
+      ] as const) {
+        if (o[key] !== undefined) {
+          throw new UsageError(
+            `${option} and --group: a group reads its own subscription (named after it) in every vnode, from the oldest entry kept, until Ctrl-C; leave out ${option}`,
+          );
+        }
+      }
+      await consumeGroup(url, {
+        dataPrefix: o.dataPrefix,
+        group: o.group,
+        format: o.format,
+        pollIntervalMs: o.pollIntervalMs,
+        ...(o.instanceId !== undefined ? { instanceId: o.instanceId } : {}),
+        ...(o.vnodes !== undefined ? { vnodes: o.vnodes } : {}),
+        ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: o.leaseTtlMs } : {}),
+      });
+      return;
+    }
     checkEntryOptions(o, command);
     const queue = openCliQueue(url, o);
     let dead: Queue | undefined;

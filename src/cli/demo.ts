@@ -24,6 +24,7 @@ import {
   writeOut,
 } from './common.ts';
 import { runKeyedDemo } from './demo-keyed.ts';
+import { runGroupDemo } from './group.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
 import { costOptions, costSettings, type CostOptions } from './serve.ts';
 import { StopSignals } from './stop-signals.ts';
@@ -48,6 +49,8 @@ interface DemoOptions extends CostOptions {
   keyed?: boolean;
   keys: number;
   keyFlushIntervalMs: number;
+  vnodes?: number;
+  consumers?: number;
   serve?: boolean;
   port: number;
 }
@@ -134,8 +137,32 @@ export function demoCommand(): Command {
       '--serve: TCP port (0: any free port)',
       intOption('--port', 0, 65_535),
       8080,
+    )
+    .option(
+      '--vnodes <n>',
+      'a sharded queue of N vnodes read by a consumer group (see --consumers): the assignment of vnodes to consumers, live; one consumer stops a third of the way in and its vnodes move to the others',
+      intOption('--vnodes', 1, 10_000),
+    )
+    .option(
+      '--consumers <n>',
+      '--vnodes: consumers in the group (default 3)',
+      intOption('--consumers', 1, 100),
     );
   return costOptions(command).action(async (o: DemoOptions, cmd: Command) => {
+    if (o.vnodes !== undefined || o.consumers !== undefined) {
+      if (o.keyed || o.serve)
+        throw new UsageError(
+          '--vnodes/--consumers is a demo of its own: leave out --keyed and --serve',
+        );
+      return runGroupDemo({
+        store: o.store,
+        vnodes: o.vnodes ?? 8,
+        consumers: o.consumers ?? 3,
+        durationS: o.durationS,
+        entryBytes: o.entryBytes,
+        ...(o.json ? { json: true } : {}),
+      });
+    }
     if (o.keyed && o.serve) throw new UsageError('--serve goes with the queue demo, not --keyed');
     // Serving, the demo runs until Ctrl-C unless told how long.
     if (o.serve && cmd.getOptionValueSource('durationS') !== 'cli') o.durationS = 0;

@@ -14,6 +14,7 @@ import { consumeCommand } from './consume.ts';
 import { consumerCommand } from './consumer.ts';
 import { demoCommand } from './demo.ts';
 import { gcCommand } from './gc.ts';
+import { groupCommand } from './group.ts';
 import { ingestCommand } from './ingest.ts';
 import { manifestCommand } from './manifest.ts';
 import { produceCommand } from './produce.ts';
@@ -44,6 +45,7 @@ export function program(): Command {
     manifestCommand(),
     queueCommand(),
     subscriptionCommand(),
+    groupCommand(),
     batchCommand(),
     produceCommand(),
     ingestCommand(),

@@ -15,10 +15,12 @@ import {
   openCliQueue,
   printJson,
   queueOptions,
+  UsageError,
   writeOut,
   type QueueOptions,
 } from './common.ts';
 import { readEntries } from './entry-input.ts';
+import { isSharded, produceSharded } from './group.ts';
 import { LiveStatus, RateMeter } from './progress.ts';
 import { StopSignals } from './stop-signals.ts';
 
@@ -30,6 +32,8 @@ interface ProduceOptions extends QueueOptions {
   entriesPerCall: number;
   flushIntervalMs: number;
   compression: Compression;
+  vnodeCapacity?: number;
+  keyField?: string;
 }
 
 /** `spillway produce`. */
@@ -66,9 +70,39 @@ export function produceCommand(): Command {
             .choices(['none', 'zstd'])
             .default('none'),
         )
-        .addOption(layoutOption()),
+        .addOption(layoutOption())
+        .option(
+          '--vnode-capacity <n>',
+          'produce into a sharded queue of N vnodes under the data prefix (created with N; an existing one must have N, and is routed to without this option)',
+          intOption('--vnode-capacity', 1, 10_000),
+        )
+        .option(
+          '--key-field <field>',
+          "sharded queue, --format ndjson: route each line by the value of this field (the whole line when it is absent); the key is kept as the entry's metadata",
+        ),
     ),
   ).action(async (url: string, o: ProduceOptions) => {
+    if (
+      o.keyField !== undefined &&
+      o.vnodeCapacity === undefined &&
+      !(await isSharded(url, o.dataPrefix))
+    ) {
+      throw new UsageError('--key-field routes entries to vnodes: give --vnode-capacity N too');
+    }
+    if (o.vnodeCapacity !== undefined || (await isSharded(url, o.dataPrefix))) {
+      if (o.layout === 'v1')
+        throw new UsageError('--layout v1 and a sharded queue: vnodes have the log layout');
+      await produceSharded(url, {
+        dataPrefix: o.dataPrefix,
+        format: o.format,
+        flushIntervalMs: o.flushIntervalMs,
+        compression: o.compression,
+        ...(o.vnodeCapacity !== undefined ? { vnodeCapacity: o.vnodeCapacity } : {}),
+        ...(o.keyField !== undefined ? { keyField: o.keyField } : {}),
+        ...(o.json ? { json: true } : {}),
+      });
+      return;
+    }
     const started = performance.now();
     const queue = openCliQueue(url, o);
     try {

@@ -167,10 +167,7 @@ describe('consumer group processes on file://', () => {
     );
     const takeoverMs = performance.now() - killedAt;
     // Expiry is judged after a whole TTL unchanged, checked every TTL/3, plus the reads of a round.
-    assert.ok(
-      takeoverMs < 2 * TTL + 1000,
-      `takeover took ${Math.round(takeoverMs)} ms (TTL ${TTL} ms)`,
-    );
+    assert.ok(takeoverMs < 3 * TTL, `takeover took ${Math.round(takeoverMs)} ms (TTL ${TTL} ms)`);
     await until(members, () => delivered().size === produced.length, 'phase 2 delivered');
 
     // A fifth member joins: vnodes move to it.
@@ -223,7 +220,7 @@ describe('consumer group processes on file://', () => {
     // Every vnode's cursor stands at its end: nothing left unacknowledged.
     const queue = await ShardedQueue.open({ store: url });
     for (let v = 0; v < V; v++) {
-      const log = (queue.vnodeQueue(v)).logQueue();
+      const log = queue.vnodeQueue(v).logQueue();
       const [cursor, head] = await Promise.all([log.readCursor('g'), log.discoverHead()]);
       assert.equal(
         cursor?.value.next.sequence ?? 0,
