@@ -147,3 +147,32 @@ export { type Clock, type ClockTimer, type TimerOptions, systemClock } from './c
 export { DEFAULT_MAX_BATCH_BYTES } from './format/batch.ts';
 export type { Compression } from './format/compression.ts';
 export type { MetadataItem } from './format/manifest.ts';
+export {
+  ShardedQueue,
+  type ShardedQueueOptions,
+  type ShardedDescriptor,
+} from './shard/sharded-queue.ts';
+export {
+  ShardedProducer,
+  type ShardedProducerOptions,
+  type ShardedProduceOptions,
+  type ShardedProduceHandle,
+  type ShardedDurableResult,
+} from './shard/sharded-producer.ts';
+export {
+  ConsumerGroup,
+  CONSUMER_GROUP_DEFAULTS,
+  type ConsumerGroupOptions,
+  type GroupBatch,
+  type GroupMemberView,
+  type VnodeConsumerOptions,
+} from './shard/consumer-group.ts';
+export {
+  Deployment,
+  type DeploymentConfig,
+  type DeploymentOptions,
+  type DeploymentShape,
+  type BuildOptions,
+  type BuiltDeployment,
+} from './shard/deployment.ts';
+export { vnodeOf, fnv1a32, parseVnodeList, type RoutingKey } from './shard/routing.ts';
