@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l] [-- --backends memory,file,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l,m,n] [-- --backends memory,file,s3]`
  *
  * Spillway against the physical limits of this machine, measured in the same
  * run. Prints a table and writes JSON to bench/results/. A row with a target
@@ -15,6 +15,7 @@ import { ensureRgw, freshStore, type Backend } from './backends.ts';
 import { checksumThroughput } from './checksum.ts';
 import { closedLoop } from './closed-loop.ts';
 import { drain, fillBacklog } from './drain.ts';
+import { httpIngest, libraryIngest } from './http.ts';
 import { designFloor, rawGetMBps, rawGroupCommit, rawPut, sequentialWriteMBps } from './limits.ts';
 import { appendCost, LOG_APPENDS, type AppendCost } from './manifest-growth.ts';
 import { keyedFlushes, keyedInserts } from './keyed.ts';
@@ -35,7 +36,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m,n' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -584,6 +585,42 @@ try {
         baselineRssMiB: round(m.baselineRss / MiB),
       },
     });
+  }
+  if (only.has('n')) {
+    // HTTP ingest against the library in process: same store kind, concurrency and entries per call.
+    // A first short run warms up the HTTP stack (its first seconds are several times slower).
+    const warm = await freshStore('memory');
+    await httpIngest(warm.store, 16, 1, 1000);
+    await warm.dispose();
+    for (const backend of backends.filter((b) => b === 'file')) {
+      for (const [clients, perPost] of [
+        [1, 1],
+        [16, 1],
+        [64, 1],
+        [16, 100],
+      ] as const) {
+        const lib = await freshStore(backend);
+        const l = await libraryIngest(lib.store, clients, perPost, seconds);
+        await lib.dispose();
+        const h = await freshStore(backend);
+        const r = await httpIngest(h.store, clients, perPost, seconds);
+        await h.dispose();
+        add({
+          case: 'n http ingest',
+          backend,
+          params: `NDJSON POST, ${clients} client${clients === 1 ? '' : 's'}, ${perPost} x 1 KiB per POST, durable answers, vs a Producer with as many callers`,
+          value: r.entriesPerSecond,
+          unit: 'entries/s',
+          limit: l.entriesPerSecond,
+          extra: {
+            p50Ms: r.p50Ms,
+            p99Ms: r.p99Ms,
+            libraryP50Ms: l.p50Ms,
+            libraryP99Ms: l.p99Ms,
+          },
+        });
+      }
+    }
   }
 } finally {
   stopRgw();
