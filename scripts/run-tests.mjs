@@ -50,6 +50,16 @@ if (build.status !== 0) {
 
 const files =
   process.argv.slice(2).length > 0 ? process.argv.slice(2) : testFiles(join(root, 'test'));
+// The dashboard's browser test drives Debian's chromium: install it on first use, as
+// rgw.sh installs Ceph (root on Debian); elsewhere the test says what to install.
+if (
+  !process.env.SPILLWAY_SKIP_BROWSER &&
+  files.some((f) => f.includes('dashboard-browser')) &&
+  spawnSync('bash', [join(root, 'scripts/chromium.sh'), 'install'], { stdio: 'inherit' }).status !==
+    0
+) {
+  console.error('run-tests: chromium is not installed; the browser test will fail saying why');
+}
 const wantS3 = !process.env.SPILLWAY_TEST_S3_ENDPOINT;
 const wantAzure = !process.env.AZURE_STORAGE_CONNECTION_STRING;
 const started = [];
