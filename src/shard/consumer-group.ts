@@ -194,6 +194,8 @@ export class ConsumerGroup {
   private readonly logger: Logger;
   private readonly consumerOptions: VnodeConsumerOptions;
   private readonly owned = new Map<number, Owned>();
+  /** Vnodes whose `default` subscription this member deleted (or found gone). */
+  private readonly defaultDropped = new Set<number>();
   private readonly observed = new Map<string, Observed>();
   /** Leases as last read, by key: the version and the decoded lease. */
   private readonly leaseCache = new Map<string, { version: string; lease: Lease }>();
@@ -603,6 +605,28 @@ export class ConsumerGroup {
    * Opens the vnode's subscription: this raises its epoch and so fences the
    * previous owner, whose acknowledgements fail from then on.
    */
+  /**
+   * Deletes a vnode's `default` subscription once a group's subscription
+   * holds its data: every log queue is created with one (so nothing is
+   * collected before anybody reads), but nobody reads a vnode through it, and
+   * left alone it would keep the collector from deleting any of the vnode's
+   * batches. The group's subscription, created at `oldest`, covers
+   * everything `default` kept.
+   */
+  private async dropDefaultSubscription(
+    vnode: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    if (this.defaultDropped.has(vnode)) return;
+    try {
+      await this.queue.vnodeQueue(vnode).deleteSubscription('default', signal ? { signal } : {});
+    } catch (e) {
+      // Already gone (another member, an earlier run): nothing to do.
+      if (!(e instanceof InvalidArgumentError)) throw e;
+    }
+    this.defaultDropped.add(vnode);
+  }
+
   private open(o: Owned, signal: AbortSignal | undefined): Promise<void> {
     o.opening ??= (async () => {
       try {
@@ -620,6 +644,7 @@ export class ConsumerGroup {
           await consumer.destroy();
           return;
         }
+        await this.dropDefaultSubscription(o.vnode, signal);
         o.consumer = consumer;
         this.wake?.();
       } catch (e) {

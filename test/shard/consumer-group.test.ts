@@ -87,6 +87,24 @@ describe('consumer groups', () => {
     await b.close();
   });
 
+  test("a vnode's unused default subscription does not hold its batches back once a group reads it", async () => {
+    const store = await filled(2, 4, 3);
+    const clock = new ManualClock();
+    const a = await join(store, clock, 'a');
+    assert.equal((await consumeAll(a)).length, 12);
+    await a.close();
+    const q = await ShardedQueue.open({ store });
+    for (const v of [0, 1]) {
+      const subs = await q.vnodeQueue(v).subscriptions();
+      assert.deepEqual(
+        subs.map((x) => x.name),
+        ['g'],
+        `vnode ${v}: only the group's subscription is left`,
+      );
+      assert.equal(subs[0]?.lagBatches, 0);
+    }
+  });
+
   test("a dead member's lease is taken only after the taker has seen it unchanged for the TTL on its own clock", async () => {
     const store = await filled(4, 8, 2);
     // The dead member's clock is far ahead: its timestamps must not matter.
