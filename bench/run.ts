@@ -22,6 +22,7 @@ import { keyedFlushes, keyedInserts } from './keyed.ts';
 import { oneCaller } from './one-caller.ts';
 import { openLoop } from './open-loop.ts';
 import { ProducerProcesses } from './producer-processes.ts';
+import { shardedThroughput, takeoverMs } from './vnodes.ts';
 import {
   ingestBytesPerSecond,
   rawReadBytesPerSecond,
@@ -36,7 +37,7 @@ import { round } from './stats.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m,n' },
+    only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m,n,o' },
     backends: { type: 'string', default: 'memory,file,s3' },
   },
 });
@@ -620,6 +621,40 @@ try {
           },
         });
       }
+    }
+  }
+  if (only.has('o')) {
+    // Sharded queues: appends spread over V logs, so 4 processes contend less as V grows.
+    for (const backend of backends.filter((b) => b !== 'memory')) {
+      const rates = new Map<number, number>();
+      for (const vnodes of [1, 8, 32]) {
+        const s = await freshStore(backend);
+        const rate = await shardedThroughput(s, vnodes, 4, 16, seconds);
+        await s.dispose();
+        rates.set(vnodes, rate);
+        const below = vnodes === 1 ? undefined : rates.get(vnodes === 8 ? 1 : 8);
+        add({
+          case: 'o sharded',
+          backend,
+          params: `4 processes x 16 callers, 1 KiB, keyed, ${vnodes} vnode${vnodes === 1 ? '' : 's'}${below === undefined ? '' : ` vs ${vnodes === 8 ? 1 : 8}`}`,
+          value: rate,
+          unit: 'entries/s',
+          ...(below === undefined ? {} : { limit: below, target: { op: '>=', ratio: 1 } }),
+        });
+      }
+      const s = await freshStore(backend);
+      const ttl = 2000;
+      const ms = await takeoverMs(s, 32, 3, ttl);
+      await s.dispose();
+      add({
+        case: 'o sharded',
+        backend,
+        params: `takeover of a SIGKILLed member's vnodes, 3 members, 32 vnodes, leaseTtlMs ${ttl}`,
+        value: ms,
+        unit: 'ms',
+        limit: ttl,
+        target: { op: '<=', ratio: 3 },
+      });
     }
   }
 } finally {
