@@ -87,10 +87,12 @@ export async function takeoverMs(
   };
   try {
     const ids = children.map((_, i) => `m${i}`);
-    await until(
-      () => covered(ids) && ids.every((id) => (owned.get(id)?.length ?? 0) > 0),
-      20 * leaseTtlMs,
-    );
+    // Settled: every vnode owned by exactly one member, and every member owning some.
+    const settled = (): boolean =>
+      covered(ids) &&
+      ids.reduce((n, id) => n + (owned.get(id)?.length ?? 0), 0) === vnodes &&
+      ids.every((id) => (owned.get(id)?.length ?? 0) > 0);
+    await until(settled, 20 * leaseTtlMs);
     const victim = children[0] as ChildProcess;
     victim.kill('SIGKILL');
     const killedAt = performance.now();
