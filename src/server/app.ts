@@ -3,14 +3,17 @@
  * `app.fetch`) drives it in process, and `startServer` serves it over HTTP.
  * See docs/http-api.md for every route.
  */
+import { setMaxListeners } from 'node:events';
 import { Hono } from 'hono';
 import { routePath } from 'hono/route';
 import type { Context, MiddlewareHandler } from 'hono';
 import { systemClock, type Clock } from '../clock.ts';
 import { asError, InvalidArgumentError, NotFoundError } from '../errors.ts';
+import { DEFAULT_MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES } from '../format/batch.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { PROMETHEUS_CONTENT_TYPE, PrometheusMetrics } from '../metrics/prometheus.ts';
 import { resolveOptions, type OptionSpecs } from '../options.ts';
+import { scrubSecrets } from '../redact.ts';
 import { Producer } from '../producer/producer.ts';
 import { MemoryStore } from '../store/memory-store.ts';
 import { CountingStore } from '../store/counting-store.ts';
@@ -196,6 +199,10 @@ export function createApp(options: AppOptions): SpillwayApp {
     pollIntervalMs: o.pollIntervalMs as number,
     maxEntriesPerRead: o.maxEntriesPerRead as number,
     sseHeartbeatMs: o.sseHeartbeatMs as number,
+    // An entry takes at least 4 + 96 bytes of a batch, and a request's entries go in one.
+    maxEntriesPerRequest: Math.floor(
+      (producerOptions.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES) / (4 + RECORD_OVERHEAD_BYTES),
+    ),
   };
   const queues = new ServedQueues({
     store,
@@ -211,6 +218,9 @@ export function createApp(options: AppOptions): SpillwayApp {
     o.maxRequestsPerSecond,
   );
   const closingController = new AbortController();
+  // Every request in flight listens for the shutdown (and stops listening when it ends):
+  // hundreds at once is normal, not a leak.
+  setMaxListeners(0, closingController.signal);
   const inFlight = new Set<Promise<unknown>>();
   const context: AppContext = {
     queues,
@@ -277,9 +287,14 @@ export function createApp(options: AppOptions): SpillwayApp {
       await store.head('spillway-readyz-probe', { signal: AbortSignal.timeout(5000) });
     } catch (e) {
       if (!(e instanceof NotFoundError)) {
-        throw new HttpError(503, 'STORAGE', `the store is not reachable: ${asError(e).message}`, {
-          headers: { 'Retry-After': '5' },
-        });
+        throw new HttpError(
+          503,
+          'STORAGE',
+          `the store is not reachable: ${scrubSecrets(asError(e).message)}`,
+          {
+            headers: { 'Retry-After': '5' },
+          },
+        );
       }
     }
     return c.json({ status: 'ready' });
