@@ -19,6 +19,8 @@ export interface AppSettings {
   pollIntervalMs: number;
   maxEntriesPerRead: number;
   sseHeartbeatMs: number;
+  /** Most entries one POST may hold: more can never fit one batch of the producer. */
+  maxEntriesPerRequest: number;
 }
 
 /** See the module comment. */

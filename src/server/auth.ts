@@ -7,6 +7,7 @@
  * never logged or echoed.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Context, MiddlewareHandler } from 'hono';
 import { HttpError } from './http-error.ts';
 import { readBody } from './request-body.ts';
@@ -76,15 +77,29 @@ function sessionValue(token: string): string {
  */
 export function authMiddleware(tokens: Tokens): MiddlewareHandler {
   return async (c, next) => {
-    if (!tokens.enabled || OPEN_PATHS.has(c.req.path)) return next();
+    if (OPEN_PATHS.has(c.req.path)) return next();
     const url = new URL(c.req.url);
     const method = c.req.method;
+    if (!tokens.enabled) {
+      // Nothing authenticates a request, so a browser's are checked as a cookie's are.
+      if (!isLoopbackName(url.hostname)) {
+        throw new HttpError(
+          403,
+          'FORBIDDEN',
+          `without a token this server answers only requests that name it by an IP address or localhost, not "${url.hostname.slice(0, 100)}" (a web page could otherwise reach it through DNS rebinding); give a token to serve it under a host name`,
+        );
+      }
+      checkBrowserOrigin(c, url);
+      return next();
+    }
     const queryToken = url.searchParams.get('token');
     if (queryToken !== null && (method === 'GET' || method === 'HEAD')) {
       if (!tokens.accepts(queryToken))
         throw unauthorized('the token given as ?token= is not valid');
       url.searchParams.delete('token');
-      return loginAnswer(c, tokens.sessionFor(queryToken), `${url.pathname}${url.search}`);
+      // A path of this server: "//host" would be another server's.
+      const path = url.pathname.replace(/^\/+/, '/');
+      return loginAnswer(c, tokens.sessionFor(queryToken), `${path}${url.search}`);
     }
     const header = c.req.header('authorization');
     if (header !== undefined) {
@@ -96,16 +111,7 @@ export function authMiddleware(tokens: Tokens): MiddlewareHandler {
     }
     const cookie = cookieValue(c.req.header('cookie'), SESSION_COOKIE);
     if (cookie !== undefined && tokens.acceptsSession(cookie)) {
-      if (method !== 'GET' && method !== 'HEAD') {
-        const origin = c.req.header('origin');
-        if (origin !== undefined && origin !== url.origin) {
-          throw new HttpError(
-            403,
-            'FORBIDDEN',
-            `a write authenticated by the session cookie must come from ${url.origin}, not ${origin}`,
-          );
-        }
-      }
+      checkBrowserOrigin(c, url);
       return next();
     }
     if (method === 'GET' && (c.req.header('accept') ?? '').includes('text/html')) {
@@ -113,6 +119,56 @@ export function authMiddleware(tokens: Tokens): MiddlewareHandler {
     }
     throw unauthorized('send Authorization: Bearer <token>');
   };
+}
+
+/**
+ * Refuses what a browser sends on behalf of another site or origin, for a
+ * request that nothing but the browser itself authenticates (the session
+ * cookie, or no token at all): a write whose `Origin` is not this server's
+ * (a form or a no-cors fetch of any page), and any request a page of
+ * another origin made without navigating to it (`Sec-Fetch-Site`: an image
+ * or script tag, since a read may create a subscription). Clients that send
+ * neither header (curl, libraries) are let in.
+ *
+ * @throws {HttpError} 403 `FORBIDDEN`.
+ */
+function checkBrowserOrigin(c: Context, url: URL): void {
+  const method = c.req.method;
+  const read = method === 'GET' || method === 'HEAD';
+  const origin = c.req.header('origin');
+  if (!read && origin !== undefined && !ownOrigins(c, url).includes(origin)) {
+    throw new HttpError(
+      403,
+      'FORBIDDEN',
+      `a write from a browser must come from ${url.origin}, not ${origin.slice(0, 200)}`,
+    );
+  }
+  const site = c.req.header('sec-fetch-site');
+  const navigates = read && c.req.header('sec-fetch-mode') === 'navigate';
+  if ((site === 'cross-site' || site === 'same-site') && !navigates) {
+    throw new HttpError(
+      403,
+      'FORBIDDEN',
+      `a request a page of another origin made (Sec-Fetch-Site: ${site}) is not answered; send Authorization: Bearer <token>`,
+    );
+  }
+}
+
+/** The origins this server is reached at: the request's, and its https twin behind a TLS proxy. */
+function ownOrigins(c: Context, url: URL): string[] {
+  const origins = [url.origin];
+  if (url.protocol === 'http:' && c.req.header('x-forwarded-proto') === 'https') {
+    origins.push(`https://${url.host}`);
+  }
+  return origins;
+}
+
+/** Whether `hostname` (of a URL) is `localhost`, a `.localhost` name or an IP address. */
+function isLoopbackName(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h.startsWith('[') && h.endsWith(']')) return isIP(h.slice(1, -1)) === 6;
+  return isIP(h) === 4;
 }
 
 /** The login routes: `GET /login` (the form) and `POST /login` (token, next). */
@@ -146,9 +202,13 @@ function loginAnswer(c: Context, session: string, location: string): Response {
   return c.redirect(location, 303);
 }
 
-/** A path of this server to go to after login: relative, starting with one `/`; else `/`. */
+/**
+ * A path of this server to go to after login: printable ASCII without
+ * spaces (browsers drop tabs and line breaks, so "/\t/evil" would be
+ * "//evil"), starting with one `/` and not `/\`; else `/`.
+ */
 function safeNext(next: string | undefined): string {
-  if (!next || !next.startsWith('/') || next.startsWith('//') || next.includes('\\')) return '/';
+  if (!next || !/^\/(?![/\\])[\x21-\x7e]*$/.test(next) || next.includes('\\')) return '/';
   return next;
 }
 

@@ -7,6 +7,7 @@
  * stream can use it too.
  */
 import type { Clock } from '../clock.ts';
+import { toHttpError } from './http-error.ts';
 
 /** One event. */
 export interface ServerSentEvent {
@@ -76,11 +77,10 @@ export function eventStream(options: EventStreamOptions): Response {
             events = await options.next(stop.signal);
           } catch (e) {
             if (stop.signal.aborted) continue;
+            // As an error answer says it: no credentials, nothing of an unexpected error.
+            const { code, message, retriable } = toHttpError(e).body().error;
             send(
-              formatEvent({
-                event: 'error',
-                data: JSON.stringify({ message: (e as Error).message ?? String(e) }),
-              }),
+              formatEvent({ event: 'error', data: JSON.stringify({ code, message, retriable }) }),
             );
             stop.abort();
             continue;

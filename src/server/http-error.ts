@@ -18,6 +18,7 @@ import { scrubSecrets } from '../redact.ts';
  * | `FORBIDDEN` | 403 | a cookie-authenticated write from another origin |
  * | `NOT_FOUND` | 404 | no such route, queue or subscription |
  * | `V1_LAYOUT` | 409 | a subscription or retention route on a v1 queue |
+ * | `SHARDED_LAYOUT` | 409 | a write that would start a queue inside a sharded queue's prefix |
  * | `PAYLOAD_TOO_LARGE` | 413 | a body over `maxBodyBytes`, or entries that can never fit the producer's buffer |
  * | `UNSUPPORTED_MEDIA_TYPE` | 415 | a `Content-Type` the route does not take |
  * | `IDEMPOTENCY_KEY_REUSED` | 422 | an `Idempotency-Key` seen with another body |
@@ -31,6 +32,7 @@ export type HttpErrorCode =
   | 'FORBIDDEN'
   | 'NOT_FOUND'
   | 'V1_LAYOUT'
+  | 'SHARDED_LAYOUT'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'IDEMPOTENCY_KEY_REUSED'

@@ -14,7 +14,7 @@ export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
 /** What the first request with a key did. */
 export interface IdempotentAppend {
-  /** SHA-256 of the first request's body (hex): a retry must send the same. */
+  /** SHA-256 of the first request's format and body (hex): a retry must send the same. */
   readonly bodyHash: string;
   /** Entries the request held. */
   readonly entries: number;
@@ -64,19 +64,22 @@ export class IdempotencyKeys {
 
   /**
    * The append remembered for `key` on `queue`, or, when there is none,
-   * the one `start()` begins (remembered from now on).
+   * the one `start()` begins (remembered from now on). `format` is how the
+   * body carries entries (its media type's format).
    *
    * @returns `replayed` true when the key was seen before.
-   * @throws {HttpError} 422 `IDEMPOTENCY_KEY_REUSED` when the key was seen with another body.
+   * @throws {HttpError} 422 `IDEMPOTENCY_KEY_REUSED` when the key was seen with another body or format.
    */
   run(
     queue: string,
     key: string,
+    format: string,
     body: Uint8Array,
     start: () => Omit<IdempotentAppend, 'bodyHash'>,
   ): { append: IdempotentAppend; replayed: boolean } {
     const id = `${queue}\n${key}`;
-    const bodyHash = createHash('sha256').update(body).digest('hex');
+    // The format too: the same bytes as NDJSON and as one octet-stream entry are other entries.
+    const bodyHash = createHash('sha256').update(`${format}\n`).update(body).digest('hex');
     const now = this.clock.now();
     const found = this.records.get(id);
     if (found && found.expiresAtMs > now) {

@@ -39,8 +39,22 @@ export function postEntries(ctx: AppContext): (c: Context) => Promise<Response> 
     return ctx.track(
       (async () => {
         const body = await readBody(c.req.raw, ctx.settings.maxBodyBytes, ctx.closing);
-        const entries = splitEntries(body, format);
-        const producer = await ctx.queues.producer(name, c.req.raw.signal);
+        const entries = splitEntries(body, format, ctx.settings.maxEntriesPerRequest);
+        // Not the request's signal: the producer is shared, and a client that goes
+        // away while its queue is created must not fail the others waiting for it.
+        const producer = await ctx.queues.producer(name, ctx.closing).catch((e: unknown) => {
+          if (ctx.closing.aborted) {
+            throw new HttpError(
+              503,
+              'SHUTTING_DOWN',
+              'the server is closing; nothing was accepted',
+              {
+                headers: { 'Retry-After': '1' },
+              },
+            );
+          }
+          throw e;
+        });
         const start = (): Omit<IdempotentAppend, 'bodyHash'> => {
           const accepted = admit(producer, entries, ctx);
           const durable = accepted.then((h) => h.durable);
@@ -70,7 +84,7 @@ export function postEntries(ctx: AppContext): (c: Context) => Promise<Response> 
         const { append, replayed } =
           key === undefined
             ? { append: { bodyHash: '', ...start() }, replayed: false }
-            : ctx.idempotency.run(name, key, body, start);
+            : ctx.idempotency.run(name, key, format, body, start);
         const headers: Record<string, string> = replayed ? { 'Idempotent-Replayed': 'true' } : {};
         await append.accepted;
         if (!wait) return c.json({ accepted: true, entries: append.entries }, 202, headers);

@@ -40,16 +40,17 @@ function errors(...statuses: number[]): Json {
   const text: Record<number, string> = {
     400: 'Bad input (JSON error body)',
     401: 'Authentication required',
+    403: 'A browser request from a page of another origin, or (without tokens) a Host that is not an IP address or localhost',
     404: 'No such queue, subscription or route',
-    409: 'The queue has the v1 layout (no subscriptions, no retention)',
-    413: 'Body larger than the limit',
+    409: 'The queue has another layout: v1 (no subscriptions, no retention), or sharded (not served)',
+    413: 'Body larger than the limit, or more entries than one batch holds',
     415: 'Unsupported Content-Type',
-    422: 'Idempotency-Key reused with another body',
+    422: 'Idempotency-Key reused with another body or format',
     502: 'The store failed',
     503: 'Busy (buffer full), shutting down, or the store is unavailable; see Retry-After',
   };
   const out: Json = {};
-  for (const s of [...statuses, 401, 502, 503]) {
+  for (const s of [...statuses, 401, 403, 502, 503]) {
     out[String(s)] = {
       description: text[s],
       content: { 'application/json': { schema: ref('Error') } },
@@ -252,7 +253,7 @@ export function openApiDocument(): Json {
               },
               'Accepted (wait=false)',
             ),
-            ...errors(400, 404, 413, 415, 422),
+            ...errors(400, 404, 409, 413, 415, 422),
           },
         },
       },

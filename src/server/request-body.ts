@@ -116,11 +116,28 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * Entries are views of `body`, not copies.
  *
  * @throws {HttpError} 400 naming the line or frame that is malformed, or
- * when an NDJSON or frames body holds no entry.
+ * when an NDJSON or frames body holds no entry; 413 at entry
+ * `maxEntries + 1`.
  */
-export function splitEntries(body: Uint8Array, format: EntryFormat): Uint8Array[] {
+export function splitEntries(
+  body: Uint8Array,
+  format: EntryFormat,
+  maxEntries = Number.POSITIVE_INFINITY,
+): Uint8Array[] {
   if (format === 'octet-stream') return [body];
-  const entries = format === 'frames' ? splitFrames(body) : splitNdjson(body);
+  // Each entry costs about 100 bytes of memory besides its own: a body of tiny
+  // lines or empty frames is refused at the first entry too many, not held.
+  const push = (out: Uint8Array[], entry: Uint8Array): void => {
+    if (out.length >= maxEntries) {
+      throw new HttpError(
+        413,
+        'PAYLOAD_TOO_LARGE',
+        `the body holds more than ${maxEntries} entries, more than one batch can ever hold; split it into several requests`,
+      );
+    }
+    out.push(entry);
+  };
+  const entries = format === 'frames' ? splitFrames(body, push) : splitNdjson(body, push);
   if (entries.length === 0) {
     throw new HttpError(
       400,
@@ -131,7 +148,9 @@ export function splitEntries(body: Uint8Array, format: EntryFormat): Uint8Array[
   return entries;
 }
 
-function splitNdjson(body: Uint8Array): Uint8Array[] {
+type Push = (out: Uint8Array[], entry: Uint8Array) => void;
+
+function splitNdjson(body: Uint8Array, push: Push): Uint8Array[] {
   const out: Uint8Array[] = [];
   let start = 0;
   let line = 0;
@@ -159,12 +178,12 @@ function splitNdjson(body: Uint8Array): Uint8Array[] {
         `line ${line} is not one JSON value (${(e as Error).message}); NDJSON takes one JSON value per line`,
       );
     }
-    out.push(bytes);
+    push(out, bytes);
   }
   return out;
 }
 
-function splitFrames(body: Uint8Array): Uint8Array[] {
+function splitFrames(body: Uint8Array, push: Push): Uint8Array[] {
   const out: Uint8Array[] = [];
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   let at = 0;
@@ -184,7 +203,7 @@ function splitFrames(body: Uint8Array): Uint8Array[] {
         `frame ${out.length + 1} at byte ${at}: it declares ${length} bytes but ${body.byteLength - at - 4} follow`,
       );
     }
-    out.push(body.subarray(at + 4, at + 4 + length));
+    push(out, body.subarray(at + 4, at + 4 + length));
     at += 4 + length;
   }
   return out;

@@ -12,6 +12,7 @@ import type { Metrics } from '../metrics.ts';
 import { Producer, type ProducerOptions } from '../producer/producer.ts';
 import type { LogQueue } from '../queue/log-queue.ts';
 import { Queue, type Layout } from '../queue/queue.ts';
+import { ShardedQueue } from '../shard/sharded-queue.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { HttpError } from './http-error.ts';
 import { queueNameOfKey, queuePaths } from './queue-name.ts';
@@ -163,6 +164,7 @@ export class ServedQueues {
       p = (async () => {
         if (!(await this.layoutOf(name, signal))) {
           if (!this.o.createQueues) throw noQueue(name, true);
+          await this.refuseSharded(name, signal);
           const q = this.queue(name);
           await q.ensureLog(this.log(name), signal);
           this.layouts.set(name, 'log');
@@ -182,6 +184,30 @@ export class ServedQueues {
       });
     }
     return p;
+  }
+
+  /**
+   * Refuses to start a queue inside a sharded queue's prefix (its descriptor
+   * `{name}/sharded`): the sharded queue's readers read its vnodes, and would
+   * never see what went into a plain queue beside them.
+   *
+   * @throws {HttpError} 409 `SHARDED_LAYOUT` when `name` is a sharded queue.
+   */
+  private async refuseSharded(name: string, signal?: AbortSignal): Promise<void> {
+    const sharded = await this.o.store.head(ShardedQueue.descriptorKey(name), { signal }).then(
+      () => true,
+      (e: unknown) => {
+        if (e instanceof NotFoundError) return false;
+        throw e;
+      },
+    );
+    if (sharded) {
+      throw new HttpError(
+        409,
+        'SHARDED_LAYOUT',
+        `"${name}" is a sharded queue (${ShardedQueue.descriptorKey(name)}), which this server does not serve; write to it with a sharded producer (spillway produce --key-field)`,
+      );
+    }
   }
 
   /** Tells the readers waiting on queue `name` that this server appended to it. */

@@ -9,6 +9,7 @@
  */
 import { monotonicNow, type Clock, type ClockTimer } from '../../clock.ts';
 import { asError } from '../../errors.ts';
+import { scrubSecrets } from '../../redact.ts';
 import type { Logger } from '../../logger.ts';
 import type { MetricSeries, PrometheusMetrics } from '../../metrics/prometheus.ts';
 import { STORE_REQUEST_KINDS, type StoreRequestKind } from '../../store/counting-store.ts';
@@ -352,7 +353,8 @@ export class DashboardSampler {
         delete view.error;
       } catch (e) {
         if (signal.aborted) return;
-        view.error = asError(e).message;
+        // Shown on the page: a store's message may name a URL with credentials.
+        view.error = scrubSecrets(asError(e).message);
       }
       view.readAtMs = this.o.clock.now();
       this.views.set(name, view);
