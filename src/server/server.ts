@@ -89,6 +89,9 @@ export async function startServer(options: ServerOptions): Promise<SpillwayServe
     fetch: api.app.fetch,
     // The global Request and Response stay Node's own: the library and its callers use them.
     overrideGlobalObjects: false,
+    // Answers are small and each one is awaited by its client: no Nagle delay, and
+    // connections kept for the client's next request.
+    serverOptions: { noDelay: true, keepAlive: true },
   }) as Server;
   try {
     await new Promise<void>((resolve, reject) => {
