@@ -227,8 +227,9 @@ async function target(
 
 /**
  * Where the stream starts: after the entry named by `Last-Event-ID`
- * (`sequence:index`) when it is at or past the subscription's position,
- * else at that position (what was acknowledged is not sent again).
+ * (`sequence:index`) when it is at or past the subscription's position
+ * and in the log, else at that position (what was acknowledged is not sent
+ * again).
  */
 async function streamStart(
   log: LogQueue,
@@ -253,6 +254,9 @@ async function streamStart(
   const after: Position = { sequence: Number(m[1]), index: Number(m[2]) + 1 };
   if (comparePositions(after, next) <= 0) return { next, commit };
   const head = await log.discoverHead(signal);
+  // Not an entry of this log (the queue was made again, or the id is made up): starting
+  // there would pass over everything appended until the log reaches it.
+  if (after.sequence >= head.endSequence) return { next, commit };
   const holding = await commitHolding(log, after.sequence, commit, head, signal);
   return { next: after, commit: holding?.commit ?? head.commit + 1 };
 }

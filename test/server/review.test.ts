@@ -369,3 +369,28 @@ describe('review: writes', () => {
     }
   });
 });
+
+describe('review: event stream', () => {
+  test(
+    'a Last-Event-ID past the end of the log does not skip what is appended later',
+    { timeout: 5000 },
+    async () => {
+      const api = testApp({ pollIntervalMs: 10 });
+      try {
+        assert.equal((await postNdjson(api, 'q', ndjson('a'))).status, 201);
+        assert.equal(
+          (await api.app.request('/v1/queues/q/subscriptions/s', { method: 'PUT' })).status,
+          201,
+        );
+        // An id from before the queue was deleted and made again, say.
+        const res = await api.app.request('/v1/queues/q/subscriptions/s/stream', {
+          headers: { 'Last-Event-ID': '500:0' },
+        });
+        const events = await readEventsUntil(res, (e) => e.event === 'entry');
+        assert.equal(events.find((e) => e.event === 'entry')?.id, '0:0');
+      } finally {
+        await api.dispose();
+      }
+    },
+  );
+});
