@@ -57,3 +57,16 @@ export function scrubSecrets(text: string): string {
   out = out.replace(/([?&][A-Za-z0-9_.\-[\]]+=)[^&\s"'`<>]*/g, '$1***');
   return out;
 }
+
+/**
+ * Replaces a store endpoint (and its host) in a message with `<endpoint>`:
+ * an endpoint given in a store URL is a query value, and those are never
+ * printed; SDK messages name the host (`ENOTFOUND host`).
+ */
+export function hideEndpoint(text: string, endpoint: string | undefined): string {
+  if (!endpoint || !URL.canParse(endpoint)) return text;
+  const { host, hostname } = new URL(endpoint);
+  let out = text.split(endpoint).join('<endpoint>');
+  for (const h of [host, hostname]) if (h) out = out.split(h).join('<endpoint>');
+  return out;
+}

@@ -2,7 +2,7 @@ import type * as GcsSdk from '@google-cloud/storage';
 import { createHash } from 'node:crypto';
 import { sleep, systemClock, type Clock } from '../clock.ts';
 import { InvalidArgumentError, PreconditionFailedError, StorageError } from '../errors.ts';
-import { redactUrl } from '../redact.ts';
+import { redactUrl, hideEndpoint } from '../redact.ts';
 import { resolveRetryPolicy } from '../retry.ts';
 import { loadOptionalSdk } from './optional-sdk.ts';
 import type { ByteRange, GetResult, ObjectMeta, PutMode, PutResult } from './object-store.ts';
@@ -129,14 +129,9 @@ export class GcsStore extends RemoteStore {
     return this.handle;
   }
 
-  /** The endpoint's host never appears in messages: it was given as a URL parameter. */
+  /** See {@link hideEndpoint}. */
   private hideEndpoint(text: string): string {
-    const endpoint = this.options.endpoint;
-    if (!endpoint || !URL.canParse(endpoint)) return text;
-    const { host, hostname } = new URL(endpoint);
-    let out = text.split(endpoint).join('<endpoint>');
-    for (const h of [host, hostname]) if (h) out = out.split(h).join('<endpoint>');
-    return out;
+    return hideEndpoint(text, this.options.endpoint);
   }
 
   protected classify(error: unknown, key: string | undefined): AttemptFailure {

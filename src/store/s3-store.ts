@@ -1,6 +1,6 @@
 import type * as S3Sdk from '@aws-sdk/client-s3';
 import { InvalidArgumentError, StorageError } from '../errors.ts';
-import { redactUrl } from '../redact.ts';
+import { redactUrl, hideEndpoint } from '../redact.ts';
 import { loadOptionalSdk } from './optional-sdk.ts';
 import type { ByteRange, GetResult, ObjectMeta, PutMode, PutResult } from './object-store.ts';
 import {
@@ -75,17 +75,9 @@ export class S3Store extends RemoteStore {
     return this.client;
   }
 
-  /**
-   * The SDK's messages name the endpoint's host (`ENOTFOUND host`); an
-   * endpoint given in the URL is a query value, and those are never printed.
-   */
+  /** See {@link hideEndpoint}. */
   private hideEndpoint(text: string): string {
-    const endpoint = this.options.endpoint;
-    if (!endpoint || !URL.canParse(endpoint)) return text;
-    const { host, hostname } = new URL(endpoint);
-    let out = text.split(endpoint).join('<endpoint>');
-    for (const h of [host, hostname]) if (h) out = out.split(h).join('<endpoint>');
-    return out;
+    return hideEndpoint(text, this.options.endpoint);
   }
 
   protected classify(error: unknown, key: string | undefined): AttemptFailure {
