@@ -242,7 +242,13 @@ function describeWorkflow(name: string, layout: Layout, newUrl: () => Promise<st
           await spillway(['gc', url, '--grace-period-ms', '0', '--json']),
         );
         assert.equal(gc.dry_run, false);
-        assert.deepEqual(gc.deleted, listed);
+        // Everything the dry run listed goes; a commit that reached the protocol's
+        // minimum age between the two runs (a busy machine, store times kept to the
+        // second) may go too.
+        for (const key of listed)
+          assert.ok(gc.deleted.includes(key), `${key} was listed, not deleted`);
+        for (const key of gc.deleted)
+          assert.match(key, /^ingest\/(log\/\d{20}|[0-9A-Z]{26}\.batch)$/);
         const after = json<Record<string, number>>(
           await spillway(['queue', 'stats', url, '--json']),
         );
