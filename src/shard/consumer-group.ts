@@ -198,8 +198,8 @@ export class ConsumerGroup {
   private readonly defaultDropped = new Set<number>();
   private readonly observed = new Map<string, Observed>();
   /** Leases as last read, by key: the version and the decoded lease. */
-  private readonly leaseCache = new Map<string, { version: string; lease: Lease }>();
-  private readonly memberCache = new Map<string, { version: string; member: Member }>();
+  private readonly leaseCache = new Map<string, { version: string; value: Lease }>();
+  private readonly memberCache = new Map<string, { version: string; value: Member }>();
   private members: GroupMemberView[] = [];
   private beat = 0;
   private readonly joinedAtMs: number;
@@ -399,18 +399,9 @@ export class ConsumerGroup {
     for await (const meta of this.store.list(prefix, { signal })) {
       seen.add(meta.key);
       const since = this.observe(meta.key, meta.version, now);
-      let cached = this.memberCache.get(meta.key);
-      if (cached?.version !== meta.version) {
-        try {
-          const { body, version } = await this.store.get(meta.key, { signal });
-          cached = { version, member: decodeMember(body, meta.key) };
-          this.memberCache.set(meta.key, cached);
-        } catch (e) {
-          if (e instanceof NotFoundError) continue;
-          throw e;
-        }
-      }
-      const m = cached.member;
+      const cached = await this.readListed(meta, this.memberCache, decodeMember, signal);
+      if (!cached) continue;
+      const m = cached.value;
       const self = meta.key === this.memberKey();
       const live = self || now - since < this.leaseTtlMs;
       views.push({ instanceId: m.instanceId, session: m.session, assignment: m.assignment, live });
@@ -421,6 +412,30 @@ export class ConsumerGroup {
     }
     for (const k of this.memberCache.keys()) if (!seen.has(k)) this.memberCache.delete(k);
     this.members = views;
+  }
+
+  /**
+   * A listed object's decoded value: from `cache` when the listing shows the
+   * version read before, else read (and cached). Undefined when it was
+   * deleted since the listing.
+   */
+  private async readListed<T>(
+    meta: { key: string; version: string },
+    cache: Map<string, { version: string; value: T }>,
+    decode: (body: Uint8Array, key: string) => T,
+    signal: AbortSignal | undefined,
+  ): Promise<{ version: string; value: T } | undefined> {
+    const cached = cache.get(meta.key);
+    if (cached?.version === meta.version) return cached;
+    try {
+      const { body, version } = await this.store.get(meta.key, { signal });
+      const read = { version, value: decode(body, meta.key) };
+      cache.set(meta.key, read);
+      return read;
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
   }
 
   /** Records a key's version; returns since when (monotonic ms) it has been seen unchanged. */
@@ -440,21 +455,12 @@ export class ConsumerGroup {
     const out = new Map<number, { lease: Lease; version: string; since: number }>();
     for await (const meta of this.store.list(prefix, { signal })) {
       const since = this.observe(meta.key, meta.version, now);
-      let cached = this.leaseCache.get(meta.key);
-      if (cached?.version !== meta.version) {
-        try {
-          const { body, version } = await this.store.get(meta.key, { signal });
-          cached = { version, lease: decodeLease(body, meta.key) };
-          this.leaseCache.set(meta.key, cached);
-        } catch (e) {
-          if (e instanceof NotFoundError) continue;
-          throw e;
-        }
-      }
+      const cached = await this.readListed(meta, this.leaseCache, decodeLease, signal);
+      if (!cached) continue;
       // A read that raced a write reports the newer version: watch that one.
       const watched =
         cached.version === meta.version ? since : this.observe(meta.key, cached.version, now);
-      out.set(cached.lease.vnode, { ...cached, since: watched });
+      out.set(cached.value.vnode, { lease: cached.value, version: cached.version, since: watched });
     }
     return out;
   }
