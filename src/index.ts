@@ -35,10 +35,12 @@ export type {
   PutResult,
   ByteRange,
   StoreCallOptions,
+  StoreHints,
 } from './store/object-store.ts';
 export { openStore, resolveStore, type OpenStoreOptions } from './store/open-store.ts';
 export { MemoryStore } from './store/memory-store.ts';
 export { FileStore, type FileStoreOptions } from './store/file-store.ts';
+export { LmdbStore } from './store/lmdb-store.ts';
 export { S3Store, type S3StoreOptions } from './store/s3-store.ts';
 export { AzureStore, type AzureStoreOptions } from './store/azure-store.ts';
 export { GcsStore, type GcsStoreOptions } from './store/gcs-store.ts';

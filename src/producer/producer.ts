@@ -68,7 +68,8 @@ export interface ProducerOptions extends QueueSelector {
    * Log layout: a batch object of at most this many bytes travels inside its
    * commit instead of as an object of its own, so a small durable append
    * costs one store write instead of two in a row; 0 turns it off. Its
-   * location is then `{root}/log/{commit}#{index}`. @default 65536
+   * location is then `{root}/log/{commit}#{index}`. @default 65536, or the
+   * store's `hints.inlineMaxBytes` (the LMDB store: 4 MiB)
    */
   inlineMaxBytes?: number;
   /** Where metrics go. @default no metrics */
@@ -274,6 +275,10 @@ export class Producer {
     this.ownsQueue = owned;
     this.store = queue.store;
     this.options = { ...(o as ProducerSettings), dataPathPrefix: queue.dataPathPrefix };
+    // Unless asked for, the inline size is the store's suggestion (a local engine takes more).
+    if (options.inlineMaxBytes === undefined && this.store.hints?.inlineMaxBytes !== undefined) {
+      this.options.inlineMaxBytes = Math.min(this.store.hints.inlineMaxBytes, 16 * 1024 * 1024);
+    }
     this.metrics = o.metrics ?? noopMetrics;
     this.logger = o.logger ?? silentLogger;
     this.clock = o.clock ?? systemClock;

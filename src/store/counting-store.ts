@@ -12,6 +12,7 @@ import type {
   PutOptions,
   PutResult,
   StoreCallOptions,
+  StoreHints,
 } from './object-store.ts';
 import { KEYS_PER_REQUEST } from './rate-limited-store.ts';
 
@@ -50,6 +51,11 @@ export interface CountingStoreOptions {
  */
 export class CountingStore implements ObjectStore {
   readonly description: string;
+
+  /** The inner store's hints. */
+  get hints(): StoreHints | undefined {
+    return this.inner.hints;
+  }
   private readonly metrics: Metrics;
   private readonly labels: Readonly<Record<StoreRequestKind, MetricLabels>>;
   private readonly extra: MetricLabels;

@@ -75,6 +75,19 @@ export interface PutResult {
 }
 
 /**
+ * What a store tells the roles that use it about its costs, so that their
+ * defaults suit it. Every field is optional; a role's explicit option wins.
+ */
+export interface StoreHints {
+  /**
+   * The default of the producer's `inlineMaxBytes` on this store: where bytes
+   * are cheap and each write is a synchronous commit (a local engine), a batch
+   * is better carried inside its log commit up to this size.
+   */
+  inlineMaxBytes?: number;
+}
+
+/**
  * A key-value object store with atomic conditional writes.
  *
  * Keys are non-empty UTF-8 strings of at most 1024 bytes without NUL; some
@@ -92,6 +105,9 @@ export interface PutResult {
 export interface ObjectStore {
   /** A human-readable name of the store (its URL without credentials), for messages. */
   readonly description: string;
+
+  /** Defaults this store suggests to the roles that use it (wrappers pass the inner store's on). */
+  readonly hints?: StoreHints;
 
   /** Reads an object, or a range of it. Throws {@link NotFoundError} when absent. */
   get(key: string, options?: GetOptions): Promise<GetResult>;

@@ -6,6 +6,7 @@ import { redactUrl } from '../redact.ts';
 import { AzureStore, azureOptionsFromUrl } from './azure-store.ts';
 import { FileStore } from './file-store.ts';
 import { GcsStore, gcsOptionsFromUrl } from './gcs-store.ts';
+import { LmdbStore } from './lmdb-store.ts';
 import { MemoryStore } from './memory-store.ts';
 import type { ObjectStore } from './object-store.ts';
 import { PrefixStore } from './prefix-store.ts';
@@ -20,7 +21,7 @@ import { S3Store, s3OptionsFromUrl } from './s3-store.ts';
 export type OpenStoreOptions = RemoteStoreOptions;
 
 const SCHEMES =
-  'memory://<name>, file:///absolute/dir, file:./relative/dir, s3://<bucket>[/prefix], az://<container>[/prefix] or gs://<bucket>[/prefix]';
+  'memory://<name>, file:///absolute/dir, file:./relative/dir, lmdb:///absolute/dir, lmdb:./relative/dir, s3://<bucket>[/prefix], az://<container>[/prefix] or gs://<bucket>[/prefix]';
 
 /**
  * Opens the store a URL names:
@@ -28,7 +29,8 @@ const SCHEMES =
  * | URL | store |
  * | --- | --- |
  * | `memory://name[/prefix]` | in-process; the same name is the same store |
- * | `file:///abs/dir`, `file:./rel/dir` | a local directory ({@link FileStore}) |
+ * | `file:///abs/dir`, `file:./rel/dir` | a local directory, one file per object ({@link FileStore}) |
+ * | `lmdb:///abs/dir`, `lmdb:./rel/dir` | a local directory, one LMDB file ({@link LmdbStore}) |
  * | `s3://bucket[/prefix][?endpoint=&region=&forcePathStyle=]` | S3 or an S3-compatible server |
  * | `az://container[/prefix]` | Azure Blob Storage; `AZURE_STORAGE_CONNECTION_STRING` |
  * | `gs://bucket[/prefix][?endpoint=]` | Google Cloud Storage; Application Default Credentials |
@@ -66,6 +68,7 @@ function openStoreUnchecked(url: string, options: OpenStoreOptions): ObjectStore
   }
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'file') return new FileStore(filePath(url), options);
+  if (scheme === 'lmdb') return new LmdbStore(filePath(url, 'lmdb'));
   if (scheme === undefined || !URL.canParse(url)) {
     throw new InvalidArgumentError(`expected a store URL (${SCHEMES}), got "${redactUrl(url)}"`);
   }
@@ -115,37 +118,40 @@ function withPrefix(store: ObjectStore, prefix: string): ObjectStore {
   return trimmed === '' ? store : new PrefixStore(store, trimmed);
 }
 
-function filePath(url: string): string {
-  if (url.startsWith('file://')) {
+function filePath(url: string, scheme: 'file' | 'lmdb' = 'file'): string {
+  if (url.startsWith(`${scheme}://`)) {
     let parsed: URL;
     try {
-      parsed = new URL(url);
+      // Parsed as the file URL it would be, so that fileURLToPath applies its rules.
+      parsed = new URL(`file${url.slice(scheme.length)}`);
     } catch (e) {
-      throw new InvalidArgumentError(`file URL: cannot parse "${redactUrl(url)}"`, e);
+      throw new InvalidArgumentError(`${scheme} URL: cannot parse "${redactUrl(url)}"`, e);
     }
     if (parsed.username || parsed.password) {
       throw new InvalidArgumentError(
-        `file URL "${redactUrl(url)}": credentials in the URL are not accepted (a local folder needs none)`,
+        `${scheme} URL "${redactUrl(url)}": credentials in the URL are not accepted (a local folder needs none)`,
       );
     }
     if (parsed.hostname !== '' && parsed.hostname !== 'localhost') {
       throw new InvalidArgumentError(
-        `file URL: expected file:///absolute/path or file:./relative/path, got host "${parsed.hostname}" in "${redactUrl(url)}"`,
+        `${scheme} URL: expected ${scheme}:///absolute/path or ${scheme}:./relative/path, got host "${parsed.hostname}" in "${redactUrl(url)}"`,
       );
     }
     if (parsed.search || parsed.hash)
       throw new InvalidArgumentError(
-        `file URL: "${redactUrl(url)}" has a query or fragment; expected a plain path`,
+        `${scheme} URL: "${redactUrl(url)}" has a query or fragment; expected a plain path`,
       );
     const path = fileURLToPath(parsed);
     if (path === '/')
-      throw new InvalidArgumentError(`file URL: refusing to use the filesystem root as a store`);
+      throw new InvalidArgumentError(
+        `${scheme} URL: refusing to use the filesystem root as a store`,
+      );
     return path;
   }
-  const rest = decodeURIComponent(url.slice('file:'.length));
+  const rest = decodeURIComponent(url.slice(scheme.length + 1));
   if (rest === '' || rest.includes('\0') || rest.includes('?') || rest.includes('#')) {
     throw new InvalidArgumentError(
-      `file URL: expected file:///absolute/path or file:./relative/path, got "${redactUrl(url)}"`,
+      `${scheme} URL: expected ${scheme}:///absolute/path or ${scheme}:./relative/path, got "${redactUrl(url)}"`,
     );
   }
   return resolve(rest);

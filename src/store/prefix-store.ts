@@ -8,6 +8,7 @@ import type {
   PutOptions,
   PutResult,
   StoreCallOptions,
+  StoreHints,
 } from './object-store.ts';
 
 /**
@@ -17,6 +18,11 @@ import type {
  */
 export class PrefixStore implements ObjectStore {
   readonly description: string;
+
+  /** The inner store's hints. */
+  get hints(): StoreHints | undefined {
+    return this.inner.hints;
+  }
   private readonly prefix: string;
 
   /** @param prefix a folder-like prefix; a trailing "/" is added if missing */

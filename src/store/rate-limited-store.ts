@@ -17,6 +17,7 @@ import type {
   PutOptions,
   PutResult,
   StoreCallOptions,
+  StoreHints,
 } from './object-store.ts';
 
 /** Objects one listing page or one batch delete covers, as S3 bills them. */
@@ -168,6 +169,11 @@ export class TokenBucket {
  */
 export class RateLimitedStore implements ObjectStore {
   readonly description: string;
+
+  /** The inner store's hints. */
+  get hints(): StoreHints | undefined {
+    return this.inner.hints;
+  }
   /** The bucket every call draws from. */
   readonly bucket: TokenBucket;
   private readonly metrics: Metrics;

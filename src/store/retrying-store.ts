@@ -18,6 +18,7 @@ import type {
   PutOptions,
   PutResult,
   StoreCallOptions,
+  StoreHints,
 } from './object-store.ts';
 import { putSettled } from './settle.ts';
 
@@ -46,6 +47,11 @@ export interface RetryingStoreOptions {
  */
 export class RetryingStore implements ObjectStore {
   readonly description: string;
+
+  /** The inner store's hints. */
+  get hints(): StoreHints | undefined {
+    return this.inner.hints;
+  }
   private readonly policy: Required<RetryPolicy>;
   private readonly clock: Clock;
   private readonly logger: Logger;

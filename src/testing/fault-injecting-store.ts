@@ -7,6 +7,7 @@ import type {
   PutOptions,
   PutResult,
   StoreCallOptions,
+  StoreHints,
 } from '../store/object-store.ts';
 import { sleep } from '../clock.ts';
 
@@ -107,6 +108,11 @@ interface Scripted {
  */
 export class FaultInjectingStore implements ObjectStore {
   readonly description: string;
+
+  /** The inner store's hints. */
+  get hints(): StoreHints | undefined {
+    return this.inner.hints;
+  }
   /** What was injected so far. */
   readonly stats: FaultStats;
   private readonly failures = new Map<StoreOperation, Scripted>();
