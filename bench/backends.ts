@@ -1,6 +1,6 @@
 /**
- * The stores the benchmarks run on: memory, a fresh directory, and a fresh
- * bucket on Ceph RGW (started with scripts/rgw.sh when no endpoint is set).
+ * The stores the benchmarks run on: memory, a fresh directory (a file per
+ * object, or one LMDB file), and a fresh bucket on Ceph RGW (started with scripts/rgw.sh when no endpoint is set).
  */
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { startServer, stopServer } from '../scripts/servers.mjs';
@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { MemoryStore, openStore, type ObjectStore } from '../src/index.ts';
 
 /** A backend name as the benchmarks report it. */
-export type Backend = 'memory' | 'file' | 's3';
+export type Backend = 'memory' | 'file' | 'lmdb' | 's3';
 
 /** A fresh, empty store and how to remove it. */
 export interface BenchStore {
   store: ObjectStore;
   url: string;
-  /** The directory of a file store. */
+  /** The directory of a file or LMDB store. */
   dir?: string;
   dispose: () => Promise<void>;
 }
@@ -44,9 +44,9 @@ export async function freshStore(backend: Backend): Promise<BenchStore> {
       dispose: async () => MemoryStore.drop(name),
     };
   }
-  if (backend === 'file') {
+  if (backend === 'file' || backend === 'lmdb') {
     const dir = await mkdtemp(join(process.env.SPILLWAY_BENCH_DIR ?? tmpdir(), 'spillway-bench-'));
-    const url = `file://${dir}`;
+    const url = `${backend}://${dir}`;
     const store = openStore(url);
     return {
       store,

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l,m,n] [-- --backends memory,file,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l,m,n] [-- --backends memory,file,lmdb,s3]`
  *
  * Spillway against the physical limits of this machine, measured in the same
  * run. Prints a table and writes JSON to bench/results/. A row with a target
@@ -32,18 +32,25 @@ import {
 import { processBacklog, processCost } from './process.ts';
 import { requestsPerGb } from './requests.ts';
 import { stalledMemory } from './stalled-memory.ts';
+import { redisAppendfsyncAlways, redisInstalled } from './redis.ts';
 import { round } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m,n,o' },
-    backends: { type: 'string', default: 'memory,file,s3' },
+    backends: { type: 'string', default: 'memory,file,lmdb,s3' },
   },
 });
 const quick = values.quick;
 const only = new Set(values.only.split(','));
 const backends = values.backends.split(',') as Backend[];
+/**
+ * The stores most cases run on: the LMDB store is measured where a local
+ * engine matters (open and closed loops, drain, one caller), not in the cases
+ * about requests, processes and protocols.
+ */
+const classicStores = backends.filter((b) => b !== 'memory' && b !== 'lmdb');
 const MiB = 1024 * 1024;
 
 /** What a row's ratio (value / limit) must be. */
@@ -135,7 +142,7 @@ try {
   await fileDir.dispose();
   // The floor of this design per durable round trip: a batch create, a manifest read and a
   // conditional manifest write, one after another (no contention), on each store.
-  for (const backend of backends.filter((b) => b !== 'memory')) {
+  for (const backend of classicStores) {
     const s = await freshStore(backend);
     const r = await designFloor(s.store, quick ? 50 : 200);
     await s.dispose();
@@ -201,14 +208,35 @@ try {
   }
 
   if (only.has('b')) {
+    // The reference: Redis Streams, every write fsynced, as many clients as callers.
+    const redis = redisInstalled()
+      ? await redisAppendfsyncAlways(process.env.SPILLWAY_BENCH_DIR ?? '', [1, 16, 256], seconds)
+      : undefined;
+    for (const clients of [1, 16, 256]) {
+      const r = redis?.get(clients);
+      add({
+        case: 'b closed loop',
+        backend: 'redis',
+        params: `Redis Streams XADD, appendfsync always, ${clients} clients, 1 KiB`,
+        value: r?.opsPerSecond ?? null,
+        unit: 'entries/s',
+        ...(r ? { extra: { p50Ms: r.p50Ms, p99Ms: r.p99Ms } } : {}),
+        ...(r ? {} : { note: 'redis-server is not installed: apt-get install redis-server' }),
+      });
+    }
     for (const backend of backends.filter((b) => b !== 'memory')) {
+      const local = backend === 'file' || backend === 'lmdb';
       for (const flushIntervalMs of [0, 100]) {
         for (const producers of [1, 16, 256]) {
           const s = await freshStore(backend);
           const r = await closedLoop(s.store, producers, flushIntervalMs, seconds);
           await s.dispose();
-          const limit =
-            backend === 'file' ? groupCommit.get(producers) : rawPutLimit.get(producers);
+          const limit = local ? groupCommit.get(producers) : rawPutLimit.get(producers);
+          // Issue 18's targets, on the local disk with group commit.
+          const target =
+            local && flushIntervalMs === 0 && producers !== 16
+              ? { op: '>=' as const, ratio: producers === 1 ? 0.2 : 0.5 }
+              : undefined;
           add({
             case: 'b closed loop',
             backend,
@@ -216,12 +244,25 @@ try {
             value: r.entriesPerSecond,
             unit: 'entries/s',
             ...(limit ? { limit } : {}),
+            ...(target ? { target } : {}),
             extra: {
               p50Ms: r.p50Ms,
               p99Ms: r.p99Ms,
               manifestWritesPerS: round(r.manifestWritesPerSecond, 1),
             },
           });
+          const reference = redis?.get(producers)?.opsPerSecond;
+          if (local && flushIntervalMs === 0 && producers === 256 && reference) {
+            add({
+              case: 'b closed loop',
+              backend,
+              params: `${producers} producers, flushIntervalMs 0, against Redis appendfsync always`,
+              value: r.entriesPerSecond,
+              unit: 'entries/s',
+              limit: reference,
+              target: { op: '>=', ratio: 2 },
+            });
+          }
         }
       }
     }
@@ -257,7 +298,7 @@ try {
   if (only.has('e')) {
     // The same Producer appends (one 1 KiB entry, awaited) against a seeded backlog, in both
     // layouts. v1 rewrites the whole manifest; the log writes one commit whatever the backlog.
-    for (const backend of backends) {
+    for (const backend of backends.filter((b) => b !== 'lmdb')) {
       const measured = new Map<string, AppendCost>();
       for (const pending of [1, 1000, 10_000, 100_000, 1_000_000]) {
         for (const layout of ['v1', 'log'] as const) {
@@ -357,7 +398,7 @@ try {
   }
 
   if (only.has('g')) {
-    for (const backend of backends.filter((b) => b !== 'memory')) {
+    for (const backend of classicStores) {
       const s = await freshStore(backend);
       const r = await requestsPerGb(s.store, (quick ? 32 : 128) * MiB);
       await s.dispose();
@@ -377,7 +418,7 @@ try {
     const counts = [1, 2, 4, 8];
     const processes = await ProducerProcesses.start(Math.max(...counts));
     try {
-      for (const backend of backends.filter((b) => b !== 'memory')) {
+      for (const backend of classicStores) {
         for (const layout of ['log', 'v1'] as const) {
           let one: { entriesPerSecond: number } | undefined;
           const p99 = new Map<number, number>();
@@ -448,7 +489,7 @@ try {
   if (only.has('j')) {
     // Each style reads the same backlog through its own subscription.
     const entries = quick ? 1000 : 4000;
-    for (const backend of backends.filter((b) => b !== 'memory')) {
+    for (const backend of classicStores) {
       const s = await freshStore(backend);
       await processBacklog(s.store, entries);
       const styles = [
@@ -486,7 +527,7 @@ try {
       value: memory.insertsPerSecond,
       unit: 'inserts/s',
     });
-    for (const backend of backends.filter((b) => b !== 'memory')) {
+    for (const backend of classicStores) {
       const s = await freshStore(backend);
       const r = await keyedInserts(s.store, seconds);
       await s.dispose();
@@ -550,7 +591,7 @@ try {
       value: raw / 1e6,
       unit: 'MB/s',
     });
-    for (const backend of backends.filter((b) => b !== 'memory')) {
+    for (const backend of classicStores) {
       const s = await freshStore(backend);
       const bps = await ingestBytesPerSecond(s.store, file);
       await s.dispose();
@@ -625,7 +666,7 @@ try {
   }
   if (only.has('o')) {
     // Sharded queues: appends spread over V logs, so 4 processes contend less as V grows.
-    for (const backend of backends.filter((b) => b !== 'memory')) {
+    for (const backend of classicStores) {
       const rates = new Map<number, number>();
       for (const vnodes of [1, 8, 32]) {
         const s = await freshStore(backend);
