@@ -105,6 +105,29 @@ for (const layout of ['v1', 'log'] as Layout[]) {
     });
   });
 
+  describe(`crash tests on lmdb://, ${layout} layout`, () => {
+    test('48 producer and 12 consumer processes killed with SIGKILL: nothing durable lost, nothing acked delivered twice', async (t) => {
+      const dir = await mkdtemp(join(tmpdir(), 'spillway-crash-lmdb-'));
+      const url = `lmdb://${dir}`;
+      const store = openStore(url);
+      try {
+        const result = await runCrashRounds({
+          url,
+          store,
+          rounds: 12,
+          producersPerRound: 4,
+          seed: 11,
+          layout,
+        });
+        t.diagnostic(figures(result, 'lmdb', layout));
+        check(result, 'lmdb', layout, 48);
+      } finally {
+        await store.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
   const endpoint = s3Endpoint();
   if (!endpoint) {
     reportMissingServer(
