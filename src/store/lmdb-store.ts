@@ -1,12 +1,22 @@
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { ClosedError, NotFoundError, PreconditionFailedError, StorageError } from '../errors.ts';
+import { constants as osConstants } from 'node:os';
+import { mkdir, open as openFile, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import {
+  ClosedError,
+  type ErrorCode,
+  InvalidArgumentError,
+  NotFoundError,
+  PreconditionFailedError,
+  SpillwayError,
+  StorageError,
+} from '../errors.ts';
 import { validateKey, validatePrefix } from './keys.ts';
 import type {
   GetOptions,
   GetResult,
   ObjectMeta,
   ObjectStore,
+  PutMode,
   PutOptions,
   PutResult,
   StoreCallOptions,
@@ -17,17 +27,18 @@ import { loadOptionalSdk } from './optional-sdk.ts';
 /** The file inside the store's folder that holds every object (LMDB adds `spillway.mdb-lock`). */
 export const LMDB_STORE_FILE = 'spillway.mdb';
 
+/** The largest object this store holds, in bytes: LMDB's limit on one value (4 GiB - 1). */
+export const LMDB_MAX_OBJECT_BYTES = 0xffffffff;
+
 /** The parts of the `lmdb` package this store uses. */
 interface LmdbDatabase {
-  getBinaryFast(key: Buffer): Buffer | undefined;
-  getKeys(options: { start: Buffer; snapshot?: boolean }): Iterable<Buffer>;
-  getRange(options: {
-    start: Buffer;
-    snapshot?: boolean;
-  }): Iterable<{ key: Buffer; value: Buffer }>;
-  putSync(key: Buffer, value: Buffer | Uint8Array): void;
+  getBinaryFast(key: Buffer): Uint8Array | undefined;
+  getRange(options: { start: Buffer }): Iterable<{ key: Buffer; value: Buffer }>;
+  putSync(key: Buffer, value: Uint8Array): void;
   removeSync(key: Buffer): boolean;
   transaction<T>(fn: () => T): Promise<T>;
+  /** Inside a writing transaction: runs at once, rolled back alone if `fn` throws. */
+  childTransaction<T>(fn: () => T): T;
   resetReadTxn(): void;
 }
 interface LmdbRoot extends LmdbDatabase {
@@ -38,7 +49,7 @@ interface LmdbModule {
   open(options: Record<string, unknown>): LmdbRoot;
 }
 
-/** One opened environment, shared by every store of this process on the same folder. */
+/** One opened environment. */
 interface Environment {
   root: LmdbRoot;
   /** key → body */
@@ -47,12 +58,19 @@ interface Environment {
   meta: LmdbDatabase;
   /** the version counter */
   state: LmdbDatabase;
+}
+
+/** An environment shared by every store of this process on the same folder, reference counted. */
+interface Shared {
+  opening: Promise<Environment>;
+  /** Stores holding it; counted when a store asks, not when the opening settles, so no close can slip between. */
   handles: number;
 }
 
-const environments = new Map<string, Promise<Environment>>();
+const environments = new Map<string, Shared>();
 const VERSION_KEY = Buffer.from('version');
 const META_BYTES = 24;
+const LIST_PAGE = 1000;
 
 interface Header {
   version: bigint;
@@ -60,7 +78,8 @@ interface Header {
   size: number;
 }
 
-type WriteOutcome = { ok: true; version: string } | { ok: false; current?: string };
+type WriteOutcome =
+  { ok: true; version: string } | { ok: false; current?: string } | { ok: 'threw'; error: unknown };
 
 /**
  * A local {@link ObjectStore} in one LMDB file (`lmdb:///abs/dir`), for one
@@ -97,9 +116,10 @@ export class LmdbStore implements ObjectStore {
    */
   readonly hints: StoreHints = Object.freeze({ inlineMaxBytes: 4 * 1024 * 1024 });
   private readonly path: string;
-  private env?: Promise<Environment>;
+  private shared?: Shared;
   private closed = false;
-  private readonly pending = new Set<Promise<unknown>>();
+  private closing?: Promise<void>;
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   /** @param dir the folder that holds the store's file; created on the first call */
   constructor(dir: string) {
@@ -108,61 +128,65 @@ export class LmdbStore implements ObjectStore {
   }
 
   async get(key: string, options: GetOptions = {}): Promise<GetResult> {
-    const env = await this.enter(key, options);
-    const k = keyBytes(key);
-    env.data.resetReadTxn();
-    const header = readHeader(env.meta.getBinaryFast(k));
-    const body = env.data.getBinaryFast(k);
-    if (!header || !body) throw this.notFound(key);
-    const { offset = 0, length } = options.range ?? {};
-    const end = length === undefined ? body.length : Math.min(body.length, offset + length);
-    return {
-      // getBinaryFast's buffer is reused by the next read: copy what the caller keeps.
-      body: Uint8Array.prototype.slice.call(body, Math.min(offset, end), end),
-      version: header.version.toString(),
-      size: header.size,
-      lastModified: new Date(header.lastModifiedMs),
-    };
+    validateKey(key, this.description);
+    return this.run('get', key, options, (env) => {
+      const k = keyBytes(key);
+      // A fresh snapshot, so that a write of another process that finished before this call is seen.
+      env.root.resetReadTxn();
+      const header = readHeader(env.meta.getBinaryFast(k));
+      const body = env.data.getBinaryFast(k);
+      if (!header || !body) throw this.notFound(key);
+      const { offset = 0, length } = options.range ?? {};
+      const end = length === undefined ? body.length : Math.min(body.length, offset + length);
+      return {
+        // getBinaryFast's bytes are reused by the next read or map the file: copy what the caller keeps.
+        body: Uint8Array.prototype.slice.call(body, Math.min(offset, end), end),
+        version: header.version.toString(),
+        size: header.size,
+        lastModified: new Date(header.lastModifiedMs),
+      };
+    });
   }
 
   async head(key: string, options: StoreCallOptions = {}): Promise<ObjectMeta> {
-    const env = await this.enter(key, options);
-    env.meta.resetReadTxn();
-    const header = readHeader(env.meta.getBinaryFast(keyBytes(key)));
-    if (!header) throw this.notFound(key);
-    return {
-      key,
-      size: header.size,
-      version: header.version.toString(),
-      lastModified: new Date(header.lastModifiedMs),
-    };
+    validateKey(key, this.description);
+    return this.run('head', key, options, (env) => {
+      env.root.resetReadTxn();
+      const header = readHeader(env.meta.getBinaryFast(keyBytes(key)));
+      if (!header) throw this.notFound(key);
+      return {
+        key,
+        size: header.size,
+        version: header.version.toString(),
+        lastModified: new Date(header.lastModifiedMs),
+      };
+    });
   }
 
+  /**
+   * Writes an object; see {@link ObjectStore.put}.
+   *
+   * @throws {InvalidArgumentError} for a body that is not a `Uint8Array`, one
+   *   larger than {@link LMDB_MAX_OBJECT_BYTES}, or an unknown mode.
+   */
   async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
-    const env = await this.enter(key, options);
-    const mode = options.mode ?? 'overwrite';
-    const k = keyBytes(key);
-    const outcome = await this.track(
+    validateKey(key, this.description);
+    const mode = checkMode(options.mode ?? 'overwrite', this.description, key);
+    const bytes = bodyBytes(body, this.description, key);
+    const outcome = await this.run('put', key, options, (env) =>
       env.root.transaction((): WriteOutcome => {
-        const current = readHeader(env.meta.getBinaryFast(k));
-        if (mode === 'create' && current) return { ok: false, current: current.version.toString() };
-        if (typeof mode === 'object' && current?.version.toString() !== mode.ifMatch) {
-          return current ? { ok: false, current: current.version.toString() } : { ok: false };
+        // The writes of every caller of this event turn share the transaction, and lmdb-js
+        // commits whatever a throwing callback wrote before it threw; a child transaction
+        // makes this write all or nothing, whatever happens inside it.
+        try {
+          return env.root.childTransaction(() => write(env, keyBytes(key), bytes, mode));
+        } catch (error) {
+          return { ok: 'threw', error };
         }
-        const previous = readCounter(env.state.getBinaryFast(VERSION_KEY));
-        const version = previous + 1n;
-        env.state.putSync(VERSION_KEY, counterBytes(version));
-        env.meta.putSync(
-          k,
-          headerBytes({ version, lastModifiedMs: Date.now(), size: body.length }),
-        );
-        env.data.putSync(k, body);
-        return { ok: true, version: version.toString() };
       }),
-      'put',
-      key,
     );
-    if (outcome.ok) return { version: outcome.version };
+    if (outcome.ok === true) return { version: outcome.version };
+    if (outcome.ok === 'threw') throw lmdbStoreError(outcome.error, this.description, 'put', key);
     throw new PreconditionFailedError(
       key,
       mode === 'create'
@@ -173,36 +197,45 @@ export class LmdbStore implements ObjectStore {
 
   async *list(prefix: string, options: StoreCallOptions = {}): AsyncIterable<ObjectMeta> {
     validatePrefix(prefix, this.description);
-    const env = await this.open(options);
+    const env = await this.run('list', prefix, options, (opened) => opened);
     const start = Buffer.from(prefix, 'utf8');
     // Pages of keys, each read in one snapshot; the next page starts after the last key seen,
     // so a long listing neither holds a read transaction across the caller's awaits nor
     // misses keys that existed throughout.
     let after: Buffer | undefined;
     for (;;) {
+      // The environment may have been closed while the caller held the iterator.
+      this.checkOpen();
+      options.signal?.throwIfAborted();
       const page: ObjectMeta[] = [];
-      env.meta.resetReadTxn();
-      for (const { key, value } of env.meta.getRange({ start: after ?? start })) {
-        if (after && key.equals(after)) continue;
-        if (!startsWith(key, start)) break;
-        const header = readHeader(value);
-        if (header) {
-          page.push({
-            key: key.toString('utf8'),
-            size: header.size,
-            version: header.version.toString(),
-            lastModified: new Date(header.lastModifiedMs),
-          });
+      let seen = 0;
+      try {
+        env.root.resetReadTxn();
+        for (const { key, value } of env.meta.getRange({ start: after ?? start })) {
+          if (after && key.equals(after)) continue;
+          if (!startsWith(key, start)) break;
+          after = Buffer.from(key);
+          seen++;
+          const header = readHeader(value);
+          if (header) {
+            page.push({
+              key: key.toString('utf8'),
+              size: header.size,
+              version: header.version.toString(),
+              lastModified: new Date(header.lastModifiedMs),
+            });
+          }
+          if (seen >= LIST_PAGE) break;
         }
-        after = Buffer.from(key);
-        if (page.length >= 1000) break;
+      } catch (e) {
+        throw lmdbStoreError(e, this.description, 'list', prefix);
       }
       for (const item of page) {
         this.checkOpen();
         options.signal?.throwIfAborted();
         yield item;
       }
-      if (page.length < 1000) return;
+      if (seen < LIST_PAGE) return;
     }
   }
 
@@ -212,73 +245,98 @@ export class LmdbStore implements ObjectStore {
 
   async deleteMany(keys: readonly string[], options: StoreCallOptions = {}): Promise<void> {
     for (const key of keys) validateKey(key, this.description);
-    const env = await this.open(options);
-    if (keys.length === 0) return;
-    await this.track(
-      env.root.transaction(() => {
-        for (const key of keys) {
-          const k = keyBytes(key);
-          env.meta.removeSync(k);
-          env.data.removeSync(k);
+    await this.run('delete', keys[0] ?? '', options, async (env) => {
+      if (keys.length === 0) return;
+      const outcome = await env.root.transaction(() => {
+        try {
+          env.root.childTransaction(() => {
+            for (const key of keys) {
+              const k = keyBytes(key);
+              env.meta.removeSync(k);
+              env.data.removeSync(k);
+            }
+          });
+          return undefined;
+        } catch (error) {
+          return { error };
         }
-      }),
-      'delete',
-      keys[0] as string,
-    );
+      });
+      if (outcome) throw outcome.error;
+    });
   }
 
+  /**
+   * Finishes the calls made before it, then releases the environment (the
+   * last store of the process on the folder closes it). Idempotent; later
+   * calls reject with {@link ClosedError}.
+   */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closing) return this.closing;
     this.closed = true;
-    await Promise.allSettled([...this.pending]);
-    const env = this.env;
-    this.env = undefined;
-    if (!env) return;
-    const opened = await env.catch(() => undefined);
-    if (!opened) return;
-    if (--opened.handles === 0) {
-      environments.delete(this.path);
-      await opened.root.close();
-    }
+    this.closing = (async () => {
+      await Promise.allSettled([...this.inFlight]);
+      const shared = this.shared;
+      this.shared = undefined;
+      if (shared) await release(this.path, shared);
+    })();
+    return this.closing;
+  }
+
+  /** Closes the store; see {@link LmdbStore.close}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   private checkOpen(): void {
     if (this.closed) throw new ClosedError(`store ${this.description}`);
   }
 
-  private async enter(key: string, options: StoreCallOptions): Promise<Environment> {
-    validateKey(key, this.description);
-    return this.open(options);
-  }
-
-  private async open(options: StoreCallOptions): Promise<Environment> {
+  /**
+   * Runs one call on the environment. The call counts as in flight from the
+   * moment it is made, so `close()` waits for it rather than closing the
+   * environment under it; errors leave as typed errors naming the call and key.
+   */
+  private run<T>(
+    op: string,
+    key: string,
+    options: StoreCallOptions,
+    fn: (env: Environment) => T | Promise<T>,
+  ): Promise<T> {
     this.checkOpen();
     options.signal?.throwIfAborted();
-    if (!this.env) {
-      const env = acquire(this.path, this.description);
-      this.env = env;
-      env.catch(() => {
-        if (this.env === env) this.env = undefined;
+    const work = (async () => {
+      let env: Environment;
+      try {
+        env = await this.environment();
+      } catch (e) {
+        throw lmdbStoreError(e, this.description, op, key);
+      }
+      options.signal?.throwIfAborted();
+      try {
+        return await fn(env);
+      } catch (e) {
+        throw await settleCommitError(e, this.description, op, key);
+      }
+    })();
+    this.inFlight.add(work);
+    const done = () => this.inFlight.delete(work);
+    work.then(done, done);
+    return work;
+  }
+
+  private environment(): Promise<Environment> {
+    if (!this.shared) {
+      const shared = acquire(this.path);
+      this.shared = shared;
+      // A failed opening is forgotten, so that the next call tries again (the folder may appear).
+      shared.opening.catch(() => {
+        if (this.shared === shared) {
+          this.shared = undefined;
+          shared.handles--;
+        }
       });
     }
-    const env = await this.env;
-    this.checkOpen();
-    options.signal?.throwIfAborted();
-    return env;
-  }
-
-  private async track<T>(work: Promise<T>, op: string, key: string): Promise<T> {
-    this.pending.add(work);
-    try {
-      return await work;
-    } catch (e) {
-      throw new StorageError(
-        `${this.description}: ${op} "${key}" failed: ${(e as Error).message ?? String(e)}`,
-        { cause: e, retriable: false },
-      );
-    } finally {
-      this.pending.delete(work);
-    }
+    return this.shared.opening;
   }
 
   private notFound(key: string): NotFoundError {
@@ -286,47 +344,230 @@ export class LmdbStore implements ObjectStore {
   }
 }
 
-/** Opens (or joins) the environment of `dir`; each call must be matched by one `close`. */
-function acquire(dir: string, description: string): Promise<Environment> {
+/** The write of one put, inside the writing transaction: check the condition, then write. */
+function write(env: Environment, k: Buffer, body: Uint8Array, mode: PutMode): WriteOutcome {
+  const current = readHeader(env.meta.getBinaryFast(k));
+  if (mode === 'create' && current) return { ok: false, current: current.version.toString() };
+  if (typeof mode === 'object' && current?.version.toString() !== mode.ifMatch) {
+    return current ? { ok: false, current: current.version.toString() } : { ok: false };
+  }
+  const version = readCounter(env.state.getBinaryFast(VERSION_KEY)) + 1n;
+  env.state.putSync(VERSION_KEY, counterBytes(version));
+  env.meta.putSync(k, headerBytes({ version, lastModifiedMs: Date.now(), size: body.byteLength }));
+  env.data.putSync(k, body);
+  return { ok: true, version: version.toString() };
+}
+
+/** Counts one more store on `dir`'s environment, opening it if this is the first. */
+function acquire(dir: string): Shared {
   const existing = environments.get(dir);
   if (existing) {
-    return existing.then((env) => {
-      env.handles++;
-      return env;
-    });
+    existing.handles++;
+    return existing;
   }
-  const opening = (async (): Promise<Environment> => {
-    const lmdb = await loadOptionalSdk<LmdbModule>(
-      'lmdb',
-      'lmdb',
-      () => import('lmdb'),
-    );
-    try {
-      await mkdir(dir, { recursive: true });
-      const root = lmdb.open({
-        path: join(dir, LMDB_STORE_FILE),
-        noSubdir: true,
-        encoding: 'binary',
-        keyEncoding: 'binary',
-        compression: false,
-        maxDbs: 4,
-        // Promises resolve once the transaction is on disk, not merely visible.
-        overlappingSync: false,
-      });
-      const db = (name: string) => root.openDB({ name, encoding: 'binary', keyEncoding: 'binary' });
-      return { root, data: db('data'), meta: db('meta'), state: db('state'), handles: 1 };
-    } catch (e) {
-      throw new StorageError(
-        `${description}: cannot open the store: ${(e as Error).message ?? String(e)}`,
-        { cause: e, retriable: false },
-      );
-    }
-  })();
-  environments.set(dir, opening);
-  opening.catch(() => {
-    if (environments.get(dir) === opening) environments.delete(dir);
+  const shared: Shared = { opening: openEnvironment(dir), handles: 1 };
+  environments.set(dir, shared);
+  shared.opening.catch(() => {
+    if (environments.get(dir) === shared) environments.delete(dir);
   });
-  return opening;
+  return shared;
+}
+
+/** Counts one store fewer; the last one closes the environment. */
+async function release(dir: string, shared: Shared): Promise<void> {
+  if (--shared.handles > 0) return;
+  if (environments.get(dir) === shared) environments.delete(dir);
+  const env = await shared.opening.catch(() => undefined);
+  if (env) await env.root.close();
+}
+
+async function openEnvironment(dir: string): Promise<Environment> {
+  const lmdb = await loadOptionalSdk<LmdbModule>(
+    'lmdb',
+    'lmdb',
+    // The package's types differ in detail (promises, overloads) from the subset declared here.
+    () => import('lmdb') as unknown as Promise<LmdbModule>,
+  );
+  const created = await mkdir(dir, { recursive: true }).catch(async (e: unknown) => {
+    throw (await isFolder(dir)) === false ? notAFolder(dir, e) : e;
+  });
+  if (!(await isFolder(dir))) throw notAFolder(dir);
+  const root = lmdb.open({
+    path: join(dir, LMDB_STORE_FILE),
+    noSubdir: true,
+    encoding: 'binary',
+    keyEncoding: 'binary',
+    compression: false,
+    maxDbs: 4,
+    // Promises resolve once the transaction is on disk, not merely visible.
+    overlappingSync: false,
+    // Writes still share transactions (those queued before the writer thread starts), but
+    // lmdb-js's event-turn batch keeps a promise of its own that nobody handles: a failed
+    // commit (a full disk) became an unhandled rejection and ended the process.
+    eventTurnBatching: false,
+  });
+  try {
+    const db = (name: string) => root.openDB({ name, encoding: 'binary', keyEncoding: 'binary' });
+    const env = { root, data: db('data'), meta: db('meta'), state: db('state') };
+    // The store's files (and any folders just made) are durable only once their folder
+    // entries are: without this, a power loss soon after the first writes could lose the
+    // whole file, writes that were reported durable included.
+    await fsyncFolder(dir);
+    if (created !== undefined) {
+      const top = resolve(created);
+      for (let d = resolve(dir); ; d = dirname(d)) {
+        await fsyncFolder(dirname(d));
+        if (d === top || d === dirname(d)) break;
+      }
+    }
+    return env;
+  } catch (e) {
+    await root.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function isFolder(path: string): Promise<boolean | undefined> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return undefined;
+  }
+}
+
+function notAFolder(dir: string, cause?: unknown): Error {
+  return Object.assign(new Error(`"${dir}" is not a folder (a file is in the way)`), {
+    code: 'ENOTDIR',
+    cause,
+  });
+}
+
+async function fsyncFolder(dir: string): Promise<void> {
+  const handle = await openFile(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Waits for the detail of a failed commit: lmdb-js rejects each write of the
+ * batch with a generic "Commit failed" whose `commitError` promise carries the
+ * cause, and leaves that promise unhandled unless someone looks.
+ */
+async function settleCommitError(
+  e: unknown,
+  store: string,
+  op: string,
+  key: string,
+): Promise<Error> {
+  const detail = (e as { commitError?: unknown } | null)?.commitError;
+  if (detail && typeof (detail as Promise<unknown>).then === 'function') {
+    // lmdb-js rejects it right after the writes' promises; the timer only guards against a
+    // version that never does.
+    let timer: NodeJS.Timeout | undefined;
+    const cause = await Promise.race([
+      (detail as Promise<unknown>).then(
+        () => e,
+        (c: unknown) => c,
+      ),
+      new Promise<unknown>((done) => {
+        timer = setTimeout(() => done(e), 1000);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
+    const mapped = lmdbStoreError(cause, store, op, key);
+    return new StorageError(
+      `${mapped.message} (the transaction this ${op} shared with the process's other writes of the moment was not committed; none of them was applied)`,
+      {
+        code: mapped instanceof SpillwayError ? mapped.code : 'STORAGE',
+        retriable: false,
+        cause,
+      },
+    );
+  }
+  return lmdbStoreError(e, store, op, key);
+}
+
+const ERRNO_NAMES = new Map<number, string>(
+  Object.entries(osConstants.errno).map(([name, n]) => [n, name]),
+);
+
+/**
+ * Translates what `lmdb` or the file system threw into a Spillway error that
+ * names the store, the call and the key: `ACCESS_DENIED` for EACCES, EPERM and
+ * EROFS, `NO_SPACE` for ENOSPC and EDQUOT, `STORAGE` otherwise.
+ */
+function lmdbStoreError(error: unknown, store: string, op: string, key: string): Error {
+  if (error instanceof SpillwayError) return error;
+  if (error instanceof Error && error.name === 'AbortError') return error;
+  const raw = (error as { code?: unknown } | null)?.code;
+  const code =
+    typeof raw === 'number' ? ERRNO_NAMES.get(raw) : typeof raw === 'string' ? raw : undefined;
+  const message = error instanceof Error ? error.message : String(error);
+  const fail = (text: string, spillwayCode: ErrorCode = 'STORAGE') =>
+    new StorageError(`${store}: ${op} "${key}": ${text}`, {
+      code: spillwayCode,
+      retriable: false,
+      cause: error,
+    });
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      return fail(
+        `permission denied (${message}); check the owner and mode of the store's folder and its files`,
+        'ACCESS_DENIED',
+      );
+    case 'EROFS':
+      return fail(
+        `the file system is read-only (${message}); an LMDB store needs to write its lock file even to read`,
+        'ACCESS_DENIED',
+      );
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return fail(`the disk or quota is full (${message}); free some space`, 'NO_SPACE');
+    case 'EIO':
+      return fail(
+        `${message} (EIO; a write cut short by a full disk or a file size limit reads as this too)`,
+      );
+    default:
+      return fail(message);
+  }
+}
+
+/** The body as a plain view LMDB can copy from; a `SharedArrayBuffer`'s bytes are copied first. */
+function bodyBytes(body: unknown, store: string, key: string): Uint8Array {
+  if (!(body instanceof Uint8Array)) {
+    throw new InvalidArgumentError(
+      `${store}: put "${key}": expected the body as a Uint8Array, got ${body === null ? 'null' : Array.isArray(body) ? 'an array' : typeof body === 'object' ? (body.constructor?.name ?? 'an object') : typeof body}`,
+    );
+  }
+  if (body.byteLength > LMDB_MAX_OBJECT_BYTES) {
+    throw new InvalidArgumentError(
+      `${store}: put "${key}": the body is ${body.byteLength} bytes, an LMDB store holds at most ${LMDB_MAX_OBJECT_BYTES} per object`,
+    );
+  }
+  // lmdb-js stores the bytes at the address of the view's ArrayBuffer, which it cannot
+  // find for a SharedArrayBuffer (it stored zeros), and honours `start`/`end` properties
+  // a caller's Buffer may carry: give it a fresh view of its own.
+  if (!(body.buffer instanceof ArrayBuffer)) return Uint8Array.prototype.slice.call(body);
+  return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+}
+
+function checkMode(mode: unknown, store: string, key: string): PutMode {
+  if (mode === 'overwrite' || mode === 'create') return mode;
+  if (
+    typeof mode === 'object' &&
+    mode !== null &&
+    typeof (mode as { ifMatch?: unknown }).ifMatch === 'string'
+  ) {
+    return mode as PutMode;
+  }
+  throw new InvalidArgumentError(
+    `${store}: put "${key}": expected mode 'overwrite', 'create' or { ifMatch: version }, got ${JSON.stringify(mode)}`,
+  );
 }
 
 function keyBytes(key: string): Buffer {
@@ -339,12 +580,13 @@ function startsWith(key: Buffer, prefix: Buffer): boolean {
   );
 }
 
-function readHeader(bytes: Buffer | undefined): Header | undefined {
+function readHeader(bytes: Uint8Array | undefined): Header | undefined {
   if (!bytes || bytes.length < META_BYTES) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, META_BYTES);
   return {
-    version: bytes.readBigUInt64LE(0),
-    lastModifiedMs: bytes.readDoubleLE(8),
-    size: bytes.readDoubleLE(16),
+    version: view.getBigUint64(0, true),
+    lastModifiedMs: view.getFloat64(8, true),
+    size: view.getFloat64(16, true),
   };
 }
 
@@ -356,8 +598,10 @@ function headerBytes(header: Header): Buffer {
   return b;
 }
 
-function readCounter(bytes: Buffer | undefined): bigint {
-  return bytes && bytes.length >= 8 ? bytes.readBigUInt64LE(0) : 0n;
+function readCounter(bytes: Uint8Array | undefined): bigint {
+  return bytes && bytes.length >= 8
+    ? new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true)
+    : 0n;
 }
 
 function counterBytes(value: bigint): Buffer {
