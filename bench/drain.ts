@@ -19,7 +19,9 @@ export async function fillBacklog(
     await producer.flush();
   }
   await producer.close();
-  return (await Promise.all(locations)).map((r) => r.location);
+  // An inline batch's location names its commit and its place there: read the commit object.
+  const keys = (await Promise.all(locations)).map((r) => r.location.replace(/#\d+$/, ''));
+  return [...new Set(keys)];
 }
 
 /** Drains the whole queue; MB/s of batch objects read and entries/s. */

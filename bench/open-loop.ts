@@ -24,6 +24,8 @@ export async function openLoop(
   for (let i = 0; i < count; i++) {
     last = (await producer.produce([pool[i % pool.length] as Uint8Array])).durable;
   }
+  // The last batch is flushed at once, as close() would, not after flushIntervalMs.
+  await producer.flush();
   await last;
   await producer.close();
   const seconds = (performance.now() - t0) / 1000;
