@@ -270,7 +270,8 @@ try {
 
   if (only.has('d')) {
     for (const backend of backends) {
-      const batches = quick ? 24 : 64;
+      // Long enough (a quarter or half a GiB) that a pause or a page-cache hiccup does not decide it.
+      const batches = quick ? 24 : backend === 's3' ? 128 : 256;
       for (const readAhead of [1, 8, 32]) {
         const s = await freshStore(backend);
         const keys = await fillBacklog(s.store, batches, 1024);

@@ -212,6 +212,10 @@ export class Consumer {
   private pendingAcks = 0;
   /** Descriptors known from the last manifest read, not yet being fetched. */
   private known: BatchDescriptor[] = [];
+  /** A descriptor read started ahead of need (see `prefetchDescriptors`); never rejects. */
+  private prefetching: Promise<void> | undefined;
+  /** What that read failed with, for the next `readManifest` to throw. */
+  private prefetchFailure: { error: unknown } | undefined;
   private readonly ahead: Ahead[] = [];
   private flushing: Promise<void> = Promise.resolve();
   private ackTimer: ClockTimer | undefined;
@@ -409,6 +413,7 @@ export class Consumer {
         Math.max(0, this.clock.now() - first.ingestionTimeMs) / 1000,
       );
     this.readAhead();
+    this.prefetchDescriptors();
     return batch;
   }
 
@@ -875,8 +880,26 @@ export class Consumer {
     return signal ? AbortSignal.any([signal, this.inFlight.signal]) : this.inFlight.signal;
   }
 
-  /** Reads the manifest and records the descriptors after the cursor. */
+  /**
+   * Reads the manifest and records the descriptors after the cursor. One read
+   * at a time: a read ahead in flight (see {@link prefetchDescriptors}) is
+   * waited for first, and its failure is this call's.
+   */
   private async readManifest(signal: AbortSignal | undefined): Promise<void> {
+    const prefetch = this.prefetching;
+    // Never rejects; an abort of the caller leaves it in place, so reads stay one at a time.
+    if (prefetch) await abortable(prefetch, signal);
+    const failure = this.prefetchFailure;
+    if (failure) {
+      this.prefetchFailure = undefined;
+      throw failure.error;
+    }
+    // What it found may be all the caller needs.
+    if (prefetch && this.known.length > 0) return;
+    await this.readDescriptors(signal);
+  }
+
+  private async readDescriptors(signal: AbortSignal | undefined): Promise<void> {
     const after = Math.max(this.cursor, this.known.at(-1)?.sequence ?? -1);
     let found: BatchDescriptor[];
     try {
@@ -889,9 +912,34 @@ export class Consumer {
       }
       throw e;
     }
-    for (const d of found) if (d.sequence > after) this.known.push(d);
+    // A loss skipped while this read was in flight moved the cursor past some of it.
+    const floor = Math.max(after, this.cursor, this.known.at(-1)?.sequence ?? -1);
+    for (const d of found) if (d.sequence > floor) this.known.push(d);
     const last = this.known.at(-1);
     if (last) this.cursor = last.sequence;
+  }
+
+  /**
+   * Reads the next descriptors in the background while the read-ahead window
+   * still has batches to hand out, so a backlog streams without a pause for
+   * each manifest read. Only when nothing is known, no read is in flight and
+   * the last read found something (an idle queue is polled by callers, not
+   * here). Its failure surfaces in the next {@link readManifest}.
+   */
+  private prefetchDescriptors(): void {
+    if (this.prefetching || this.prefetchFailure || this.closing || this.destroyed) return;
+    if (this.known.length > 0 || this.ahead.length === 0) return;
+    const p: Promise<void> = this.readDescriptors(undefined)
+      .then(
+        () => this.readAhead(),
+        (error: unknown) => {
+          this.prefetchFailure = { error };
+        },
+      )
+      .finally(() => {
+        if (this.prefetching === p) this.prefetching = undefined;
+      });
+    this.prefetching = p;
   }
 
   /** Records a loss a fetch found (see `LayoutReader.recordLoss`), then moves past it. */
