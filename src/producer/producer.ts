@@ -40,7 +40,7 @@ export interface ProducerOptions extends QueueSelector {
    * entry objects cost in memory). @default 67108864 (64 MiB)
    */
   flushSizeBytes?: number;
-  /** `produce()` calls held until durable before `produce()` waits for room. @default 10000 */
+  /** `produce()` calls held until durable before `produce()` waits for room. @default 100000 */
   maxBufferedInputs?: number;
   /**
    * Bytes (counted as for `flushSizeBytes`) held until durable before
@@ -99,7 +99,7 @@ type ProducerSettings = Required<
 export const PRODUCER_DEFAULTS: Readonly<ProducerSettings> = Object.freeze({
   flushIntervalMs: 100,
   flushSizeBytes: 64 * 1024 * 1024,
-  maxBufferedInputs: 10_000,
+  maxBufferedInputs: 100_000,
   maxBufferedBytes: 256 * 1024 * 1024,
   compression: 'none',
   maxConcurrentUploads: 4,
@@ -132,13 +132,15 @@ const CALL_OVERHEAD_BYTES = 512;
 /** Memory an entry costs besides its bytes (its Uint8Array object). */
 const ENTRY_OVERHEAD_BYTES = 96;
 const NO_METADATA = new Uint8Array(0);
+/** Marks a promise's rejection as handled (one function for every call, not a closure each). */
+const ignoreRejection = (): void => undefined;
 
-/** Where a produce() call's entries landed. */
+/** Where a produce() call's entries landed; shared (and frozen) by every call of the batch. */
 export interface DurableResult {
   /** Manifest sequence of the batch holding the entries. */
-  sequence: number;
-  /** Key of the batch object. */
-  location: string;
+  readonly sequence: number;
+  /** Key of the batch object (log, inline: `{root}/log/{commit}#{index}`). */
+  readonly location: string;
 }
 
 /** What {@link Producer.produce} returns once the entries are buffered. */
@@ -173,12 +175,33 @@ interface Call {
   /** Bytes of its entries and metadata. */
   dataBytes: number;
   ingestionTimeMs: number;
+  /** The outcome of the batch the call joined, set when it joins one. */
+  durable?: Settlement;
+}
+
+/** One promise and its settling functions, shared by every call of a batch. */
+interface Settlement {
+  promise: Promise<DurableResult>;
   resolve: (r: DurableResult) => void;
   reject: (e: unknown) => void;
 }
 
+function settlement(): Settlement {
+  let resolve!: (r: DurableResult) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<DurableResult>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A caller may never look at `durable`; a failure still reaches flush() and close().
+  promise.catch(ignoreRejection);
+  return { promise, resolve, reject };
+}
+
 interface Batch {
   calls: Call[];
+  /** What every call of the batch is told. */
+  durable: Settlement;
   /** Entries in the batch (the calls let go of them once encoded). */
   entries: number;
   bytes: number;
@@ -266,6 +289,8 @@ export class Producer {
   /** The log, when the queue has the log layout (its head hint is waited for at close). */
   private log: LogQueue | undefined;
   private failure: unknown;
+  /** The outcome of the open batch, shared by its calls; made when the first call joins. */
+  private openDurable: Settlement | undefined;
 
   /** @throws {InvalidArgumentError} for bad options, naming the option. */
   constructor(options: ProducerOptions) {
@@ -347,23 +372,14 @@ export class Producer {
         `produce(): this call needs ${bytes} bytes of buffer but maxBufferedBytes is ${this.options.maxBufferedBytes}; it can never fit`,
       );
     }
-    let resolve!: (r: DurableResult) => void;
-    let reject!: (e: unknown) => void;
-    const durable = new Promise<DurableResult>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    // The caller may never look at `durable`; a failure still reaches flush() and close().
-    durable.catch(() => undefined);
     const call: Call = {
-      entries: Array.from<Uint8Array>(entries),
+      // A copy: the caller may reuse its array.
+      entries: entries.length === 1 ? [entries[0] as Uint8Array] : entries.slice(),
       metadata: metadata ?? NO_METADATA,
       bytes,
       blockBytes,
       dataBytes,
       ingestionTimeMs: 0,
-      resolve,
-      reject,
     };
     if (this.waiters.length > 0 || !this.hasRoom(bytes)) {
       // Admission enqueues the call itself, in arrival order: a call that comes
@@ -374,7 +390,8 @@ export class Producer {
       this.bufferedBytes += bytes;
       this.enqueue(call);
     }
-    return { durable };
+    // The batch the call joined settles it, with every other call of that batch.
+    return { durable: (call.durable as Settlement).promise };
   }
 
   /** Adds an admitted call to the open batch, in order. */
@@ -383,6 +400,7 @@ export class Producer {
     // beyond the upload concurrency (memory is still bounded by the budget).
     if (this.openBlockBytes + call.blockBytes > this.options.maxBatchBytes) this.seal(true);
     call.ingestionTimeMs = this.clock.now();
+    call.durable = this.openDurable ??= settlement();
     this.open.push(call);
     this.openBytes += call.bytes;
     this.openBlockBytes += call.blockBytes;
@@ -466,14 +484,14 @@ export class Producer {
     this.destroyed = reason;
     this.clearTimers();
     this.inFlight.abort(reason);
-    for (const w of this.waiters.splice(0)) {
-      w.reject(reason);
-      w.call.reject(reason);
-    }
-    for (const call of this.open.splice(0)) call.reject(reason);
+    // A call still waiting for room has no `durable` yet: its produce() rejects.
+    for (const w of this.waiters.splice(0)) w.reject(reason);
+    this.open.splice(0);
+    this.openDurable?.reject(reason);
+    this.openDurable = undefined;
     for (const batch of this.pipeline) {
       batch.failed ??= reason;
-      for (const call of batch.calls) call.reject(reason);
+      batch.durable.reject(reason);
     }
     // An append in flight may land or not: say so, rather than claim either.
     for (const batch of this.appendingBatches) {
@@ -483,7 +501,7 @@ export class Producer {
         reason,
       );
       batch.failed ??= unknown;
-      for (const call of batch.calls) call.reject(unknown);
+      batch.durable.reject(unknown);
     }
     this.closing ??= Promise.reject(reason);
     this.closing.catch(() => undefined);
@@ -611,12 +629,15 @@ export class Producer {
     this.timerDue = false;
     const calls = this.open;
     const bytes = this.openBytes;
+    const durable = this.openDurable ?? settlement();
+    this.openDurable = undefined;
     this.open = [];
     this.openBytes = 0;
     this.openBlockBytes = 0;
     const location = `${this.options.dataPathPrefix}/${this.ulids.next(this.clock.now())}.batch`;
     const batch: Batch = {
       calls,
+      durable,
       entries: 0,
       bytes,
       sealedAt: performance.now(),
@@ -781,7 +802,8 @@ export class Producer {
   }
 
   private succeed(batch: Batch, sequence: number, location: string): void {
-    for (const call of batch.calls) call.resolve({ sequence, location });
+    // Every call of the batch has the same answer: one frozen object for all of them.
+    batch.durable.resolve(Object.freeze({ sequence, location }));
     this.metrics.increment('buffer.batches_flushed');
     this.metrics.increment('buffer.entries_flushed', batch.entries);
     // Entry bytes, as the reference counts them (the budget's per-call overhead is not data).
@@ -801,7 +823,7 @@ export class Producer {
       { queue: this.queue.description, location: batch.location, error: String(error) },
       'producer: a batch did not become durable',
     );
-    for (const call of batch.calls) call.reject(error);
+    batch.durable.reject(error);
   }
 
   private drained(): Promise<void> {
