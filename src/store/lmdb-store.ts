@@ -130,6 +130,7 @@ export class LmdbStore implements ObjectStore {
   async get(key: string, options: GetOptions = {}): Promise<GetResult> {
     validateKey(key, this.description);
     return this.run('get', key, options, (env) => {
+      if (!env) throw this.notFound(key);
       const k = keyBytes(key);
       // A fresh snapshot, so that a write of another process that finished before this call is seen.
       env.root.resetReadTxn();
@@ -151,6 +152,7 @@ export class LmdbStore implements ObjectStore {
   async head(key: string, options: StoreCallOptions = {}): Promise<ObjectMeta> {
     validateKey(key, this.description);
     return this.run('head', key, options, (env) => {
+      if (!env) throw this.notFound(key);
       env.root.resetReadTxn();
       const header = readHeader(env.meta.getBinaryFast(keyBytes(key)));
       if (!header) throw this.notFound(key);
@@ -173,7 +175,7 @@ export class LmdbStore implements ObjectStore {
     validateKey(key, this.description);
     const mode = checkMode(options.mode ?? 'overwrite', this.description, key);
     const bytes = bodyBytes(body, this.description, key);
-    const outcome = await this.run('put', key, options, (env) =>
+    const outcome = await this.run('put', key, options, (env = this.unopened()) =>
       env.root.transaction((): WriteOutcome => {
         // The writes of every caller of this event turn share the transaction, and lmdb-js
         // commits whatever a throwing callback wrote before it threw; a child transaction
@@ -198,6 +200,8 @@ export class LmdbStore implements ObjectStore {
   async *list(prefix: string, options: StoreCallOptions = {}): AsyncIterable<ObjectMeta> {
     validatePrefix(prefix, this.description);
     const env = await this.run('list', prefix, options, (opened) => opened);
+    // No store file yet: nothing to list, and nothing is created for asking.
+    if (!env) return;
     const start = Buffer.from(prefix, 'utf8');
     // Pages of keys, each read in one snapshot; the next page starts after the last key seen,
     // so a long listing neither holds a read transaction across the caller's awaits nor
@@ -246,7 +250,7 @@ export class LmdbStore implements ObjectStore {
   async deleteMany(keys: readonly string[], options: StoreCallOptions = {}): Promise<void> {
     for (const key of keys) validateKey(key, this.description);
     await this.run('delete', keys[0] ?? '', options, async (env) => {
-      if (keys.length === 0) return;
+      if (!env || keys.length === 0) return;
       const outcome = await env.root.transaction(() => {
         try {
           env.root.childTransaction(() => {
@@ -295,19 +299,25 @@ export class LmdbStore implements ObjectStore {
    * Runs one call on the environment. The call counts as in flight from the
    * moment it is made, so `close()` waits for it rather than closing the
    * environment under it; errors leave as typed errors naming the call and key.
+   * Reads and deletes (every call but `put`) on a folder without the store's
+   * file get `undefined` instead of an environment: they create nothing, so a
+   * typo in a read-only command leaves no trace.
    */
   private run<T>(
     op: string,
     key: string,
     options: StoreCallOptions,
-    fn: (env: Environment) => T | Promise<T>,
+    fn: (env: Environment | undefined) => T | Promise<T>,
   ): Promise<T> {
     this.checkOpen();
     options.signal?.throwIfAborted();
     const work = (async () => {
-      let env: Environment;
+      let env: Environment | undefined;
       try {
-        env = await this.environment();
+        env =
+          op === 'put' || this.shared || (await this.hasStoreFile())
+            ? await this.environment()
+            : undefined;
       } catch (e) {
         throw lmdbStoreError(e, this.description, op, key);
       }
@@ -337,6 +347,18 @@ export class LmdbStore implements ObjectStore {
       });
     }
     return this.shared.opening;
+  }
+
+  /** Whether the store's file exists; a folder path that is something else is an error. */
+  private async hasStoreFile(): Promise<boolean> {
+    const folder = await isFolder(this.path);
+    if (folder === false) throw notAFolder(this.path);
+    return folder === true && (await exists(join(this.path, LMDB_STORE_FILE)));
+  }
+
+  /** A put always opens the environment (creating the file): never reached. */
+  private unopened(): never {
+    throw new StorageError(`${this.description}: the store's file was not opened for a write`);
   }
 
   private notFound(key: string): NotFoundError {
@@ -424,6 +446,15 @@ async function openEnvironment(dir: string): Promise<Environment> {
   } catch (e) {
     await root.close().catch(() => undefined);
     throw e;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

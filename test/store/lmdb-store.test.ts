@@ -160,3 +160,21 @@ describe('lmdb store specifics', () => {
     await store.close();
   });
 });
+
+test('reads and deletes on a folder without a store create nothing (a typo leaves no trace)', async () => {
+  const dir = join(await freshDir(), 'typo', 'deeper');
+  const store = openStore(`lmdb://${dir}`);
+  await assert.rejects(store.get('k'), { code: 'NOT_FOUND' });
+  await assert.rejects(store.head('k'), { code: 'NOT_FOUND' });
+  const listed: string[] = [];
+  for await (const m of store.list('')) listed.push(m.key);
+  assert.deepEqual(listed, []);
+  await store.delete('k');
+  await store.deleteMany(['a', 'b']);
+  await assert.rejects(readdir(dir), { code: 'ENOENT' });
+  await assert.rejects(readdir(join(dir, '..')), { code: 'ENOENT' });
+  // The first write creates it; reads see it from then on, in this process and others.
+  await store.put('k', new Uint8Array([1]));
+  assert.deepEqual([...(await openStore(`lmdb://${dir}`).get('k')).body], [1]);
+  await store.close();
+});
