@@ -175,8 +175,10 @@ export class Deployment {
   }
 
   /**
-   * In a directory (a path or a `file://` URL): durable on this node, shared
-   * by its processes. The instance id defaults to `{hostname}-{pid}`.
+   * In a directory (a path or a `file://` URL, one file per object; or an
+   * `lmdb://` URL, one LMDB file with group commit, for the highest durable
+   * rate on one disk): durable on this node, shared by its processes. The
+   * instance id defaults to `{hostname}-{pid}`.
    */
   static local(path: string, options: DeploymentOptions = {}): Deployment {
     if (typeof path !== 'string' || path === '') {
@@ -184,12 +186,13 @@ export class Deployment {
         `deployment: local needs a directory path, got ${JSON.stringify(path)}`,
       );
     }
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) && !path.startsWith('file:')) {
+    const localUrl = path.startsWith('file:') || path.startsWith('lmdb:');
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path) && !localUrl) {
       throw new InvalidArgumentError(
-        `deployment: local takes a directory or a file:// URL, got ${redactUrl(path)}: use objectStore(url, ...) for a bucket`,
+        `deployment: local takes a directory, a file:// or an lmdb:// URL, got ${redactUrl(path)}: use objectStore(url, ...) for a bucket`,
       );
     }
-    const url = path.startsWith('file:') ? path : pathToFileURL(resolvePath(path)).href;
+    const url = localUrl ? path : pathToFileURL(resolvePath(path)).href;
     const id = checkId(options.instanceId) ?? `${hostname()}-${process.pid}`;
     return new Deployment('local', url, options, id);
   }
@@ -296,7 +299,7 @@ export class Deployment {
 
   /**
    * A deployment from environment variables: `SPILLWAY_STORE` (a
-   * `memory://` URL: in-process; a path or `file://` URL: local, unless
+   * `memory://` URL: in-process; a path, `file://` or `lmdb://` URL: local, unless
    * `SPILLWAY_VNODE_CAPACITY` and `SPILLWAY_INSTANCE_ID` are both set, then
    * object-store on that directory; anything else: object-store),
    * `SPILLWAY_INSTANCE_ID`, `SPILLWAY_VNODE_CAPACITY`, `SPILLWAY_VNODES`
@@ -308,7 +311,7 @@ export class Deployment {
     const store = env.SPILLWAY_STORE;
     if (store === undefined || store === '') {
       throw new InvalidArgumentError(
-        'deployment: SPILLWAY_STORE is not set; expected memory://name, a directory, file:///dir or a bucket URL (s3://, az://, gs://)',
+        'deployment: SPILLWAY_STORE is not set; expected memory://name, a directory, file:///dir, lmdb:///dir or a bucket URL (s3://, az://, gs://)',
       );
     }
     const int = (name: string): number | undefined => {
@@ -340,12 +343,13 @@ export class Deployment {
     const prefix = env.SPILLWAY_DATA_PREFIX;
     if (prefix !== undefined && prefix !== '') o.dataPathPrefix = prefix;
     if (store.startsWith('memory:')) return Deployment.inProcess(o);
-    const local = store.startsWith('file:') || !/^[a-z][a-z0-9+.-]*:/i.test(store);
+    const local =
+      store.startsWith('file:') || store.startsWith('lmdb:') || !/^[a-z][a-z0-9+.-]*:/i.test(store);
     if (local && !(o.instanceId !== undefined && o.vnodeCapacity !== undefined)) {
       return Deployment.local(store, o);
     }
     return Deployment.objectStore(
-      local && !store.startsWith('file:') ? pathToFileURL(resolvePath(store)).href : store,
+      local && !/^[a-z][a-z0-9+.-]*:/i.test(store) ? pathToFileURL(resolvePath(store)).href : store,
       o as DeploymentOptions & { instanceId: string; vnodeCapacity: number },
     );
   }

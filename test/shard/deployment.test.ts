@@ -34,6 +34,13 @@ describe('Deployment', () => {
     assert.deepEqual(env.vnodes, [8, 9, 10, 11, 12, 13, 14, 15]);
     assert.equal(Deployment.fromEnv({ SPILLWAY_STORE: 'memory://x' }).shape, 'in-process');
     assert.equal(Deployment.fromEnv({ SPILLWAY_STORE: './data' }).shape, 'local');
+    // The LMDB store is a local shape too, from code and from the environment.
+    const lmdb = Deployment.local('lmdb:///var/lib/app/q', { instanceId: 'n1' });
+    assert.equal(lmdb.shape, 'local');
+    assert.equal(lmdb.store, 'lmdb:///var/lib/app/q');
+    const fromEnv = Deployment.fromEnv({ SPILLWAY_STORE: 'lmdb:///var/lib/app/q' });
+    assert.equal(fromEnv.shape, 'local');
+    assert.equal(fromEnv.store, 'lmdb:///var/lib/app/q');
   });
 
   test('refuses with clear errors: no instance id or capacity for a shared store, vnodes outside the capacity, bad ranges, unknown fields', () => {
