@@ -127,7 +127,11 @@ const PRODUCER_SPECS: OptionSpecs<ProducerOptions> = {
   clock: { kind: 'any' },
 };
 
-/** Memory a `produce()` call costs besides its bytes (call record, promises, closures), as measured. */
+/**
+ * Memory a `produce()` call costs besides its bytes (call record, entries
+ * array, the caller's handle), as measured when each call had its own
+ * promise: the calls of a batch now share one, so this errs on the safe side.
+ */
 const CALL_OVERHEAD_BYTES = 512;
 /** Memory an entry costs besides its bytes (its Uint8Array object). */
 const ENTRY_OVERHEAD_BYTES = 96;
@@ -282,7 +286,10 @@ export class Producer {
   private readonly idle: (() => void)[] = [];
   private closing: Promise<void> | undefined;
   private destroyed: Error | undefined;
-  /** Batches whose append is in flight (out of the pipeline, not yet settled). */
+  /**
+   * Batches out of the pipeline, not yet settled: those in the append in
+   * flight, and the failed uploads taken out with them.
+   */
   private appendingBatches: Batch[] = [];
   /** How batches are appended, once the layout is known. */
   private appending$: Promise<Appender> | undefined;
@@ -373,8 +380,11 @@ export class Producer {
       );
     }
     const call: Call = {
-      // A copy: the caller may reuse its array.
-      entries: entries.length === 1 ? [entries[0] as Uint8Array] : entries.slice(),
+      // A copy: the caller may reuse its array. (Array.isArray() above widened its type to any[].)
+      entries:
+        entries.length === 1
+          ? [entries[0] as Uint8Array]
+          : (entries as readonly Uint8Array[]).slice(),
       metadata: metadata ?? NO_METADATA,
       bytes,
       blockBytes,
@@ -416,7 +426,8 @@ export class Producer {
     checkCallOptions('flush', options, ['signal']);
     if (this.destroyed) throw new ClosedError('producer');
     this.seal(true);
-    const batches = [...this.pipeline];
+    // The batches being appended count too: a call made just before may be in one of them.
+    const batches = [...this.appendingBatches, ...this.pipeline];
     const done = (async () => {
       await Promise.all(batches.map((b) => b.upload));
       await this.drained();
@@ -433,6 +444,13 @@ export class Producer {
     return this.destroyed;
   }
 
+  /** Whether a call is waiting, open, uploading or being appended. */
+  private busy(): boolean {
+    return (
+      this.waiters.length > 0 || this.open.length > 0 || this.pipeline.length > 0 || this.appending
+    );
+  }
+
   /**
    * Flushes everything and resolves once all is durable; rejects with the
    * first failure. Idempotent. With `timeoutMs`, a close that has not
@@ -442,13 +460,13 @@ export class Producer {
   close(options: { timeoutMs?: number } = {}): Promise<void> {
     checkCallOptions('close', options, ['timeoutMs']);
     this.closing ??= (async () => {
-      while (this.waiters.length > 0 || this.open.length > 0 || this.pipeline.length > 0) {
+      // An append in flight counts: the pipeline is empty while its batches are appended.
+      while (this.busy()) {
         if (this.destroyed) break;
         await new Promise<void>((r) => {
           this.idle.push(r);
           this.seal(true);
-          if (this.waiters.length === 0 && this.open.length === 0 && this.pipeline.length === 0)
-            r();
+          if (!this.busy()) r();
         });
       }
       if (this.destroyed) throw this.destroyed;
@@ -495,6 +513,12 @@ export class Producer {
     }
     // An append in flight may land or not: say so, rather than claim either.
     for (const batch of this.appendingBatches) {
+      if (batch.uploaded === undefined) {
+        // Its upload failed: it left the pipeline with the appended ones but is not in the append.
+        batch.failed ??= reason;
+        batch.durable.reject(reason);
+        continue;
+      }
       const unknown = new OutcomeUnknownError(
         batch.location,
         `producer destroyed while the append of ${batch.location} was in flight: it may have landed (then it is delivered) or not`,
@@ -771,7 +795,8 @@ export class Producer {
           ready.push(this.pipeline.shift() as Batch);
         }
         const ok = ready.filter((b) => b.uploaded !== undefined);
-        this.appendingBatches = ok;
+        // All of them, the failed uploads too: destroy() must settle every one of them.
+        this.appendingBatches = ready;
         if (ok.length > 0) {
           try {
             const appender = await this.appender();
