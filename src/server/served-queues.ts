@@ -170,6 +170,9 @@ export class ServedQueues {
           this.layouts.set(name, 'log');
         }
         return new Producer({
+          // Each waiting call is an HTTP request here (socket, request context), which the
+          // byte budget does not count: hold at most 10,000 unless told otherwise.
+          maxBufferedInputs: 10_000,
           ...this.o.producer,
           queue: this.queue(name),
           metrics: this.o.metricsFor(name),
