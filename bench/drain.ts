@@ -28,9 +28,12 @@ export async function fillBacklog(
 export async function drain(
   store: ObjectStore,
   readAheadBatches: number,
+  subscription = 'default',
 ): Promise<{ mbPerSecond: number; entriesPerSecond: number }> {
   const consumer = await Consumer.open({
     store,
+    subscription,
+    startAt: 'oldest',
     readAheadBatches,
     readAheadBytes: 1024 * 1024 * 1024,
     gcIntervalMs: 0,

@@ -292,7 +292,11 @@ try {
       for (const readAhead of [1, 8, 32]) {
         const s = await freshStore(backend);
         const keys = await fillBacklog(s.store, batches, 1024);
-        const r = await drain(s.store, readAhead);
+        // The best of two drains (two subscriptions of the same backlog), as the limit is the
+        // best of two raw readings: reads from this machine's page cache vary by 2x run to run.
+        const first = await drain(s.store, readAhead, 'bench-1');
+        const second = await drain(s.store, readAhead, 'bench-2');
+        const r = first.mbPerSecond >= second.mbPerSecond ? first : second;
         // Raw GETs of the same objects afterwards (the drain does not delete them), as warm as the drain's.
         // The best of one reader and eight: RGW on this machine serves parallel 1 MiB GETs worse than serial ones.
         const limit = Math.max(
