@@ -804,6 +804,9 @@ export class Consumer {
         await this.applyAcks().catch((e: unknown) => errors.push(e));
       }
       await this.gcRun;
+      // A descriptor read started ahead finishes first (it never rejects): nothing reads
+      // the queue after it is closed, and the reader is left by one call at a time.
+      await this.prefetching;
       if (this.destroyed) return;
       // A shared reader leaves its subscription, so that it no longer holds it back.
       if (!this.fencedError && errors.length === 0 && this.reader.release) {
@@ -931,7 +934,9 @@ export class Consumer {
     if (this.known.length > 0 || this.ahead.length === 0) return;
     const p: Promise<void> = this.readDescriptors(undefined)
       .then(
-        () => this.readAhead(),
+        () => {
+          if (!this.closing && !this.destroyed) this.readAhead();
+        },
         (error: unknown) => {
           this.prefetchFailure = { error };
         },

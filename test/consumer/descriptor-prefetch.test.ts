@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Consumer, MemoryStore, StorageError, type Batch } from '../../src/index.ts';
 import { FaultInjectingStore } from '../../src/testing.ts';
-import { deferred, until } from '../support/deferred.ts';
+import { deferred, settlesWithin, until } from '../support/deferred.ts';
 import { queueWith } from '../support/queue.ts';
 
 const dec = new TextDecoder();
@@ -128,5 +128,24 @@ describe('descriptor read-ahead (log)', () => {
       Array.from({ length: 24 }, (_, i) => `e${i}`),
     );
     await consumer.close();
+  });
+
+  test('close() waits for a read ahead in flight before it closes the queue', async () => {
+    const store = await backlog(30);
+    const consumer = await Consumer.open({ store, gcIntervalMs: 0, readAheadBatches: 4 });
+    await consumer.next();
+    const gate = deferred();
+    let held = 0;
+    store.before('get', async (call) => {
+      if (!isCommit(call.key)) return;
+      held++;
+      await gate.promise;
+    });
+    while (held === 0) await consumer.next();
+    const closed = consumer.close();
+    assert.equal(await settlesWithin(closed), false, 'close() waits for the held read');
+    gate.resolve();
+    await closed;
+    await assert.rejects(consumer.next(), { code: 'CLOSED' });
   });
 });
