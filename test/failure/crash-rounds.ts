@@ -140,7 +140,8 @@ function spawnChild(
     child.on('exit', (code, signal) => {
       clearTimeout(deadline);
       clearTimeout(timer);
-      if (signal !== 'SIGKILL') console.error(`crash child ${kind} exited ${code}: ${stderr}`);
+      if (signal !== 'SIGKILL')
+        console.error(`crash child ${kind} exited ${code} (signal ${signal}): ${stderr}`);
       resolve({ code, signal });
     });
   });
@@ -379,7 +380,7 @@ export async function runCrashRounds(options: CrashRoundsOptions): Promise<Crash
           if (child.kind === 'producer') producerKills++;
           else if (child.kind === 'consumer') consumerKills++;
         } else {
-          unexpectedExits.push(`${child.kind} ${child.logPath} exited ${code}`);
+          unexpectedExits.push(`${child.kind} ${child.logPath} exited ${code} (signal ${signal})`);
         }
       }
       // After every round of kills: everything but "lost" must already hold (what is
