@@ -129,40 +129,54 @@ export class LmdbStore implements ObjectStore {
 
   async get(key: string, options: GetOptions = {}): Promise<GetResult> {
     validateKey(key, this.description);
-    return this.run('get', key, options, (env) => {
-      if (!env) throw this.notFound(key);
-      const k = keyBytes(key);
-      // A fresh snapshot, so that a write of another process that finished before this call is seen.
-      env.root.resetReadTxn();
-      const header = readHeader(env.meta.getBinaryFast(k));
-      const body = env.data.getBinaryFast(k);
-      if (!header || !body) throw this.notFound(key);
-      const { offset = 0, length } = options.range ?? {};
-      const end = length === undefined ? body.length : Math.min(body.length, offset + length);
-      return {
-        // getBinaryFast's bytes are reused by the next read or map the file: copy what the caller keeps.
-        body: Uint8Array.prototype.slice.call(body, Math.min(offset, end), end),
-        version: header.version.toString(),
-        size: header.size,
-        lastModified: new Date(header.lastModifiedMs),
-      };
-    });
+    return this.run(
+      'get',
+      key,
+      options,
+      (env) => {
+        const k = keyBytes(key);
+        // A fresh snapshot, so that a write of another process that finished before this call is seen.
+        env.root.resetReadTxn();
+        const header = readHeader(env.meta.getBinaryFast(k));
+        const body = env.data.getBinaryFast(k);
+        if (!header || !body) throw this.notFound(key);
+        const { offset = 0, length } = options.range ?? {};
+        const end = length === undefined ? body.length : Math.min(body.length, offset + length);
+        return {
+          // getBinaryFast's bytes are reused by the next read or map the file: copy what the caller keeps.
+          body: Uint8Array.prototype.slice.call(body, Math.min(offset, end), end),
+          version: header.version.toString(),
+          size: header.size,
+          lastModified: new Date(header.lastModifiedMs),
+        };
+      },
+      () => {
+        throw this.notFound(key);
+      },
+    );
   }
 
   async head(key: string, options: StoreCallOptions = {}): Promise<ObjectMeta> {
     validateKey(key, this.description);
-    return this.run('head', key, options, (env) => {
-      if (!env) throw this.notFound(key);
-      env.root.resetReadTxn();
-      const header = readHeader(env.meta.getBinaryFast(keyBytes(key)));
-      if (!header) throw this.notFound(key);
-      return {
-        key,
-        size: header.size,
-        version: header.version.toString(),
-        lastModified: new Date(header.lastModifiedMs),
-      };
-    });
+    return this.run(
+      'head',
+      key,
+      options,
+      (env) => {
+        env.root.resetReadTxn();
+        const header = readHeader(env.meta.getBinaryFast(keyBytes(key)));
+        if (!header) throw this.notFound(key);
+        return {
+          key,
+          size: header.size,
+          version: header.version.toString(),
+          lastModified: new Date(header.lastModifiedMs),
+        };
+      },
+      () => {
+        throw this.notFound(key);
+      },
+    );
   }
 
   /**
@@ -175,7 +189,7 @@ export class LmdbStore implements ObjectStore {
     validateKey(key, this.description);
     const mode = checkMode(options.mode ?? 'overwrite', this.description, key);
     const bytes = bodyBytes(body, this.description, key);
-    const outcome = await this.run('put', key, options, (env = this.unopened()) =>
+    const outcome = await this.run('put', key, options, (env) =>
       env.root.transaction((): WriteOutcome => {
         // The writes of every caller of this event turn share the transaction, and lmdb-js
         // commits whatever a throwing callback wrote before it threw; a child transaction
@@ -199,7 +213,13 @@ export class LmdbStore implements ObjectStore {
 
   async *list(prefix: string, options: StoreCallOptions = {}): AsyncIterable<ObjectMeta> {
     validatePrefix(prefix, this.description);
-    const env = await this.run('list', prefix, options, (opened) => opened);
+    const env = await this.run(
+      'list',
+      prefix,
+      options,
+      (opened): Environment | undefined => opened,
+      () => undefined,
+    );
     // No store file yet: nothing to list, and nothing is created for asking.
     if (!env) return;
     const start = Buffer.from(prefix, 'utf8');
@@ -249,24 +269,30 @@ export class LmdbStore implements ObjectStore {
 
   async deleteMany(keys: readonly string[], options: StoreCallOptions = {}): Promise<void> {
     for (const key of keys) validateKey(key, this.description);
-    await this.run('delete', keys[0] ?? '', options, async (env) => {
-      if (!env || keys.length === 0) return;
-      const outcome = await env.root.transaction(() => {
-        try {
-          env.root.childTransaction(() => {
-            for (const key of keys) {
-              const k = keyBytes(key);
-              env.meta.removeSync(k);
-              env.data.removeSync(k);
-            }
-          });
-          return undefined;
-        } catch (error) {
-          return { error };
-        }
-      });
-      if (outcome) throw outcome.error;
-    });
+    await this.run(
+      'delete',
+      keys[0] ?? '',
+      options,
+      async (env) => {
+        if (keys.length === 0) return;
+        const outcome = await env.root.transaction(() => {
+          try {
+            env.root.childTransaction(() => {
+              for (const key of keys) {
+                const k = keyBytes(key);
+                env.meta.removeSync(k);
+                env.data.removeSync(k);
+              }
+            });
+            return undefined;
+          } catch (error) {
+            return { error };
+          }
+        });
+        if (outcome) throw outcome.error;
+      },
+      () => undefined,
+    );
   }
 
   /**
@@ -299,25 +325,24 @@ export class LmdbStore implements ObjectStore {
    * Runs one call on the environment. The call counts as in flight from the
    * moment it is made, so `close()` waits for it rather than closing the
    * environment under it; errors leave as typed errors naming the call and key.
-   * Reads and deletes (every call but `put`) on a folder without the store's
-   * file get `undefined` instead of an environment: they create nothing, so a
-   * typo in a read-only command leaves no trace.
+   * A call given `absent` (reads and deletes) on a folder without the
+   * store's file gets `absent()` instead: it creates nothing, so a typo in a
+   * read-only command leaves no trace.
    */
   private run<T>(
     op: string,
     key: string,
     options: StoreCallOptions,
-    fn: (env: Environment | undefined) => T | Promise<T>,
+    fn: (env: Environment) => T | Promise<T>,
+    absent?: () => T,
   ): Promise<T> {
     this.checkOpen();
     options.signal?.throwIfAborted();
     const work = (async () => {
-      let env: Environment | undefined;
+      let env: Environment;
       try {
-        env =
-          op === 'put' || this.shared || (await this.hasStoreFile())
-            ? await this.environment()
-            : undefined;
+        if (absent && !this.shared && !(await this.hasStoreFile())) return absent();
+        env = await this.environment();
       } catch (e) {
         throw lmdbStoreError(e, this.description, op, key);
       }
@@ -354,11 +379,6 @@ export class LmdbStore implements ObjectStore {
     const folder = await isFolder(this.path);
     if (folder === false) throw notAFolder(this.path);
     return folder === true && (await exists(join(this.path, LMDB_STORE_FILE)));
-  }
-
-  /** A put always opens the environment (creating the file): never reached. */
-  private unopened(): never {
-    throw new StorageError(`${this.description}: the store's file was not opened for a write`);
   }
 
   private notFound(key: string): NotFoundError {
