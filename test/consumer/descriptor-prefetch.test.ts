@@ -14,6 +14,9 @@ import { queueWith } from '../support/queue.ts';
 const dec = new TextDecoder();
 const isCommit = (key: string) => key.includes('/log/') && !key.includes('.batch');
 
+/** The entries `queueWith` produces, in order: `e0` to `e{count - 1}`. */
+const entriesUpTo = (count: number) => Array.from({ length: count }, (_, i) => `e${i}`);
+
 /** A log queue of `count` one-entry batches, each in a commit of its own. */
 async function backlog(count: number): Promise<FaultInjectingStore> {
   const store = new FaultInjectingStore(new MemoryStore());
@@ -47,10 +50,7 @@ describe('descriptor read-ahead (log)', () => {
       if (!b) break;
       take(b);
     }
-    assert.deepEqual(
-      seen,
-      Array.from({ length: 30 }, (_, i) => `e${i}`),
-    );
+    assert.deepEqual(seen, entriesUpTo(30));
     await consumer.close();
   });
 
@@ -84,10 +84,7 @@ describe('descriptor read-ahead (log)', () => {
     remove();
     assert.equal(failed, 1);
     assert.ok(errors <= 1, `${errors} errors`);
-    assert.deepEqual(
-      seen,
-      Array.from({ length: 20 }, (_, i) => `e${i}`),
-    );
+    assert.deepEqual(seen, entriesUpTo(20));
     await consumer.close();
   });
 
@@ -123,10 +120,7 @@ describe('descriptor read-ahead (log)', () => {
       if ('e' in r || !r.b) continue;
       seen.push(dec.decode(r.b.entries[0]));
     }
-    assert.deepEqual(
-      seen,
-      Array.from({ length: 24 }, (_, i) => `e${i}`),
-    );
+    assert.deepEqual(seen, entriesUpTo(24));
     await consumer.close();
   });
 
