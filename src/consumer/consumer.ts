@@ -926,8 +926,8 @@ export class Consumer {
    * Reads the next descriptors in the background while the read-ahead window
    * still has batches to hand out, so a backlog streams without a pause for
    * each manifest read. Only when nothing is known, no read is in flight and
-   * the last read found something (an idle queue is polled by callers, not
-   * here). Its failure surfaces in the next {@link readManifest}.
+   * the window holds batches (a backlog; an idle queue is polled by callers,
+   * not here). Its failure surfaces in the next {@link readManifest}.
    */
   private prefetchDescriptors(): void {
     if (this.prefetching || this.prefetchFailure || this.closing || this.destroyed) return;
