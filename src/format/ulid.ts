@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { InvalidArgumentError } from '../errors.ts';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const DECODE = new Map([...ALPHABET].map((c, i) => [c, i]));
@@ -61,4 +62,34 @@ function increment(bytes: Uint8Array): void {
     bytes[i] = v;
     if (v !== 0) return;
   }
+}
+
+/**
+ * A canonical ULID's 128 bits, big-endian (16 bytes): the binary form in
+ * which the log layout stores group ids.
+ *
+ * @throws {InvalidArgumentError} for a string that is not a canonical ULID.
+ */
+export function ulidToBytes(ulid: string): Uint8Array {
+  if (!isUlid(ulid)) throw new InvalidArgumentError(`not a canonical ULID: ${JSON.stringify(ulid)}`);
+  let v = 0n;
+  for (const c of ulid) v = (v << 5n) | BigInt(DECODE.get(c) as number);
+  const out = new Uint8Array(16);
+  for (let i = 15; i >= 0; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}
+
+/** The canonical ULID of 16 bytes (big-endian), the inverse of {@link ulidToBytes}. */
+export function ulidFromBytes(bytes: Uint8Array): string {
+  let v = 0n;
+  for (const b of bytes.subarray(0, 16)) v = (v << 8n) | BigInt(b);
+  let out = '';
+  for (let i = 0; i < 26; i++) {
+    out = ALPHABET[Number(v & 31n)] + out;
+    v >>= 5n;
+  }
+  return out;
 }
