@@ -21,6 +21,12 @@ export interface ProcessesResult extends LatencySummary {
   conflictsPerAppend: number;
   /** The slowest durable latency, in ms. */
   maxMs: number;
+  /** Riders written per append that landed (log layout). */
+  ridersPerAppend: number;
+  /** Riders carried by another process's commit, per rider written. */
+  ridersIncludedShare: number;
+  /** Owners that committed their rider themselves (stalls), all processes. */
+  riderStalls: number;
   /** Entries of the process that made the fewest over those of the one that made the most (1: fair). */
   fairness: number;
 }
@@ -84,12 +90,18 @@ export class ProducerProcesses {
     let ops = 0;
     let appends = 0;
     let conflicts = 0;
+    let ridersWritten = 0;
+    let ridersIncluded = 0;
+    let riderStalls = 0;
     let maxMs = 0;
     const latencies: number[] = [];
     for (const r of results) {
       ops += r.ops;
       appends += r.appends;
       conflicts += r.conflicts;
+      ridersWritten += r.ridersWritten;
+      ridersIncluded += r.ridersIncluded;
+      riderStalls += r.riderStalls;
       for (const l of r.latencies) {
         latencies.push(l);
         if (l > maxMs) maxMs = l;
@@ -100,6 +112,9 @@ export class ProducerProcesses {
       entriesPerSecond: ops / seconds,
       appendsPerSecond: appends / seconds,
       conflictsPerAppend: appends > 0 ? conflicts / appends : 0,
+      ridersPerAppend: appends > 0 ? ridersWritten / appends : 0,
+      ridersIncludedShare: ridersWritten > 0 ? ridersIncluded / ridersWritten : 0,
+      riderStalls,
       maxMs,
       fairness: Math.min(...perProcess) / Math.max(1, ...perProcess),
       ...latencySummary(latencies),

@@ -40,6 +40,10 @@ export interface WorkerResult {
   /** Appends (commits, or manifest writes) that landed, and races lost on the way. */
   appends: number;
   conflicts: number;
+  /** Riders written, riders of others carried in this process's commits, and stalls (log layout). */
+  ridersWritten: number;
+  ridersIncluded: number;
+  riderStalls: number;
 }
 
 /** An answer to the parent. */
@@ -82,6 +86,9 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
   prepared = undefined;
   const appendsBefore = p.metrics.counter('buffer.manifest_writes', { role: 'producer' });
   const conflictsBefore = p.metrics.counter('buffer.manifest_conflicts', { role: 'producer' });
+  const ridersBefore = ['buffer.riders_written', 'buffer.riders_included', 'buffer.rider_stalls'].map(
+    (name) => p.metrics.counter(name),
+  );
   const wait = startAtMs - Date.now();
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const end = performance.now() + durationMs - Math.max(0, -wait);
@@ -109,6 +116,9 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
       appends: p.metrics.counter('buffer.manifest_writes', { role: 'producer' }) - appendsBefore,
       conflicts:
         p.metrics.counter('buffer.manifest_conflicts', { role: 'producer' }) - conflictsBefore,
+      ridersWritten: p.metrics.counter('buffer.riders_written') - (ridersBefore[0] as number),
+      ridersIncluded: p.metrics.counter('buffer.riders_included') - (ridersBefore[1] as number),
+      riderStalls: p.metrics.counter('buffer.rider_stalls') - (ridersBefore[2] as number),
     };
   } finally {
     await p.producer.close();

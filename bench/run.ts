@@ -468,6 +468,13 @@ try {
                 appendsPerS: round(r.appendsPerSecond),
                 conflictsPerAppend: round(r.conflictsPerAppend, 2),
                 fairness: round(r.fairness, 2),
+                ...(layout === 'log'
+                  ? {
+                      ridersPerAppend: round(r.ridersPerAppend, 2),
+                      ridersIncluded: round(r.ridersIncludedShare, 2),
+                      riderStalls: r.riderStalls,
+                    }
+                  : {}),
               },
             });
             p99.set(n, r.p99Ms);

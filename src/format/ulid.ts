@@ -71,7 +71,8 @@ function increment(bytes: Uint8Array): void {
  * @throws {InvalidArgumentError} for a string that is not a canonical ULID.
  */
 export function ulidToBytes(ulid: string): Uint8Array {
-  if (!isUlid(ulid)) throw new InvalidArgumentError(`not a canonical ULID: ${JSON.stringify(ulid)}`);
+  if (!isUlid(ulid))
+    throw new InvalidArgumentError(`not a canonical ULID: ${JSON.stringify(ulid)}`);
   let v = 0n;
   for (const c of ulid) v = (v << 5n) | BigInt(DECODE.get(c) as number);
   const out = new Uint8Array(16);

@@ -15,15 +15,12 @@ import { UlidGenerator } from '../format/ulid.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
 import { checkCallOptions, resolveOptions, type OptionSpecs } from '../options.ts';
-import type { AppendBatch, LogQueue } from '../queue/log-queue.ts';
+import { INLINE_BYTES_PER_COMMIT, type AppendBatch, type LogQueue } from '../queue/log-queue.ts';
 import type { ManifestQueue } from '../queue/manifest-queue.ts';
 import { Queue, QUEUE_SELECTOR_SPECS, type QueueSelector } from '../queue/queue.ts';
 import { abortable, closeWithin } from '../lifecycle.ts';
 import { describeValue } from '../store/keys.ts';
 import type { ObjectStore } from '../store/object-store.ts';
-
-/** Most inline batch bytes one append (one commit) carries. */
-const INLINE_BYTES_PER_APPEND = 1024 * 1024;
 
 /** Options of {@link Producer}. Name the queue with `queue`, or with `store` and the paths. */
 export interface ProducerOptions extends QueueSelector {
@@ -790,7 +787,7 @@ export class Producer {
         let inlineBytes = 0;
         while (this.pipeline.length > 0 && (this.pipeline[0] as Batch).settled) {
           const size = (this.pipeline[0] as Batch).uploaded?.inline?.byteLength ?? 0;
-          if (ready.length > 0 && inlineBytes + size > INLINE_BYTES_PER_APPEND) break;
+          if (ready.length > 0 && inlineBytes + size > INLINE_BYTES_PER_COMMIT) break;
           inlineBytes += size;
           ready.push(this.pipeline.shift() as Batch);
         }

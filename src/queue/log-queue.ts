@@ -42,12 +42,15 @@ import {
   type QueueDescriptor,
   type Retention,
 } from '../format/log-objects.ts';
+import { encodeRider, riderKey } from '../format/log-rider.ts';
 import type { MetadataItem } from '../format/manifest.ts';
+import { withGroup } from '../format/trailer.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { noopMetrics, type Metrics } from '../metrics.ts';
 import { backoffMs, RETRY_DEFAULTS } from '../retry.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { readShared } from './fetch-cache.ts';
+import { awaitRide, Riders, type OwnerHost, type Selection } from './log-riders.ts';
 
 /** The subscription every log queue has from its creation. */
 export const DEFAULT_SUBSCRIPTION = 'default';
@@ -109,6 +112,12 @@ export interface LogQueueOptions {
   deadlineMs?: number;
 }
 
+/**
+ * Most inline batch bytes one commit carries (the producer's own batches
+ * and the riders' together, §7.2), so readers never fetch huge commits.
+ */
+export const INLINE_BYTES_PER_COMMIT = 1024 * 1024;
+
 /** Commits between head hints: the creator of a commit whose number is a multiple writes one. */
 const HINT_EVERY_COMMITS = 64;
 
@@ -145,6 +154,10 @@ export class LogQueue {
    */
   private head: (Head & { observedAt: number }) | undefined;
   private hintWrite: Promise<void> = Promise.resolve();
+  /** What this handle knows of riders and recent commits, and its rider mode (§7.2). */
+  private readonly riders: Riders;
+  /** What the owner's side of a rider uses of this handle. */
+  private readonly ownerHost: OwnerHost;
 
   constructor(options: LogQueueOptions) {
     this.store = options.store;
@@ -154,6 +167,28 @@ export class LogQueue {
     this.logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? systemClock;
     this.deadlineMs = options.deadlineMs ?? RETRY_DEFAULTS.deadlineMs;
+    this.ownerHost = {
+      store: this.store,
+      root: this.root,
+      writer: this.writer,
+      metrics: this.metrics,
+      logger: this.logger,
+      clock: this.clock,
+      deadlineMs: this.deadlineMs,
+      readCommit: (n, signal, fresh) => this.readCommit(n, signal, fresh),
+      commitKey: (n) => this.commitKey(n),
+      readBoundary: (signal) => this.readBoundary(signal),
+      knownHead: () => this.head?.commit,
+      observe: (head, since) => void this.observe(head, since),
+      commitOnce: (own, view, maxNumber, started, signal) =>
+        this.commitLoop(own, view, { started, signal, stopOnLoss: true, scan: true, maxNumber }),
+    };
+    this.riders = new Riders(this.ownerHost);
+  }
+
+  /** `{root}/riders/`: the prefix of riders (§3). */
+  get ridersPrefix(): string {
+    return `${this.root}/riders/`;
   }
 
   /** `{root}/queue`: the descriptor that says a log queue lives here. */
@@ -274,9 +309,12 @@ export class LogQueue {
     }
   }
 
-  /** A commit, or undefined when it does not exist (not yet, or collected). Reads are shared in the process. */
-  async readCommit(n: number, signal?: AbortSignal): Promise<Commit | undefined> {
-    const bytes = await this.readCommitBytes(n, signal);
+  /**
+   * A commit, or undefined when it does not exist (not yet, or collected).
+   * Reads are shared in the process unless `fresh` asks the store itself.
+   */
+  async readCommit(n: number, signal?: AbortSignal, fresh = false): Promise<Commit | undefined> {
+    const bytes = await this.readCommitBytes(n, signal, fresh);
     if (!bytes) return undefined;
     const key = this.commitKey(n);
     const commit = decodeCommit(bytes, key, n);
@@ -457,13 +495,23 @@ export class LogQueue {
   }
 
   /**
-   * Appends batches as one new commit, in order, once: creates commit
-   * head + 1; a lost race reads the winner's commit and tries the next
-   * number; a lost response is settled by reading the commit back and
-   * comparing bytes. Returns each batch's sequence and location.
+   * Appends batches as one new commit, in order, once, and returns each
+   * batch's sequence and location.
+   *
+   * In **direct mode** it creates commit head + 1 holding the batches, and
+   * after them the batches of other producers' riders that are eligible
+   * (§7.2); a lost response is settled by reading the commit back and
+   * comparing bytes. A lost race puts the producer in **rider mode** for
+   * `RIDER_MODE_MS` (1 s): the batches (and those of its next appends) are
+   * published as a rider, `{root}/riders/{group}`, and the append resolves
+   * once a commit holds that group, whoever created it (the owner commits it
+   * itself when nobody does). Batches without Spillway's trailer naming this
+   * writer cannot ride: they race as before (a lost race reads the winner's
+   * commit and tries the next number).
    *
    * @throws {OutcomeUnknownError} when a create whose outcome was lost can no
-   * longer be checked (its commit was collected meanwhile).
+   * longer be checked (its commit was collected meanwhile), or when a rider
+   * can no longer be followed (another producer may have committed it).
    * @throws {StorageError} (retriable) when lost races outlast the deadline.
    */
   async append(
@@ -471,27 +519,129 @@ export class LogQueue {
     signal?: AbortSignal,
   ): Promise<{ sequence: number; location: string }[]> {
     const started = this.clock.now();
-    let head = await this.freshHead(signal);
-    let bytes = 0;
-    let records = 0;
     for (const b of batches) {
       if (!b.inline && (b.location === undefined || !this.isBatchKey(b.location))) {
         throw new InvalidArgumentError(
           `${this.root}: a batch to append must be inline or an object "${this.root}/{name}.batch", got ${JSON.stringify(b.location)}`,
         );
       }
-      bytes += b.sizeBytes;
-      records += b.records;
     }
+    const rideable = batches.length > 0 && this.riders.rideable(batches);
+    if (rideable && this.riders.inRiderMode())
+      return this.ride(batches, started, undefined, signal);
+    const out = await this.commitLoop(batches, await this.freshHead(signal), {
+      started,
+      signal,
+      stopOnLoss: rideable,
+      scan: rideable,
+    });
+    if ('results' in out) return out.results;
+    if ('moved' in out) throw new Error('unreachable: a direct append has no number limit');
+    // Lost a race: another producer is committing. Ride on its commits rather than race it.
+    this.riders.lostRace();
+    return this.ride(batches, started, out.view, signal);
+  }
+
+  /**
+   * Publishes an append as a rider and waits for the commit that holds it
+   * (§7.2, rider mode). `view`: the head to take `after` from (after a lost
+   * race, the winner, with the time of the view that built the lost number).
+   */
+  private async ride(
+    batches: readonly AppendBatch[],
+    started: number,
+    view: (Head & { observedAt: number }) | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<{ sequence: number; location: string }[]> {
+    view ??= await this.freshHead(signal);
+    const group = this.riders.newGroup();
+    const own = batches.map((b) => ({
+      ...b,
+      extension: withGroup(b.extension, group) as Uint8Array,
+    }));
+    // No commit at or below `after` holds the group (it is new), and the producer's
+    // previous append is at or below it (so its batches do not make the rider look given up).
+    const after = Math.max(view.commit, this.riders.lastOwnCommit);
+    const key = riderKey(this.root, group);
+    const body = encodeRider({
+      writer: this.writer,
+      after,
+      group,
+      batches: Riders.riderBatches(batches, group),
+    });
+    const putAt = monotonicNow(this.clock);
+    try {
+      await this.store.put(key, body, { mode: 'create', signal });
+      this.metrics.increment('buffer.riders_written');
+      this.metrics.increment('buffer.bytes_written', body.byteLength, { role: 'producer' });
+    } catch (e) {
+      signal?.throwIfAborted();
+      // Written or not, the owner holds the batches: it follows the log and commits the
+      // group itself if nobody does, under the same rule as any committer.
+      this.logger.debug({ key, error: String(e) }, 'rider write failed; following the log');
+    }
+    this.riders.measuredPut(monotonicNow(this.clock) - putAt);
+    return awaitRide(
+      this.ownerHost,
+      this.riders,
+      {
+        group,
+        after,
+        own,
+        afterHead: after === view.commit ? view : undefined,
+        viewAt: view.observedAt,
+        started,
+      },
+      signal,
+    );
+  }
+
+  /**
+   * The create of §7.2 for `own` batches plus the riders eligible for each
+   * number tried: builds commit head + 1 (once per number), creates it,
+   * settles a lost response by reading back. Returns the own batches'
+   * results once a create landed; with `stopOnLoss`, the winner of the first
+   * lost race (and the view it gives), else it goes on above the winner;
+   * `moved` when the number to build would pass `maxNumber`.
+   */
+  private async commitLoop(
+    own: readonly AppendBatch[],
+    view: Head & { observedAt: number },
+    options: {
+      started: number;
+      signal: AbortSignal | undefined;
+      stopOnLoss: boolean;
+      scan: boolean;
+      maxNumber?: number;
+    },
+  ): Promise<
+    | { results: { sequence: number; location: string }[]; commit: Commit }
+    | { lost: Commit; checkedAt: number; view: Head & { observedAt: number } }
+    | { moved: true }
+  > {
+    const { started, signal } = options;
+    let head = view;
+    let ownInline = 0;
+    for (const b of own) ownInline += b.inline?.byteLength ?? 0;
     // The bytes tried for a number are kept for every retry of that number: a create
     // that lands late is then recognised as ours, never taken for another writer's.
-    let tried: { commit: Commit; body: Uint8Array } | undefined;
+    let tried: { commit: Commit; body: Uint8Array; selection: Selection } | undefined;
     let lost = 0;
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       head = await this.trusted(head, signal);
       const n = head.commit + 1;
+      if (options.maxNumber !== undefined && n > options.maxNumber) return { moved: true };
       if (tried?.commit.commit !== n) tried = undefined;
+      const selection =
+        tried?.selection ?? this.riders.select(n, Math.max(0, INLINE_BYTES_PER_COMMIT - ownInline));
+      const parts = selection.parts.length > 0 ? [...own, ...selection.parts] : own;
+      let bytes = 0;
+      let records = 0;
+      for (const b of parts) {
+        bytes += b.sizeBytes;
+        records += b.records;
+      }
       const commit: Commit = tried?.commit ?? {
         commit: n,
         firstSequence: head.endSequence,
@@ -499,7 +649,7 @@ export class LogQueue {
         totalBytes: head.totalBytes + bytes,
         totalRecords: head.totalRecords + records,
         writer: this.writer,
-        batches: batches.map((b, i) => ({
+        batches: parts.map((b, i) => ({
           entry: {
             sequence: head.endSequence + i,
             location: b.inline ? inlineLocation(this.root, n, i) : (b.location as string),
@@ -511,10 +661,12 @@ export class LogQueue {
         })),
       };
       const body = tried?.body ?? encodeCommit(commit);
-      tried = { commit, body };
+      tried = { commit, body, selection };
       let failure: unknown;
       const putAt = monotonicNow(this.clock);
       let landed = false;
+      // While the create is in flight, look for riders to carry in the next commit.
+      if (options.scan) this.riders.scan(signal);
       try {
         await this.store.put(this.commitKey(n), body, { mode: 'create', signal });
         landed = true;
@@ -522,7 +674,7 @@ export class LogQueue {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
         failure = e;
       }
-      if (landed) return this.appended(commit, body.byteLength, head.observedAt, putAt, signal);
+      if (landed) return this.landed(commit, body, own.length, selection, head, putAt, signal);
       // Lost a race, or lost the response: the commit as stored says which.
       let stored: Uint8Array | undefined;
       const checkedAt = monotonicNow(this.clock);
@@ -539,20 +691,23 @@ export class LogQueue {
         throw e;
       }
       if (stored && Buffer.from(stored).equals(body)) {
-        return this.appended(commit, body.byteLength, head.observedAt, putAt, signal);
+        return this.landed(commit, body, own.length, selection, head, putAt, signal);
       }
       if (stored) {
         this.metrics.increment('buffer.manifest_conflicts', 1, { role: 'producer' });
         lost++;
+        const winner = decodeCommit(stored, this.commitKey(n), n);
+        // Read at the number a trusted view was about to create: the log's own commit
+        // (a stale writer's re-creation lands only on a number collected, which n was not).
+        if (checkedAt - head.observedAt < TRUSTED_VIEW_MS) this.riders.note(winner);
+        // The view keeps the time of the one it replaces: n was absent then, so n + 1 was
+        // created (if at all) after it, and cannot have been collected within the trusted
+        // window since.
+        const next = { ...headOf(winner), observedAt: head.observedAt };
+        if (options.stopOnLoss) return { lost: winner, checkedAt, view: next };
         if (lost === 1) {
-          // Another writer took n: try n + 1 on it at once, as the winner does. The view
-          // keeps the time of the one it replaces: n was absent then, so n + 1 was
-          // created (if at all) after it, and cannot have been collected within the
-          // trusted window since.
-          head = {
-            ...headOf(decodeCommit(stored, this.commitKey(n), n)),
-            observedAt: head.observedAt,
-          };
+          // Another writer took n: try n + 1 on it at once, as the winner does.
+          head = next;
         } else {
           // Lost again: others are further ahead. Catch up with the head rather than
           // one number at a time (a writer that steps while others append never catches up).
@@ -568,7 +723,7 @@ export class LogQueue {
           if (failure instanceof OutcomeUnknownError) {
             throw new OutcomeUnknownError(
               this.commitKey(n),
-              `${this.commitKey(n)}: an append of ${batches.length} batches may have landed and already been collected; not appending again, to avoid delivering it twice`,
+              `${this.commitKey(n)}: an append of ${own.length} batches may have landed and already been collected; not appending again, to avoid delivering it twice`,
               failure,
             );
           }
@@ -602,6 +757,21 @@ export class LogQueue {
       );
       await sleep(wait, { signal, clock: this.clock });
     }
+  }
+
+  /** A create of ours landed: the checks of step 5, then the own batches' results. */
+  private async landed(
+    commit: Commit,
+    body: Uint8Array,
+    ownCount: number,
+    selection: Selection,
+    head: Head & { observedAt: number },
+    putAt: number,
+    signal: AbortSignal | undefined,
+  ): Promise<{ results: { sequence: number; location: string }[]; commit: Commit }> {
+    const all = await this.appended(commit, body.byteLength, head.observedAt, putAt, signal);
+    this.riders.committed(commit, selection);
+    return { results: all.slice(0, ownCount), commit };
   }
 
   /**
@@ -662,9 +832,10 @@ export class LogQueue {
     return commit.batches.map((b) => ({ sequence: b.entry.sequence, location: b.entry.location }));
   }
 
-  /** Waits for a head hint being written. */
+  /** Waits for background writes: a head hint, a rider scan, rider deletions. */
   async settle(): Promise<void> {
     await this.hintWrite;
+    await this.riders.settle();
   }
 
   /** A subscription's cursor, or undefined when it does not exist. */

@@ -1,0 +1,636 @@
+/**
+ * Riders: how several producers flat out on one log share commits
+ * (docs/log-layout.md §7.2, "Riders"). Commits form a chain, so a log takes
+ * about one commit per create round trip whoever writes it; a producer that
+ * loses a race therefore stops racing for a while and publishes each group of
+ * batches as a **rider**, `{root}/riders/{group}`, for the producer that is
+ * committing (the one in direct mode) to carry in its next commit. The owner
+ * of a rider follows the chain until a commit holds its group, and commits it
+ * itself when nobody does (a **stall**).
+ *
+ * The one rule that keeps a group out of two commits: a builder of commit `n`
+ * includes group `G` only after checking every commit in `(after, n − 1]`
+ * (`after` is written in the rider: no commit at or below it holds `G`) and
+ * finding `G` in none. Commit `n` is created on `n − 1`, create-only, so if
+ * `m < n` both held `G`, the builder of `n` read `m`.
+ *
+ * This file keeps what a queue handle knows about riders and recent commits
+ * (caches; riders are immutable), the background scan of `riders/`, the
+ * eligibility rule, and the owner's wait. The create itself is
+ * {@link LogQueue}'s, unchanged.
+ */
+import { monotonicNow, sleep, type Clock } from '../clock.ts';
+import { CorruptDataError, NotFoundError, OutcomeUnknownError, StorageError } from '../errors.ts';
+import type { Commit, CommitBatch } from '../format/log-commit.ts';
+import { decodeRider, riderGroupOf, riderKey, type Rider } from '../format/log-rider.ts';
+import { decodeTrailer, withGroup } from '../format/trailer.ts';
+import { UlidGenerator } from '../format/ulid.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import type { ObjectStore } from '../store/object-store.ts';
+import { TRUSTED_VIEW_MS, type AppendBatch, type Head } from './log-queue.ts';
+
+/** How long, in ms, after a lost race a producer publishes its groups as riders instead of racing. */
+export const RIDER_MODE_MS = 1_000;
+/** Shortest stall, in ms: an owner that sees no new commit for this long commits its rider itself. */
+export const RIDER_STALL_MIN_MS = 20;
+/** The stall bound in rider PUT latencies (the larger of this many and {@link RIDER_STALL_MIN_MS}). */
+export const RIDER_STALL_LATENCIES = 8;
+/** An owner commits its rider itself once this many commits appeared after it without it. */
+export const RIDER_STALL_COMMITS = 3;
+/** Bounds, in ms, of the owner's wait between reads of a commit that does not exist yet. */
+export const RIDER_POLL_MIN_MS = 1;
+export const RIDER_POLL_MAX_MS = 50;
+/** A committer checks riders whose `after` lies at most this many commits below the number it builds. */
+export const RIDER_RANGE_MAX = 256;
+/** Commits whose groups a queue handle remembers. */
+const MARKS_KEPT = 2_048;
+/** Group ids known to be committed that a handle remembers (so listings do not read them again). */
+const DONE_KEPT = 8_192;
+/** Riders and commits read at once by a scan. */
+const SCAN_CONCURRENCY = 8;
+
+/** What a commit says about groups: the group ids and the producers (trailer instance ids) of its batches. */
+export interface CommitMarks {
+  groups: Set<string>;
+  writers: Set<string>;
+}
+
+/** The groups and writers of a commit's batches. */
+export function marksOf(c: Commit): CommitMarks {
+  const groups = new Set<string>();
+  const writers = new Set<string>();
+  for (const b of c.batches) {
+    const t = decodeTrailer(b.entry.extension);
+    if (!t) continue;
+    writers.add(t.instanceId);
+    if (t.group !== undefined) groups.add(t.group);
+  }
+  return { groups, writers };
+}
+
+/** Which of a commit's batches belong to `group`, in order: the append's results, or undefined if none. */
+export function groupResults(
+  c: Commit,
+  group: string,
+  count: number,
+  what: string,
+): { sequence: number; location: string }[] | undefined {
+  const out = c.batches
+    .filter((b) => decodeTrailer(b.entry.extension)?.group === group)
+    .map((b) => ({ sequence: b.entry.sequence, location: b.entry.location }));
+  if (out.length === 0) return undefined;
+  if (out.length !== count) {
+    // A group travels whole or not at all; anything else is not ours to resolve with.
+    throw new OutcomeUnknownError(
+      what,
+      `${what}: holds ${out.length} batches of group ${group}, which has ${count}: not resolving the append`,
+      new CorruptDataError(`${what}: group ${group} split`, what),
+    );
+  }
+  return out;
+}
+
+/** A rider read from the store. */
+interface ReadRider {
+  rider: Rider;
+  key: string;
+  /** The producer of its batches (their trailers' instance id). */
+  writer: string;
+  inlineBytes: number;
+}
+
+/** What {@link Riders} needs from its queue handle. */
+export interface RiderHost {
+  readonly store: ObjectStore;
+  readonly root: string;
+  readonly writer: string;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readCommit(n: number, signal?: AbortSignal, fresh?: boolean): Promise<Commit | undefined>;
+  commitKey(n: number): string;
+  readBoundary(signal?: AbortSignal): Promise<{ value: { firstCommit: number } }>;
+  /** The newest commit the handle knows, if any. */
+  knownHead(): number | undefined;
+}
+
+/** Eligible riders for one commit number: the batches to add and their groups. */
+export interface Selection {
+  parts: AppendBatch[];
+  groups: string[];
+  keys: string[];
+}
+
+/**
+ * What one queue handle knows about riders and recent commits, and the
+ * rider-mode state of its producer. Safe to share within a handle; every
+ * cache only ever holds immutable facts (a rider's bytes, a commit's groups).
+ */
+export class Riders {
+  private readonly ulids = new UlidGenerator();
+  /** Rider mode until this monotonic time. */
+  private contendedUntil = Number.NEGATIVE_INFINITY;
+  /** Rider PUT latency, ms, smoothed. */
+  private putMs = 2;
+  /** Groups and writers of recent commits, by number: only commits read as the log's own (see {@link note}). */
+  private readonly marks = new Map<number, CommitMarks>();
+  /** Commits below this number may be collected, or are not known to be the log's: riders reaching below are not checked. */
+  private collectedBelow = 0;
+  /** Riders read and not known to be committed, by group. */
+  private readonly pending = new Map<string, ReadRider>();
+  /** Groups known to be committed (or unreadable): never read again. */
+  private readonly done = new Set<string>();
+  /** Groups this handle wrote. */
+  private readonly own = new Set<string>();
+  private scanning: Promise<void> | undefined;
+  private readonly deletions: string[] = [];
+  private deleting: Promise<void> | undefined;
+  /** The commit that resolved this handle's last append, if known. */
+  lastOwnCommit = -1;
+
+  constructor(private readonly host: RiderHost) {}
+
+  get riderPrefix(): string {
+    return `${this.host.root}/riders/`;
+  }
+
+  /** A new group id (a ULID, in creation order within this handle). */
+  newGroup(): string {
+    const g = this.ulids.next(this.host.clock.now());
+    this.own.add(g);
+    return g;
+  }
+
+  /**
+   * Whether batches can travel as a rider: each carries Spillway's trailer
+   * with this handle's writer id, so its group can be marked in it.
+   */
+  rideable(batches: readonly AppendBatch[]): boolean {
+    return batches.every((b) => decodeTrailer(b.extension)?.instanceId === this.host.writer);
+  }
+
+  /** Whether this producer lost a race recently (publish riders rather than race). */
+  inRiderMode(): boolean {
+    return monotonicNow(this.host.clock) < this.contendedUntil;
+  }
+
+  /** A race was lost: rider mode for {@link RIDER_MODE_MS}. */
+  lostRace(): void {
+    this.contendedUntil = monotonicNow(this.host.clock) + RIDER_MODE_MS;
+  }
+
+  /** A commit of this handle's landed after a stall: it is the committer now (direct mode). */
+  committing(): void {
+    this.contendedUntil = Number.NEGATIVE_INFINITY;
+  }
+
+  /** Records a rider PUT's latency (ms). */
+  measuredPut(ms: number): void {
+    this.putMs = this.putMs * 0.8 + ms * 0.2;
+  }
+
+  /** How long an owner waits before reading a commit that did not exist yet again. */
+  get pollMs(): number {
+    return Math.min(RIDER_POLL_MAX_MS, Math.max(RIDER_POLL_MIN_MS, this.putMs));
+  }
+
+  /** How long without a new commit counts as a stall. */
+  get stallMs(): number {
+    return Math.max(RIDER_STALL_MIN_MS, RIDER_STALL_LATENCIES * this.putMs);
+  }
+
+  /**
+   * Remembers what commit `c` holds. Only commits known to be the log's (not
+   * a stale writer's re-creation below the boundary) may be noted: the
+   * handle's own, one read at the number its trusted view was about to
+   * create, or one read while the reader's view was trusted (§7.2).
+   */
+  note(c: Commit): CommitMarks {
+    const m = marksOf(c);
+    if (c.commit >= this.collectedBelow) {
+      this.marks.set(c.commit, m);
+      if (this.marks.size > MARKS_KEPT) {
+        const lowest = Math.min(...this.marks.keys());
+        this.marks.delete(lowest);
+        this.collectedBelow = Math.max(this.collectedBelow, lowest + 1);
+      }
+    }
+    for (const g of m.groups) this.finished(g);
+    return m;
+  }
+
+  private finished(group: string): void {
+    this.pending.delete(group);
+    this.done.add(group);
+    if (this.done.size > DONE_KEPT) {
+      const first = this.done.values().next().value as string;
+      this.done.delete(first);
+    }
+  }
+
+  /**
+   * Whether commits `(after, through]` are all known here and none holds
+   * `group` or (with `writer`) another batch of that producer.
+   */
+  checked(after: number, through: number, group: string, writer?: string): boolean {
+    if (after + 1 < this.collectedBelow) return false;
+    if (through - after > RIDER_RANGE_MAX) return false;
+    for (let m = after + 1; m <= through; m++) {
+      const marks = this.marks.get(m);
+      if (!marks || marks.groups.has(group)) return false;
+      if (writer !== undefined && marks.writers.has(writer)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Riders to carry in commit `n`, after the builder's own batches, within
+   * `budget` inline bytes, in group (creation) order. A rider is eligible
+   * when `after < n` and commits `(after, n − 1]` are known here and hold
+   * neither its group nor another batch of its producer (a later append of a
+   * producer means the rider was given up; including it would break the
+   * producer's order). Once one rider of a producer is left out, its later
+   * ones are too.
+   */
+  select(n: number, budget: number): Selection {
+    const out: Selection = { parts: [], groups: [], keys: [] };
+    const skipped = new Set<string>();
+    const riders = [...this.pending.values()].sort((a, b) =>
+      a.rider.group < b.rider.group ? -1 : 1,
+    );
+    for (const r of riders) {
+      if (r.writer === this.host.writer || skipped.has(r.writer)) continue;
+      const ok =
+        r.rider.after < n &&
+        r.inlineBytes <= budget &&
+        this.checked(r.rider.after, n - 1, r.rider.group, r.writer);
+      if (!ok) {
+        skipped.add(r.writer);
+        continue;
+      }
+      budget -= r.inlineBytes;
+      out.groups.push(r.rider.group);
+      out.keys.push(r.key);
+      for (const b of r.rider.batches) out.parts.push(partOf(b));
+    }
+    return out;
+  }
+
+  /** A commit of this handle landed carrying `selection`: note it, count and delete its riders. */
+  committed(c: Commit, selection: Selection | undefined): void {
+    this.note(c);
+    this.lastOwnCommit = c.commit;
+    if (!selection || selection.groups.length === 0) return;
+    this.host.metrics.increment('buffer.riders_included', selection.groups.length);
+    this.deleteLater(selection.keys);
+  }
+
+  /** Deletes riders in the background, batched, best effort (the collector takes what is left). */
+  deleteLater(keys: readonly string[]): void {
+    this.deletions.push(...keys);
+    if (this.deleting) return;
+    this.deleting = (async () => {
+      while (this.deletions.length > 0) {
+        const chunk = this.deletions.splice(0, 1000);
+        await this.host.store.deleteMany(chunk).catch((e: unknown) => {
+          this.host.logger.debug({ error: String(e) }, 'riders not deleted (the collector will)');
+        });
+      }
+      this.deleting = undefined;
+    })();
+  }
+
+  /**
+   * Starts a scan of `riders/` unless one runs: lists it, reads the riders
+   * not read yet, and reads commits that riders' eligibility needs. Never
+   * fails (a failure is logged; the next scan tries again).
+   */
+  scan(signal?: AbortSignal): void {
+    if (this.scanning) return;
+    this.scanning = this.scanOnce(signal)
+      .catch((e: unknown) => {
+        this.host.logger.debug({ error: String(e) }, 'rider scan failed');
+      })
+      .finally(() => (this.scanning = undefined));
+  }
+
+  private async scanOnce(signal?: AbortSignal): Promise<void> {
+    const listed = new Set<string>();
+    const fresh: string[] = [];
+    for await (const meta of this.host.store.list(this.riderPrefix, { signal })) {
+      const group = riderGroupOf(this.host.root, meta.key);
+      if (group === undefined) continue;
+      listed.add(group);
+      if (!this.pending.has(group) && !this.done.has(group) && !this.own.has(group)) {
+        fresh.push(meta.key);
+      }
+    }
+    // A rider no longer listed was committed (and deleted by its committer) or collected.
+    for (const g of [...this.pending.keys()]) if (!listed.has(g)) this.pending.delete(g);
+    await eachLimited(fresh, SCAN_CONCURRENCY, async (key) => {
+      const group = riderGroupOf(this.host.root, key) as string;
+      let body: Uint8Array;
+      try {
+        body = (await this.host.store.get(key, { signal })).body;
+      } catch (e) {
+        if (e instanceof NotFoundError) return;
+        throw e;
+      }
+      try {
+        const rider = decodeRider(body, key, group);
+        for (const b of rider.batches) {
+          if (!b.inline && !isBatchKeyOf(this.host.root, b.entry.location)) {
+            throw new CorruptDataError(
+              `${key}: batch at "${b.entry.location}", outside this queue's batches`,
+              key,
+            );
+          }
+        }
+        const writer = decodeTrailer((rider.batches[0] as CommitBatch).entry.extension)
+          ?.instanceId as string;
+        if (rider.batches.some((b) => decodeTrailer(b.entry.extension)?.instanceId !== writer)) {
+          throw new CorruptDataError(`${key}: batches of several producers`, key);
+        }
+        let inlineBytes = 0;
+        for (const b of rider.batches) inlineBytes += b.inline?.byteLength ?? 0;
+        if (!this.done.has(group)) this.pending.set(group, { rider, key, writer, inlineBytes });
+      } catch (e) {
+        this.host.logger.warn({ key, error: String(e) }, 'a rider that does not decode is ignored');
+        this.done.add(group);
+      }
+    });
+    await this.fillGaps(signal);
+  }
+
+  /**
+   * Reads the commits that pending riders' eligibility needs and this handle
+   * does not know, then the boundary: a commit read at or above the boundary
+   * read after it is the log's own (a stale writer's re-creation lands
+   * below), so only those are noted.
+   */
+  private async fillGaps(signal?: AbortSignal): Promise<void> {
+    const head = this.host.knownHead();
+    if (head === undefined) return;
+    const wanted = new Set<number>();
+    for (const r of this.pending.values()) {
+      if (r.writer === this.host.writer) continue;
+      const from = Math.max(r.rider.after + 1, this.collectedBelow, head - RIDER_RANGE_MAX);
+      for (let m = from; m <= head && wanted.size < 64; m++) {
+        if (!this.marks.has(m)) wanted.add(m);
+      }
+    }
+    if (wanted.size === 0) return;
+    const read = new Map<number, Commit>();
+    let missing = -1;
+    await eachLimited([...wanted], SCAN_CONCURRENCY, async (m) => {
+      const c = await this.host.readCommit(m, signal);
+      // Below a commit known to exist, a missing one was collected.
+      if (c) read.set(m, c);
+      else missing = Math.max(missing, m);
+    });
+    const { value: b } = await this.host.readBoundary(signal);
+    this.collectedBelow = Math.max(this.collectedBelow, b.firstCommit, missing + 1);
+    for (const m of [...this.marks.keys()]) if (m < this.collectedBelow) this.marks.delete(m);
+    for (const c of read.values()) if (c.commit >= this.collectedBelow) this.note(c);
+  }
+
+  /** Waits for background work: a scan and rider deletions. */
+  async settle(): Promise<void> {
+    await this.scanning;
+    await this.deleting;
+  }
+
+  /** The batches of an append as a rider's: version-2 trailers naming `group`, sequence 0, no inline name. */
+  static riderBatches(batches: readonly AppendBatch[], group: string): CommitBatch[] {
+    return batches.map((b) => ({
+      entry: {
+        sequence: 0,
+        location: b.inline ? '' : (b.location as string),
+        metadata: b.metadata,
+        extension: withGroup(b.extension, group) as Uint8Array,
+      },
+      records: b.records,
+      ...(b.inline ? { inline: b.inline } : {}),
+    }));
+  }
+}
+
+/** A rider's batch as one to append (the committer names inline ones). */
+export function partOf(b: CommitBatch): AppendBatch {
+  return {
+    ...(b.inline ? { inline: b.inline } : { location: b.entry.location }),
+    sizeBytes: decodeTrailer(b.entry.extension)?.batchSizeBytes ?? b.inline?.byteLength ?? 0,
+    records: b.records,
+    metadata: b.entry.metadata,
+    extension: b.entry.extension,
+  };
+}
+
+function isBatchKeyOf(root: string, key: string): boolean {
+  if (!key.startsWith(`${root}/`) || !key.endsWith('.batch')) return false;
+  const name = key.slice(root.length + 1, -'.batch'.length);
+  return name.length > 0 && !name.includes('/');
+}
+
+/** Runs `work` on each item, at most `limit` at once; the first failure rejects (after the rest settle). */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  const queue = [...items];
+  let failure: unknown;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, queue.length) }, async () => {
+      for (let x = queue.shift(); x !== undefined; x = queue.shift()) {
+        try {
+          await work(x);
+        } catch (e) {
+          failure ??= e;
+        }
+      }
+    }),
+  );
+  if (failure !== undefined) throw failure as Error;
+}
+
+/** What the owner's wait needs from the queue handle: reads and the create of §7.2. */
+export interface OwnerHost extends RiderHost {
+  readonly deadlineMs: number;
+  /** Records a head seen by reads that started at `since` (monotonic ms): commit `head.commit + 1` was missing then. */
+  observe(head: Head, since: number): void;
+  /**
+   * The create of §7.2 (steps 1, 4 and 5) for `own` batches plus eligible
+   * riders, on `view`, building no number above `maxNumber`; stops at the
+   * first lost race.
+   */
+  commitOnce(
+    own: readonly AppendBatch[],
+    view: Head & { observedAt: number },
+    maxNumber: number,
+    started: number,
+    signal: AbortSignal | undefined,
+  ): Promise<
+    | { results: { sequence: number; location: string }[]; commit: Commit }
+    | { lost: Commit; checkedAt: number }
+    | { moved: true }
+  >;
+}
+
+/** An append published as a rider, waiting for the commit that holds it. */
+export interface Ride {
+  group: string;
+  after: number;
+  /** The append's batches, tagged with the group. */
+  own: AppendBatch[];
+  /** The head at `after`, when known (the owner's view). */
+  afterHead: Head | undefined;
+  /** Monotonic time of the view `after` comes from: commits above `after` were created after it. */
+  viewAt: number;
+  /** Clock time the append started (for its deadline). */
+  started: number;
+}
+
+/**
+ * The owner's side of a rider: reads commits from `after + 1` on as they
+ * appear and resolves with its batches' places in the one that holds its
+ * group; commits the group itself (with other eligible riders) when no new
+ * commit appears for a stall bound or {@link RIDER_STALL_COMMITS} commits go
+ * by without it.
+ *
+ * @throws {OutcomeUnknownError} when it cannot tell any more whether its
+ * group was committed (commits after `after` collected unread, the deadline,
+ * a failed read), since a committer may already hold its rider.
+ */
+export async function awaitRide(
+  host: OwnerHost,
+  riders: Riders,
+  ride: Ride,
+  signal: AbortSignal | undefined,
+): Promise<{ sequence: number; location: string }[]> {
+  const key = riderKey(host.root, ride.group);
+  try {
+    return await follow(host, riders, ride, signal);
+  } catch (e) {
+    if (e instanceof OutcomeUnknownError) throw e;
+    if (signal?.aborted) throw e;
+    throw new OutcomeUnknownError(
+      key,
+      `${key}: an append published as a rider may have been committed by another producer; it could no longer be followed (${(e as Error).message})`,
+      e,
+    );
+  }
+}
+
+async function follow(
+  host: OwnerHost,
+  riders: Riders,
+  ride: Ride,
+  signal: AbortSignal | undefined,
+): Promise<{ sequence: number; location: string }[]> {
+  const key = riderKey(host.root, ride.group);
+  const now = (): number => monotonicNow(host.clock);
+  let c = ride.after + 1;
+  /** What commit c − 1 says, when known. */
+  let base: Head | undefined = ride.afterHead;
+  let lastProgress = now();
+  let live = false;
+  let missed = 0;
+  for (;;) {
+    signal?.throwIfAborted();
+    if (host.clock.now() - ride.started >= host.deadlineMs) {
+      throw new OutcomeUnknownError(
+        key,
+        `${key}: no commit held this rider within the append deadline (${host.deadlineMs} ms), and it may still be committed`,
+      );
+    }
+    const readAt = now();
+    // A fresh read: one shared with a read that began earlier could miss a commit
+    // created before readAt, and the view taken from a miss must hold from readAt.
+    const commit = await host.readCommit(c, signal, true);
+    // Within TRUSTED_VIEW_MS of the view, commits above `after` cannot have been collected
+    // (they were created after the view and are kept LOG_MIN_COMMIT_AGE_MS), so what is read
+    // is the log's own and a missing one is not there yet. Later, the boundary tells.
+    const trusted = readAt - ride.viewAt < TRUSTED_VIEW_MS;
+    if (!trusted) {
+      const { value: b } = await host.readBoundary(signal);
+      if (b.firstCommit > c) {
+        throw new OutcomeUnknownError(
+          key,
+          `${key}: commits from ${c} on were collected before this rider's owner read them (the boundary is at ${b.firstCommit}); one may have held it`,
+        );
+      }
+    }
+    if (commit) {
+      riders.note(commit);
+      const results = groupResults(commit, ride.group, ride.own.length, host.commitKey(c));
+      if (results) {
+        riders.lastOwnCommit = c;
+        return results;
+      }
+      base = headOfCommit(commit);
+      c++;
+      lastProgress = now();
+      if (live) missed++;
+    } else {
+      live = true;
+      base ??= await headAt(host, c - 1, signal);
+      host.observe(base, readAt);
+      const stalled = missed >= RIDER_STALL_COMMITS || now() - lastProgress >= riders.stallMs;
+      if (!stalled) {
+        await sleep(riders.pollMs, { signal, clock: host.clock });
+        continue;
+      }
+      // Nobody carried it: commit it ourselves, with the riders we can, on c − 1 as just
+      // seen (c was missing at readAt, and not collected).
+      host.metrics.increment('buffer.rider_stalls');
+      const out = await host.commitOnce(
+        ride.own,
+        { ...base, observedAt: readAt },
+        c,
+        ride.started,
+        signal,
+      );
+      if ('results' in out) {
+        riders.committing();
+        riders.deleteLater([key]);
+        return out.results;
+      }
+      if ('lost' in out) {
+        const won = out.lost;
+        riders.lostRace();
+        riders.note(won);
+        const results = groupResults(won, ride.group, ride.own.length, host.commitKey(c));
+        if (results) {
+          riders.lastOwnCommit = c;
+          return results;
+        }
+        base = headOfCommit(won);
+        c++;
+        missed = 0;
+        lastProgress = now();
+      }
+    }
+  }
+}
+
+async function headAt(host: OwnerHost, n: number, signal: AbortSignal | undefined): Promise<Head> {
+  const c = await host.readCommit(n, signal);
+  if (!c) {
+    throw new StorageError(`${host.commitKey(n)}: a commit seen before is gone (collected)`, {
+      retriable: true,
+    });
+  }
+  return headOfCommit(c);
+}
+
+function headOfCommit(c: Commit): Head {
+  return {
+    commit: c.commit,
+    endSequence: c.firstSequence + c.batches.length,
+    appendTimeMs: c.appendTimeMs,
+    totalBytes: c.totalBytes,
+    totalRecords: c.totalRecords,
+  };
+}
