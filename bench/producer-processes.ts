@@ -25,6 +25,8 @@ export interface ProcessesResult extends LatencySummary {
   ridersPerAppend: number;
   /** Riders carried by another process's commit, per rider written. */
   ridersIncludedShare: number;
+  /** CPU cores the processes kept busy on average (their CPU time over the run's time). */
+  cpuCores: number;
   /** Owners that committed their rider themselves (stalls), all processes. */
   riderStalls: number;
   /** Entries of the process that made the fewest over those of the one that made the most (1: fair). */
@@ -93,6 +95,7 @@ export class ProducerProcesses {
     let ridersWritten = 0;
     let ridersIncluded = 0;
     let riderStalls = 0;
+    let cpuMs = 0;
     let maxMs = 0;
     const latencies: number[] = [];
     for (const r of results) {
@@ -102,6 +105,7 @@ export class ProducerProcesses {
       ridersWritten += r.ridersWritten;
       ridersIncluded += r.ridersIncluded;
       riderStalls += r.riderStalls;
+      cpuMs += r.cpuMs;
       for (const l of r.latencies) {
         latencies.push(l);
         if (l > maxMs) maxMs = l;
@@ -115,6 +119,7 @@ export class ProducerProcesses {
       ridersPerAppend: appends > 0 ? ridersWritten / appends : 0,
       ridersIncludedShare: ridersWritten > 0 ? ridersIncluded / ridersWritten : 0,
       riderStalls,
+      cpuCores: cpuMs / 1000 / seconds,
       maxMs,
       fairness: Math.min(...perProcess) / Math.max(1, ...perProcess),
       ...latencySummary(latencies),

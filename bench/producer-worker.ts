@@ -44,6 +44,8 @@ export interface WorkerResult {
   ridersWritten: number;
   ridersIncluded: number;
   riderStalls: number;
+  /** CPU time the process used during the run (user + system), in ms. */
+  cpuMs: number;
 }
 
 /** An answer to the parent. */
@@ -86,12 +88,16 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
   prepared = undefined;
   const appendsBefore = p.metrics.counter('buffer.manifest_writes', { role: 'producer' });
   const conflictsBefore = p.metrics.counter('buffer.manifest_conflicts', { role: 'producer' });
-  const ridersBefore = ['buffer.riders_written', 'buffer.riders_included', 'buffer.rider_stalls'].map(
-    (name) => p.metrics.counter(name),
-  );
+  const ridersBefore = [
+    'buffer.riders_written',
+    'buffer.riders_included',
+    'buffer.rider_stalls',
+  ].map((name) => p.metrics.counter(name));
   const wait = startAtMs - Date.now();
+  let cpu: NodeJS.CpuUsage | undefined;
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const end = performance.now() + durationMs - Math.max(0, -wait);
+  cpu = process.cpuUsage();
   const latencies: number[] = [];
   let ops = 0;
   try {
@@ -108,6 +114,7 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
       }),
     );
     const finishedAtMs = Date.now();
+    const used = process.cpuUsage(cpu);
     return {
       type: 'result',
       ops,
@@ -119,6 +126,7 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
       ridersWritten: p.metrics.counter('buffer.riders_written') - (ridersBefore[0] as number),
       ridersIncluded: p.metrics.counter('buffer.riders_included') - (ridersBefore[1] as number),
       riderStalls: p.metrics.counter('buffer.rider_stalls') - (ridersBefore[2] as number),
+      cpuMs: (used.user + used.system) / 1000,
     };
   } finally {
     await p.producer.close();

@@ -468,6 +468,7 @@ try {
                 appendsPerS: round(r.appendsPerSecond),
                 conflictsPerAppend: round(r.conflictsPerAppend, 2),
                 fairness: round(r.fairness, 2),
+                cpuCores: round(r.cpuCores, 2),
                 ...(layout === 'log'
                   ? {
                       ridersPerAppend: round(r.ridersPerAppend, 2),

@@ -665,10 +665,11 @@ export class LogQueue {
       let failure: unknown;
       const putAt = monotonicNow(this.clock);
       let landed = false;
-      // While the create is in flight, look for riders to carry in the next commit.
-      if (options.scan) this.riders.scan(signal);
       try {
-        await this.store.put(this.commitKey(n), body, { mode: 'create', signal });
+        const put = this.store.put(this.commitKey(n), body, { mode: 'create', signal });
+        // While the create is in flight, look for riders to carry in the next commit.
+        if (options.scan) this.riders.scan(signal, put);
+        await put;
         landed = true;
       } catch (e) {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;

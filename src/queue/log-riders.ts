@@ -133,6 +133,8 @@ export class Riders {
   private contendedUntil = Number.NEGATIVE_INFINITY;
   /** Rider PUT latency, ms, smoothed. */
   private putMs = 2;
+  /** Time between new commits as an owner sees them appear, ms, smoothed. */
+  private commitGapMs = 2;
   /** Groups and writers of recent commits, by number: only commits read as the log's own (see {@link note}). */
   private readonly marks = new Map<number, CommitMarks>();
   /** Commits below this number may be collected, or are not known to be the log's: riders reaching below are not checked. */
@@ -190,9 +192,19 @@ export class Riders {
     this.putMs = this.putMs * 0.8 + ms * 0.2;
   }
 
-  /** How long an owner waits before reading a commit that did not exist yet again. */
+  /** Records the time between two commits appearing (ms), as an owner saw them. */
+  measuredCommitGap(ms: number): void {
+    this.commitGapMs = this.commitGapMs * 0.8 + ms * 0.2;
+  }
+
+  /**
+   * How long an owner waits before reading a commit that did not exist yet
+   * again: half a rider PUT, or a third of the time between commits when that
+   * is longer (each read costs the store a request and the owner CPU).
+   */
   get pollMs(): number {
-    return Math.min(RIDER_POLL_MAX_MS, Math.max(RIDER_POLL_MIN_MS, this.putMs));
+    const ms = Math.max(this.putMs / 2, this.commitGapMs / 3);
+    return Math.min(RIDER_POLL_MAX_MS, Math.max(RIDER_POLL_MIN_MS, ms));
   }
 
   /** How long without a new commit counts as a stall. */
@@ -306,9 +318,17 @@ export class Riders {
    * not read yet, and reads commits that riders' eligibility needs. Never
    * fails (a failure is logged; the next scan tries again).
    */
-  scan(signal?: AbortSignal): void {
+  scan(signal?: AbortSignal, until?: Promise<unknown>): void {
     if (this.scanning) return;
-    this.scanning = this.scanOnce(signal)
+    let settled = until === undefined;
+    void until?.finally(() => (settled = true)).catch(() => undefined);
+    this.scanning = (async () => {
+      // Scan again while the create it runs beside is in flight: the next commit then
+      // carries riders written until the moment it is built.
+      let scans = 0;
+      do await this.scanOnce(signal);
+      while (!settled && !signal?.aborted && ++scans < 2);
+    })()
       .catch((e: unknown) => {
         this.host.logger.debug({ error: String(e) }, 'rider scan failed');
       })
@@ -535,6 +555,8 @@ async function follow(
   /** What commit c − 1 says, when known. */
   let base: Head | undefined = ride.afterHead;
   let lastProgress = now();
+  /** When the owner last found a commit that had been missing before (monotonic ms). */
+  let appearedAt: number | undefined;
   let live = false;
   let missed = 0;
   for (;;) {
@@ -572,7 +594,11 @@ async function follow(
       base = headOfCommit(commit);
       c++;
       lastProgress = now();
-      if (live) missed++;
+      if (live) {
+        missed++;
+        if (appearedAt !== undefined) riders.measuredCommitGap(lastProgress - appearedAt);
+        appearedAt = lastProgress;
+      }
     } else {
       live = true;
       base ??= await headAt(host, c - 1, signal);
