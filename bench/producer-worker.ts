@@ -94,10 +94,9 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
     'buffer.rider_stalls',
   ].map((name) => p.metrics.counter(name));
   const wait = startAtMs - Date.now();
-  let cpu: NodeJS.CpuUsage | undefined;
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const end = performance.now() + durationMs - Math.max(0, -wait);
-  cpu = process.cpuUsage();
+  const cpu = process.cpuUsage();
   const latencies: number[] = [];
   let ops = 0;
   try {
