@@ -5,6 +5,7 @@
  */
 import { isUlid, ulidTimeMs } from './format/ulid.ts';
 import { commitEnd, commitNumberOf, type Commit } from './format/log-commit.ts';
+import { riderGroupOf } from './format/log-rider.ts';
 import { decodeTrailer } from './format/trailer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -60,13 +61,15 @@ const CHUNK = 1000;
  *    how far retention expired batches.
  * 4. Commits below the boundary are deleted, the batch objects of the
  *    newest of them (up to 2000) with them.
- * 5. Batch objects are deleted once older than the grace period by both
+ * 5. Riders a grace period old (by both clocks) are deleted: what is left of
+ *    producers that died waiting, or of committers' best-effort deletes.
+ * 6. Batch objects are deleted once older than the grace period by both
  *    clocks and uploaded more than a grace period before the first commit
  *    kept: a batch appended by a kept commit was uploaded at most a grace
  *    period before it. This takes the batches of deleted commits (a grace
  *    period later) and the orphans of producers that died before their
  *    commit alike.
- *
+
  * @throws {QueueNotFoundError} when no log queue lives at the root.
  */
 export async function collectLog(
@@ -210,7 +213,26 @@ export async function collectLog(
   await deleteKeys(c, batchKeys, result, signal);
   await deleteKeys(c, commitKeys, result, signal);
 
-  // 5. Batch objects no kept commit can hold, and probes of collectors that died
+  // 5. Riders a grace period old, before the batch objects they may name (a committer
+  // carries only riders it listed within RIDER_LISTED_MS): an owner commits its rider within its append's
+  // deadline or gives up, so an old one belongs to a producer that died (its append was
+  // never acknowledged) or was left behind by a committer's best-effort delete.
+  const riders: string[] = [];
+  for await (const meta of log.store.list(log.ridersPrefix, { signal })) {
+    const group = riderGroupOf(log.root, meta.key);
+    if (group === undefined) continue;
+    if (
+      c.nowMs - ulidTimeMs(group) >= c.gracePeriodMs &&
+      c.storeNowMs - meta.lastModified.getTime() >= c.gracePeriodMs
+    ) {
+      riders.push(meta.key);
+      result.bytesDeleted += meta.size;
+    }
+  }
+  for (let i = 0; i < riders.length; i += CHUNK) {
+    await deleteKeys(c, riders.slice(i, i + CHUNK), result, signal);
+  }
+  // 6. Batch objects no kept commit can hold, and probes of collectors that died
   // before deleting theirs. Batch objects and probes sort before "log/" (a ULID
   // starts with a digit), so the listing stops there.
   const batches: ObjectMeta[] = [];

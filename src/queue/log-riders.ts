@@ -43,6 +43,12 @@ export const RIDER_POLL_MIN_MS = 1;
 export const RIDER_POLL_MAX_MS = 50;
 /** A committer checks riders whose `after` lies at most this many commits below the number it builds. */
 export const RIDER_RANGE_MAX = 256;
+/**
+ * A committer carries only riders its own listing showed within this many
+ * ms: one deleted since (by the collector, a grace period old) is not
+ * carried long after, when its batch objects may be gone too.
+ */
+export const RIDER_LISTED_MS = 2_000;
 /** Commits whose groups a queue handle remembers. */
 const MARKS_KEPT = 2_048;
 /** Group ids known to be committed that a handle remembers (so listings do not read them again). */
@@ -98,6 +104,8 @@ interface ReadRider {
   /** The producer of its batches (their trailers' instance id). */
   writer: string;
   inlineBytes: number;
+  /** When a listing of this handle last showed it (monotonic ms). */
+  listedAt: number;
 }
 
 /** What {@link Riders} needs from its queue handle. */
@@ -268,12 +276,14 @@ export class Riders {
   select(n: number, budget: number): Selection {
     const out: Selection = { parts: [], groups: [], keys: [] };
     const skipped = new Set<string>();
+    const now = monotonicNow(this.host.clock);
     const riders = [...this.pending.values()].sort((a, b) =>
       a.rider.group < b.rider.group ? -1 : 1,
     );
     for (const r of riders) {
       if (r.writer === this.host.writer || skipped.has(r.writer)) continue;
       const ok =
+        now - r.listedAt < RIDER_LISTED_MS &&
         r.rider.after < n &&
         r.inlineBytes <= budget &&
         this.checked(r.rider.after, n - 1, r.rider.group, r.writer);
@@ -338,10 +348,13 @@ export class Riders {
   private async scanOnce(signal?: AbortSignal): Promise<void> {
     const listed = new Set<string>();
     const fresh: string[] = [];
+    const listedAt = monotonicNow(this.host.clock);
     for await (const meta of this.host.store.list(this.riderPrefix, { signal })) {
       const group = riderGroupOf(this.host.root, meta.key);
       if (group === undefined) continue;
       listed.add(group);
+      const known = this.pending.get(group);
+      if (known) known.listedAt = listedAt;
       if (!this.pending.has(group) && !this.done.has(group) && !this.own.has(group)) {
         fresh.push(meta.key);
       }
@@ -374,7 +387,9 @@ export class Riders {
         }
         let inlineBytes = 0;
         for (const b of rider.batches) inlineBytes += b.inline?.byteLength ?? 0;
-        if (!this.done.has(group)) this.pending.set(group, { rider, key, writer, inlineBytes });
+        if (!this.done.has(group)) {
+          this.pending.set(group, { rider, key, writer, inlineBytes, listedAt });
+        }
       } catch (e) {
         this.host.logger.warn({ key, error: String(e) }, 'a rider that does not decode is ignored');
         this.done.add(group);

@@ -1,0 +1,388 @@
+/**
+ * Riders (docs/log-layout.md §7.2): producers that lost a race publish their
+ * groups, the committing producer carries them, owners follow the log and
+ * commit on a stall. Every group lands in exactly one commit, in each
+ * producer's order, whatever the interleaving, lost response or collection.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  GarbageCollector,
+  InMemoryMetrics,
+  MemoryStore,
+  OutcomeUnknownError,
+  type ObjectStore,
+} from '../../src/index.ts';
+import { LogQueue, type AppendBatch } from '../../src/internal.ts';
+import { decodeCommit } from '../../src/format/log-commit.ts';
+import { decodeRider, encodeRider, riderKey } from '../../src/format/log-rider.ts';
+import { decodeTrailer, encodeTrailer, withGroup } from '../../src/format/trailer.ts';
+import { crc32c } from '../../src/format/crc32c.ts';
+import { UlidGenerator } from '../../src/format/ulid.ts';
+import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
+
+const enc = new TextEncoder();
+
+/** An inline batch of `writer` whose bytes say `label` (with Spillway's trailer, so it can ride). */
+function batch(writer: string, label: string): AppendBatch {
+  const inline = enc.encode(`batch:${label}`);
+  return {
+    inline,
+    sizeBytes: inline.byteLength,
+    records: 1,
+    metadata: [],
+    extension: encodeTrailer({
+      batchSizeBytes: inline.byteLength,
+      crc32c: crc32c(inline),
+      instanceId: writer,
+    }),
+  };
+}
+
+function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?: InMemoryMetrics) {
+  return new LogQueue({
+    store,
+    root: 'q',
+    writer,
+    ...(clock ? { clock } : {}),
+    ...(metrics ? { metrics } : {}),
+  });
+}
+
+/** Every batch of the log in order: its label, sequence and location, checking I3 on the way. */
+async function readLog(
+  q: LogQueue,
+): Promise<{ label: string; sequence: number; location: string }[]> {
+  const out: { label: string; sequence: number; location: string }[] = [];
+  const { value: b } = await q.readBoundary();
+  for (let n = b.firstCommit; ; n++) {
+    const c = await q.readCommit(n);
+    if (!c) break;
+    assert.equal(c.firstSequence, out.length > 0 ? out.at(-1)!.sequence + 1 : b.firstSequence);
+    for (const x of c.batches) {
+      out.push({
+        label: Buffer.from(x.inline ?? new Uint8Array())
+          .toString()
+          .slice('batch:'.length),
+        sequence: x.entry.sequence,
+        location: x.entry.location,
+      });
+    }
+  }
+  return out;
+}
+
+/** Moves `clock` 1 ms at a time until `done()` or `limitMs` passed. */
+async function advanceUntil(
+  clock: ManualClock,
+  done: () => boolean,
+  limitMs = 2_000,
+): Promise<void> {
+  for (let i = 0; i < limitMs && !done(); i++) await clock.advance(1);
+  assert.ok(done(), `not done after ${limitMs} ms of manual time`);
+}
+
+/** A promise with its state visible. */
+function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let settled = false;
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  return { promise: p, settled: () => settled };
+}
+
+/**
+ * A (committer) has made commit 0; B builds commit 1 too and loses it to A's
+ * second append (held by a hook), so B is in rider mode with a rider whose
+ * `after` is 1, waiting on the manual clock.
+ */
+async function riderOfB(store: FaultInjectingStore, clock: ManualClock) {
+  const metricsA = new InMemoryMetrics();
+  const metricsB = new InMemoryMetrics();
+  const a = queue(store, 'A', clock, metricsA);
+  const b = queue(store, 'B', clock, metricsB);
+  await a.append([batch('A', 'a0')]);
+  await b.discoverHead();
+  let raced = false;
+  const off = store.before('put', async (call) => {
+    if (raced || call.key !== 'q/log/00000000000000000001' || !call.body) return;
+    raced = true;
+    await a.append([batch('A', 'a1')]);
+  });
+  let riderPut = false;
+  const offPut = store.after('put', (call) => {
+    if (call.key.startsWith('q/riders/')) riderPut = true;
+  });
+  const ride = track(b.append([batch('B', 'b0')]));
+  // B loses commit 1, writes its rider, then waits for commit 2 (on the manual clock).
+  for (let i = 0; i < 50 && !riderPut; i++) await new Promise((r) => setImmediate(r));
+  off();
+  offPut();
+  assert.ok(riderPut, 'B published a rider');
+  return { a, b, ride, metricsA, metricsB };
+}
+
+describe('log riders', () => {
+  test('a producer that lost a race rides on the committer: its group lands once, after the committer saw it', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { a, ride, metricsA } = await riderOfB(store, clock);
+    const riders = await keys(store, 'q/riders/');
+    assert.equal(riders.length, 1);
+    const rider = decodeRider((await store.get(riders[0] as string)).body, riders[0] as string);
+    assert.equal(rider.after, 1, 'after: the commit B lost to');
+    // A's next create scans riders/; the one after carries B's group.
+    await a.append([batch('A', 'a2')]);
+    await a.settle();
+    await a.append([batch('A', 'a3')]);
+    assert.equal(metricsA.counter('buffer.riders_included'), 1);
+    await advanceUntil(clock, ride.settled);
+    const result = await ride.promise;
+    const log = await readLog(a);
+    assert.deepEqual(
+      log.map((x) => x.label),
+      ['a0', 'a1', 'a2', 'a3', 'b0'],
+    );
+    assert.deepEqual(result, [{ sequence: 4, location: 'q/log/00000000000000000003#1' }]);
+    const c3 = await a.readCommit(3);
+    assert.equal(decodeTrailer(c3!.batches[1]!.entry.extension)?.group, rider.group);
+    assert.equal(
+      decodeTrailer(c3!.batches[0]!.entry.extension)?.group,
+      undefined,
+      'own batches stay version 1',
+    );
+    await a.settle();
+    assert.deepEqual(
+      await keys(store, 'q/riders/'),
+      [],
+      'the committer deleted the rider it carried',
+    );
+  });
+
+  for (const first of ['committer', 'owner'] as const) {
+    test(`an owner that stalls builds the same number as a committer carrying its rider (${first} first): the group lands once`, async () => {
+      const clock = new ManualClock();
+      const store = new FaultInjectingStore(new MemoryStore());
+      const { a, b, ride, metricsB } = await riderOfB(store, clock);
+      // A reads the rider while creating commit 2 (which cannot carry it yet).
+      await a.append([batch('A', 'a2')]);
+      await a.settle();
+      // B reads commit 2, then waits for 3. Both now build commit 3 with B's group.
+      const key3 = 'q/log/00000000000000000003';
+      const waiting: { writer: string; go: () => void }[] = [];
+      let released = false;
+      const off = store.before('put', async (call) => {
+        if (call.key !== key3 || released) return;
+        const writer = decodeCommit(call.body!, key3, 3).writer;
+        await new Promise<void>((go) => {
+          waiting.push({ writer, go });
+          if (waiting.length === 2) {
+            released = true;
+            const order = first === 'committer' ? ['A', 'B'] : ['B', 'A'];
+            const w0 = waiting.find((w) => w.writer === order[0])!;
+            const w1 = waiting.find((w) => w.writer === order[1])!;
+            w0.go();
+            // The second goes once the first is stored.
+            const offAfter = store.after('put', (done) => {
+              if (done.key === key3) {
+                offAfter();
+                w1.go();
+              }
+            });
+          }
+        });
+      });
+      const committer = track(a.append([batch('A', 'a3')]));
+      await advanceUntil(clock, () => waiting.length === 2 || released, 200);
+      await advanceUntil(
+        clock,
+        () => ride.settled() && (committer.settled() || first === 'owner'),
+        500,
+      );
+      off();
+      assert.ok(
+        metricsB.counter('buffer.rider_stalls') >= 1,
+        'B stalled and built commit 3 itself',
+      );
+      const [own] = await ride.promise;
+      if (first === 'owner') {
+        // A lost commit 3 and rides now; nobody else commits: it stalls and commits itself.
+        await advanceUntil(clock, committer.settled, 500);
+      }
+      await committer.promise;
+      const log = await readLog(a);
+      assert.deepEqual(log.map((x) => x.label).sort(), ['a0', 'a1', 'a2', 'a3', 'b0']);
+      assert.equal(log.filter((x) => x.label === 'b0').length, 1, "B's group once");
+      assert.equal(log.find((x) => x.label === 'b0')!.sequence, own!.sequence);
+    });
+  }
+
+  test('a lost response of the rider PUT: the owner follows as if written, and its group lands once', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const off = store.before('put', (call) => {
+      if (call.key.startsWith('q/riders/')) store.applyThenFailNext('put');
+    });
+    const { a, ride } = await riderOfB(store, clock);
+    off();
+    await a.append([batch('A', 'a2')]);
+    await a.settle();
+    await a.append([batch('A', 'a3')]);
+    await advanceUntil(clock, ride.settled);
+    await ride.promise;
+    const labels = (await readLog(a)).map((x) => x.label);
+    assert.deepEqual(labels, ['a0', 'a1', 'a2', 'a3', 'b0']);
+  });
+
+  test('a lost response of a commit carrying a rider: settled by reading back, each group once', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { a, ride, metricsA } = await riderOfB(store, clock);
+    await a.append([batch('A', 'a2')]);
+    await a.settle();
+    const off = store.before('put', (call) => {
+      if (call.key === 'q/log/00000000000000000003') store.applyThenFailNext('put');
+    });
+    await a.append([batch('A', 'a3')]);
+    off();
+    assert.equal(metricsA.counter('buffer.riders_included'), 1);
+    await advanceUntil(clock, ride.settled);
+    await ride.promise;
+    assert.deepEqual(
+      (await readLog(a)).map((x) => x.label),
+      ['a0', 'a1', 'a2', 'a3', 'b0'],
+    );
+  });
+
+  test('an owner whose rider was deleted (a collection) commits its group itself', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { a, ride, metricsB } = await riderOfB(store, clock);
+    for (const k of await keys(store, 'q/riders/')) await store.delete(k);
+    await a.append([batch('A', 'a2')]);
+    await a.settle();
+    await a.append([batch('A', 'a3')]);
+    await advanceUntil(clock, ride.settled);
+    const [own] = await ride.promise;
+    assert.equal(metricsB.counter('buffer.rider_stalls'), 1);
+    const log = await readLog(a);
+    assert.deepEqual(
+      log.map((x) => x.label),
+      ['a0', 'a1', 'a2', 'a3', 'b0'],
+    );
+    assert.equal(own!.location, 'q/log/00000000000000000004#0');
+  });
+
+  test('a rider reaching below the boundary is not carried, and its owner (held up past the trusted window) fails with OutcomeUnknownError', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { a, ride } = await riderOfB(store, clock);
+    // Hold the owner's next read of commit 2, as a paused process would.
+    let held: (() => void) | undefined;
+    let holding = false;
+    const off = store.before('get', async (call) => {
+      if (holding || call.key !== 'q/log/00000000000000000002') return;
+      holding = true;
+      await new Promise<void>((r) => (held = r));
+    });
+    await advanceUntil(clock, () => held !== undefined, 100);
+    // Meanwhile: 11 s pass, commits 2-5 by a writer whose batches cannot ride (it never
+    // scans, so it carries no rider), and a collection of 2-4.
+    await clock.advance(11_000);
+    const other = queue(store, 'C', clock);
+    for (let i = 2; i <= 5; i++) {
+      await other.append([{ ...batch('C', `c${i}`), extension: new Uint8Array(0) }]);
+    }
+    await other.raiseBoundary({ firstCommit: 5, firstSequence: 5, expiredBelow: 0 });
+    for (let n = 2; n <= 4; n++) await store.delete(a.commitKey(n));
+    // A committer that reads the rider finds (after, n] partly collected: not eligible.
+    await a.discoverHead();
+    await a.append([batch('A', 'a6')]);
+    await a.settle();
+    await a.append([batch('A', 'a7')]);
+    assert.ok(!(await readLog(a)).some((x) => x.label === 'b0'));
+    held!();
+    off();
+    await advanceUntil(clock, ride.settled);
+    await assert.rejects(ride.promise, OutcomeUnknownError);
+    assert.ok(!(await readLog(a)).some((x) => x.label === 'b0'));
+    assert.equal(await a.readCommit(2), undefined, 'nothing re-created below the boundary');
+  });
+
+  test("three producers racing flat out: every group exactly once, in each producer's order, and results match the log", async () => {
+    const store = new MemoryStore();
+    const writers = ['P', 'Q', 'R'];
+    const metrics = new InMemoryMetrics();
+    const queues = writers.map((w) => queue(store, w, undefined, metrics));
+    const results = new Map<string, { sequence: number; location: string }>();
+    await Promise.all(
+      queues.map(async (q, i) => {
+        const w = writers[i] as string;
+        for (let k = 0; k < 40; k++) {
+          const label = `${w}${k}`;
+          const [r] = await q.append([batch(w, label)]);
+          results.set(label, r!);
+        }
+      }),
+    );
+    await Promise.all(queues.map((q) => q.settle()));
+    const log = await readLog(queues[0]!);
+    assert.equal(log.length, 120);
+    assert.equal(new Set(log.map((x) => x.label)).size, 120, 'no group twice');
+    for (const w of writers) {
+      const mine = log.filter((x) => x.label.startsWith(w)).map((x) => Number(x.label.slice(1)));
+      assert.deepEqual(
+        mine,
+        [...mine].sort((x, y) => x - y),
+        `${w} in order`,
+      );
+    }
+    for (const x of log)
+      assert.deepEqual(results.get(x.label), { sequence: x.sequence, location: x.location });
+    assert.ok(metrics.counter('buffer.riders_written') > 0, 'races sent producers to rider mode');
+  });
+
+  test('the collector deletes riders a grace period old and keeps younger ones', async () => {
+    const clock = new ManualClock(1_700_000_000_000);
+    const store = new MemoryStore(undefined, { clock });
+    const q = new LogQueue({ store, root: 'ingest', writer: 'A', clock });
+    await q.ensureCreated();
+    await q.append([batch('A', 'x')]);
+    const ulids = new UlidGenerator();
+    const rider = (group: string) =>
+      encodeRider({
+        writer: 'B',
+        after: 0,
+        group,
+        batches: [
+          {
+            entry: {
+              sequence: 0,
+              location: '',
+              metadata: [],
+              extension: withGroup(batch('B', 'y').extension, group)!,
+            },
+            records: 1,
+            inline: enc.encode('batch:y'),
+          },
+        ],
+      });
+    const old = ulids.next(clock.now());
+    await store.put(riderKey('ingest', old), rider(old), { mode: 'create' });
+    await clock.advance(120_000);
+    const young = ulids.next(clock.now());
+    await store.put(riderKey('ingest', young), rider(young), { mode: 'create' });
+    const gc = new GarbageCollector({ store, clock, gcGracePeriodMs: 60_000 });
+    const r = await gc.run();
+    assert.ok(r.deleted.includes(riderKey('ingest', old)));
+    assert.deepEqual(await keys(store, 'ingest/riders/'), [riderKey('ingest', young)]);
+    assert.ok(await q.readCommit(0), 'commits untouched');
+  });
+});
+
+async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const m of store.list(prefix)) out.push(m.key);
+  return out;
+}
