@@ -164,7 +164,7 @@ describe('log riders', () => {
     test(`an owner that stalls builds the same number as a committer carrying its rider (${first} first): the group lands once`, async () => {
       const clock = new ManualClock();
       const store = new FaultInjectingStore(new MemoryStore());
-      const { a, b, ride, metricsB } = await riderOfB(store, clock);
+      const { a, ride, metricsB } = await riderOfB(store, clock);
       // A reads the rider while creating commit 2 (which cannot carry it yet).
       await a.append([batch('A', 'a2')]);
       await a.settle();
