@@ -575,7 +575,11 @@ export class LogQueue {
       this.metrics.increment('buffer.riders_written');
       this.metrics.increment('buffer.bytes_written', body.byteLength, { role: 'producer' });
     } catch (e) {
-      signal?.throwIfAborted();
+      // Aborted: the store layer says whether an attempt may have landed (OutcomeUnknownError).
+      if (signal?.aborted) {
+        this.riders.settledOwn(group);
+        throw e;
+      }
       // Written or not, the owner holds the batches: it follows the log and commits the
       // group itself if nobody does, under the same rule as any committer.
       this.logger.debug({ key, error: String(e) }, 'rider write failed; following the log');

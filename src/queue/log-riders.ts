@@ -240,6 +240,17 @@ export class Riders {
     return m;
   }
 
+  /**
+   * An append of this handle's that rode has settled: its group need not be
+   * remembered as its own any more (bounded: it joins the groups done, so
+   * listings do not read it while it is remembered there; read later, it is
+   * this handle's and never carried by it).
+   */
+  settledOwn(group: string): void {
+    this.own.delete(group);
+    this.finished(group);
+  }
+
   private finished(group: string): void {
     this.pending.delete(group);
     this.done.add(group);
@@ -549,12 +560,14 @@ export async function awaitRide(
     return await follow(host, riders, ride, signal);
   } catch (e) {
     if (e instanceof OutcomeUnknownError) throw e;
-    if (signal?.aborted) throw e;
+    // Aborted too: the rider may be stored, and a committer may carry it after this.
     throw new OutcomeUnknownError(
       key,
-      `${key}: an append published as a rider may have been committed by another producer; it could no longer be followed (${(e as Error).message})`,
+      `${key}: an append published as a rider may have been committed by another producer; it could no longer be followed (${signal?.aborted ? 'aborted: ' : ''}${(e as Error).message})`,
       e,
     );
+  } finally {
+    riders.settledOwn(ride.group);
   }
 }
 
@@ -641,6 +654,19 @@ async function follow(
       if ('lost' in out) {
         const won = out.lost;
         riders.lostRace();
+        // c was missing (and not collected) at readAt, so what was read at c within
+        // TRUSTED_VIEW_MS of it is the log's own. Later (a create held in flight), c may
+        // have been created, collected and re-created by a stale writer: the boundary,
+        // read after the winner, tells, as for any read of the owner's.
+        if (out.checkedAt - readAt >= TRUSTED_VIEW_MS) {
+          const { value: b } = await host.readBoundary(signal);
+          if (b.firstCommit > c) {
+            throw new OutcomeUnknownError(
+              key,
+              `${key}: commit ${c}, which this rider's owner lost a race for, was collected before it could be read as the log's (the boundary is at ${b.firstCommit}); it may have held the rider`,
+            );
+          }
+        }
         riders.note(won);
         const results = groupResults(won, ride.group, ride.own.length, host.commitKey(c));
         if (results) {
