@@ -69,7 +69,7 @@ const CHUNK = 1000;
  *    period before it. This takes the batches of deleted commits (a grace
  *    period later) and the orphans of producers that died before their
  *    commit alike.
-
+ *
  * @throws {QueueNotFoundError} when no log queue lives at the root.
  */
 export async function collectLog(
@@ -213,8 +213,8 @@ export async function collectLog(
   await deleteKeys(c, batchKeys, result, signal);
   await deleteKeys(c, commitKeys, result, signal);
 
-  // 5. Riders a grace period old, before the batch objects they may name (a committer
-  // carries only riders it listed within RIDER_LISTED_MS): an owner commits its rider within its append's
+  // 5. Riders a grace period old (a committer carries none older than the append
+  // deadline, below the grace, so none whose batch objects step 6 may delete): an owner commits its rider within its append's
   // deadline or gives up, so an old one belongs to a producer that died (its append was
   // never acknowledged) or was left behind by a committer's best-effort delete.
   const riders: string[] = [];

@@ -24,7 +24,7 @@ import { CorruptDataError, NotFoundError, OutcomeUnknownError, StorageError } fr
 import type { Commit, CommitBatch } from '../format/log-commit.ts';
 import { decodeRider, riderGroupOf, riderKey, type Rider } from '../format/log-rider.ts';
 import { decodeTrailer, withGroup } from '../format/trailer.ts';
-import { UlidGenerator } from '../format/ulid.ts';
+import { UlidGenerator, ulidTimeMs } from '../format/ulid.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { ObjectStore } from '../store/object-store.ts';
@@ -116,6 +116,11 @@ export interface RiderHost {
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly clock: Clock;
+  /**
+   * The append deadline (ms): an owner gives up by then, so a committer does
+   * not carry a rider older than this by its group's time (see {@link Riders.select}).
+   */
+  readonly deadlineMs: number;
   readCommit(n: number, signal?: AbortSignal, fresh?: boolean): Promise<Commit | undefined>;
   commitKey(n: number): string;
   readBoundary(signal?: AbortSignal): Promise<{ value: { firstCommit: number } }>;
@@ -288,6 +293,7 @@ export class Riders {
     const out: Selection = { parts: [], groups: [], keys: [] };
     const skipped = new Set<string>();
     const now = monotonicNow(this.host.clock);
+    const wallNow = this.host.clock.now();
     const riders = [...this.pending.values()].sort((a, b) =>
       a.rider.group < b.rider.group ? -1 : 1,
     );
@@ -295,6 +301,12 @@ export class Riders {
       if (r.writer === this.host.writer || skipped.has(r.writer)) continue;
       const ok =
         now - r.listedAt < RIDER_LISTED_MS &&
+        // Its owner gives up by its deadline; a rider older than that belongs to an owner
+        // that gave up or died, and one left a grace period may have lost its batch objects
+        // to a collection (A2): carrying it serves nobody. Refusing is always safe (an
+        // owner still waiting commits its group itself), so a producer clock behind costs
+        // only stalls; one ahead by more than the grace less the deadline defeats it.
+        wallNow - ulidTimeMs(r.rider.group) < this.host.deadlineMs &&
         r.rider.after < n &&
         r.inlineBytes <= budget &&
         this.checked(r.rider.after, n - 1, r.rider.group, r.writer);
@@ -503,7 +515,6 @@ async function eachLimited<T>(
 
 /** What the owner's wait needs from the queue handle: reads and the create of §7.2. */
 export interface OwnerHost extends RiderHost {
-  readonly deadlineMs: number;
   /** Records a head seen by reads that started at `since` (monotonic ms): commit `head.commit + 1` was missing then. */
   observe(head: Head, since: number): void;
   /**

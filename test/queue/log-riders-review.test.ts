@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  GarbageCollector,
   InMemoryMetrics,
   MemoryStore,
   OutcomeUnknownError,
@@ -12,7 +13,9 @@ import {
 } from '../../src/index.ts';
 import { LogQueue, type AppendBatch } from '../../src/internal.ts';
 import { decodeCommit } from '../../src/format/log-commit.ts';
-import { decodeTrailer, encodeTrailer } from '../../src/format/trailer.ts';
+import { encodeTrailer, withGroup } from '../../src/format/trailer.ts';
+import { encodeRider, riderKey } from '../../src/format/log-rider.ts';
+import { UlidGenerator } from '../../src/format/ulid.ts';
 import { crc32c } from '../../src/format/crc32c.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 
@@ -48,7 +51,9 @@ function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?
   });
 }
 
-async function readLog(q: LogQueue): Promise<{ label: string; sequence: number; location: string }[]> {
+async function readLog(
+  q: LogQueue,
+): Promise<{ label: string; sequence: number; location: string }[]> {
   const out: { label: string; sequence: number; location: string }[] = [];
   const { value: b } = await q.readBoundary();
   for (let n = b.firstCommit; ; n++) {
@@ -67,7 +72,11 @@ async function readLog(q: LogQueue): Promise<{ label: string; sequence: number; 
   return out;
 }
 
-async function advanceUntil(clock: ManualClock, done: () => boolean, limitMs = 2_000): Promise<void> {
+async function advanceUntil(
+  clock: ManualClock,
+  done: () => boolean,
+  limitMs = 2_000,
+): Promise<void> {
   for (let i = 0; i < limitMs && !done(); i++) await clock.advance(1);
   assert.ok(done(), `not done after ${limitMs} ms of manual time`);
 }
@@ -172,11 +181,17 @@ describe('log riders: review', () => {
     try {
       resolved = await ride.promise;
     } catch (e) {
-      assert.ok(e instanceof OutcomeUnknownError, `B fails only with OutcomeUnknownError: ${e}`);
+      assert.ok(
+        e instanceof OutcomeUnknownError,
+        `B fails only with OutcomeUnknownError: ${String(e)}`,
+      );
     }
     if (resolved) {
       const mine = log.find((x) => x.label === 'b0');
-      assert.ok(mine, `B's append resolved at ${JSON.stringify(resolved)} but b0 is not in the log`);
+      assert.ok(
+        mine,
+        `B's append resolved at ${JSON.stringify(resolved)} but b0 is not in the log`,
+      );
       assert.deepEqual(resolved, [{ sequence: mine.sequence, location: mine.location }]);
     }
   });
@@ -229,8 +244,62 @@ describe('log riders: review', () => {
     await advanceUntil(clock, appends.at(-1)!.settled, 500);
     await appends.at(-1)!.promise;
     const labels = (await readLog(a)).map((x) => x.label).filter((l) => l.startsWith('b'));
-    assert.deepEqual(labels, Array.from({ length: 21 }, (_, k) => `b${k}`));
+    assert.deepEqual(
+      labels,
+      Array.from({ length: 21 }, (_, k) => `b${k}`),
+    );
     const own = (b as unknown as { riders: { own: Set<string> } }).riders.own.size;
     assert.ok(own <= 1, `B still remembers ${own} groups it wrote, all committed`);
+  });
+
+  test("a rider older than its owner's deadline is not carried: its external batch objects may be collected (a dead producer's rider)", async () => {
+    const grace = 180_000; // above the append deadline (120 s), as A2 asks
+    const clock = new ManualClock(1_700_000_000_000);
+    const store = new MemoryStore(undefined, { clock });
+    const a = new LogQueue({ store, root: 'ingest', writer: 'A', clock });
+    await a.ensureCreated();
+    // D uploads an external batch, publishes it as a rider (the log is new: after -1) and dies.
+    const ulids = new UlidGenerator();
+    const name = ulids.next(clock.now());
+    const location = `ingest/${name}.batch`;
+    const body = enc.encode('batch:d0');
+    await store.put(location, body, { mode: 'create' });
+    const group = ulids.next(clock.now());
+    const ext = withGroup(
+      encodeTrailer({ batchSizeBytes: body.byteLength, crc32c: crc32c(body), instanceId: 'D' }),
+      group,
+    )!;
+    await store.put(
+      riderKey('ingest', group),
+      encodeRider({
+        writer: 'D',
+        after: -1,
+        group,
+        batches: [{ entry: { sequence: 0, location, metadata: [], extension: ext }, records: 1 }],
+      }),
+      { mode: 'create' },
+    );
+    // A grace period later A commits (and lists the rider beside its create); a collection
+    // deletes the rider and D's batch object; A's next commit follows within 2 s.
+    await clock.advance(grace + 1_000);
+    await a.append([batch('A', 'a0')]);
+    await a.settle();
+    await clock.advance(500);
+    const gc = new GarbageCollector({ store, clock, gcGracePeriodMs: grace });
+    const r = await gc.run();
+    assert.ok(r.deleted.includes(location), 'the collection deleted the batch object');
+    await clock.advance(500);
+    await a.append([batch('A', 'a1')]);
+    for (let n = 0; ; n++) {
+      const c = await a.readCommit(n);
+      if (!c) break;
+      for (const x of c.batches) {
+        if (x.inline) continue;
+        await assert.doesNotReject(
+          store.head(x.entry.location),
+          `commit ${n} names ${x.entry.location}, which the collector deleted`,
+        );
+      }
+    }
   });
 });
