@@ -302,4 +302,55 @@ describe('log riders: review', () => {
       }
     }
   });
+
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    test(`five producers under random faults (seed ${seed}): no group twice, each producer in order, resolved appends in the log where they said, failed ones (not OutcomeUnknownError) absent`, async () => {
+      const store = new FaultInjectingStore(new MemoryStore(), {
+        random: {
+          seed,
+          errorRate: 0.03,
+          applyThenFailRate: 0.05,
+          latencyRate: 0.3,
+          maxLatencyMs: 4,
+        },
+      });
+      const writers = ['P', 'Q', 'R', 'S', 'T'];
+      const metrics = new InMemoryMetrics();
+      const queues = writers.map((w) => queue(store, w, undefined, metrics));
+      const resolved = new Map<string, { sequence: number; location: string }>();
+      const failed = new Set<string>();
+      const unknown = new Set<string>();
+      await Promise.all(
+        queues.map(async (q, i) => {
+          const w = writers[i] as string;
+          for (let k = 0; k < 30; k++) {
+            const label = `${w}${String(k).padStart(2, '0')}`;
+            try {
+              const [r] = await q.append([batch(w, label)]);
+              resolved.set(label, r!);
+            } catch (e) {
+              if (e instanceof OutcomeUnknownError) unknown.add(label);
+              else failed.add(label);
+            }
+          }
+        }),
+      );
+      store.setRandomFaults(undefined);
+      assert.ok(metrics.counter('buffer.riders_written') > 0, 'producers rode');
+      await Promise.all(queues.map((q) => q.settle()));
+      const log = await readLog(queues[0]!);
+      const labels = log.map((x) => x.label);
+      assert.equal(new Set(labels).size, labels.length, `a group twice: ${labels.join(',')}`);
+      for (const w of writers) {
+        const mine = labels.filter((l) => l.startsWith(w));
+        assert.deepEqual(mine, [...mine].sort(), `${w} in order: ${mine.join(',')}`);
+      }
+      for (const [label, r] of resolved) {
+        const x = log.find((y) => y.label === label);
+        assert.ok(x, `${label} resolved at ${JSON.stringify(r)} and is not in the log`);
+        assert.deepEqual(r, { sequence: x.sequence, location: x.location }, label);
+      }
+      for (const label of failed) assert.ok(!labels.includes(label), `${label} failed and landed`);
+    });
+  }
 });
