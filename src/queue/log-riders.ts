@@ -570,6 +570,10 @@ export async function awaitRide(
   try {
     return await follow(host, riders, ride, signal);
   } catch (e) {
+    // Given up: a committer may still carry the rider (hence OutcomeUnknownError), but
+    // there is no point in leaving it a grace period, where it keeps this producer's
+    // later riders from being carried (Riders.select) and lengthens every listing.
+    riders.deleteLater([key]);
     if (e instanceof OutcomeUnknownError) throw e;
     // Aborted too: the rider may be stored, and a committer may carry it after this.
     throw new OutcomeUnknownError(
