@@ -267,17 +267,28 @@ export class Riders {
 
   /**
    * Whether commits `(after, through]` are all known here and none holds
-   * `group` or (with `writer`) another batch of that producer.
+   * `group` or (with `writer`) another batch of that producer: `ok`; `never`
+   * when the range can never be checked here any more (too long, partly
+   * forgotten) or a known commit in it holds the group or another batch of
+   * the producer (numbers at or below that commit are taken, so a builder of
+   * any number to come finds it too); else `unknown` (a commit not read yet).
    */
-  checked(after: number, through: number, group: string, writer?: string): boolean {
-    if (after + 1 < this.collectedBelow) return false;
-    if (through - after > RIDER_RANGE_MAX) return false;
+  checked(
+    after: number,
+    through: number,
+    group: string,
+    writer?: string,
+  ): 'ok' | 'unknown' | 'never' {
+    if (after + 1 < this.collectedBelow) return 'never';
+    if (through - after > RIDER_RANGE_MAX) return 'never';
+    let unknown = false;
     for (let m = after + 1; m <= through; m++) {
       const marks = this.marks.get(m);
-      if (!marks || marks.groups.has(group)) return false;
-      if (writer !== undefined && marks.writers.has(writer)) return false;
+      if (!marks) unknown = true;
+      else if (marks.groups.has(group)) return 'never';
+      else if (writer !== undefined && marks.writers.has(writer)) return 'never';
     }
-    return true;
+    return unknown ? 'unknown' : 'ok';
   }
 
   /**
@@ -286,8 +297,16 @@ export class Riders {
    * when `after < n` and commits `(after, n − 1]` are known here and hold
    * neither its group nor another batch of its producer (a later append of a
    * producer means the rider was given up; including it would break the
-   * producer's order). Once one rider of a producer is left out, its later
-   * ones are too.
+   * producer's order). At most one rider of a producer goes in a commit: a
+   * producer has one append at a time, so two riders of one producer mean
+   * that at least one was given up, or left by an earlier process under the
+   * same instance id, and ULID order does not tell which is older across
+   * processes (clocks); once one landed, the commit makes the others
+   * ineligible for good. Once a rider of a producer is left out for a reason
+   * that may pass (not listed lately, no room, commits not known yet), its
+   * later ones are left out too; one that can never be carried (too old, or
+   * a commit in its range holds its group or another batch of its producer)
+   * does not hold the producer's later riders back.
    */
   select(n: number, budget: number): Selection {
     const out: Selection = { parts: [], groups: [], keys: [] };
@@ -299,21 +318,19 @@ export class Riders {
     );
     for (const r of riders) {
       if (r.writer === this.host.writer || skipped.has(r.writer)) continue;
-      const ok =
-        now - r.listedAt < RIDER_LISTED_MS &&
-        // Its owner gives up by its deadline; a rider older than that belongs to an owner
-        // that gave up or died, and one left a grace period may have lost its batch objects
-        // to a collection (A2): carrying it serves nobody. Refusing is always safe (an
-        // owner still waiting commits its group itself), so a producer clock behind costs
-        // only stalls; one ahead by more than the grace less the deadline defeats it.
-        wallNow - ulidTimeMs(r.rider.group) < this.host.deadlineMs &&
-        r.rider.after < n &&
-        r.inlineBytes <= budget &&
-        this.checked(r.rider.after, n - 1, r.rider.group, r.writer);
-      if (!ok) {
-        skipped.add(r.writer);
-        continue;
-      }
+      // Its owner gives up by its deadline; a rider older than that belongs to an owner
+      // that gave up or died, and one left a grace period may have lost its batch objects
+      // to a collection (A2): carrying it serves nobody. Refusing is always safe (an
+      // owner still waiting commits its group itself), so a producer clock behind costs
+      // only stalls; one ahead by more than the grace less the deadline defeats it.
+      if (wallNow - ulidTimeMs(r.rider.group) >= this.host.deadlineMs) continue;
+      const range =
+        r.rider.after < n ? this.checked(r.rider.after, n - 1, r.rider.group, r.writer) : 'unknown';
+      if (range === 'never') continue;
+      const ok = now - r.listedAt < RIDER_LISTED_MS && r.inlineBytes <= budget && range === 'ok';
+      // Carried or left out, no later rider of this producer goes in this commit.
+      skipped.add(r.writer);
+      if (!ok) continue;
       budget -= r.inlineBytes;
       out.groups.push(r.rider.group);
       out.keys.push(r.key);
