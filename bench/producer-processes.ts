@@ -25,6 +25,8 @@ export interface ProcessesResult extends LatencySummary {
   ridersPerAppend: number;
   /** Riders carried by another process's commit, per rider written. */
   ridersIncludedShare: number;
+  /** Store requests per entry made durable, all processes together. */
+  requestsPerEntry: number;
   /** CPU cores the processes kept busy on average (their CPU time over the run's time). */
   cpuCores: number;
   /** Owners that committed their rider themselves (stalls), all processes. */
@@ -96,6 +98,7 @@ export class ProducerProcesses {
     let ridersIncluded = 0;
     let riderStalls = 0;
     let cpuMs = 0;
+    let requests = 0;
     let maxMs = 0;
     const latencies: number[] = [];
     for (const r of results) {
@@ -106,6 +109,7 @@ export class ProducerProcesses {
       ridersIncluded += r.ridersIncluded;
       riderStalls += r.riderStalls;
       cpuMs += r.cpuMs;
+      requests += r.requests;
       for (const l of r.latencies) {
         latencies.push(l);
         if (l > maxMs) maxMs = l;
@@ -120,6 +124,7 @@ export class ProducerProcesses {
       ridersIncludedShare: ridersWritten > 0 ? ridersIncluded / ridersWritten : 0,
       riderStalls,
       cpuCores: cpuMs / 1000 / seconds,
+      requestsPerEntry: ops > 0 ? requests / ops : 0,
       maxMs,
       fairness: Math.min(...perProcess) / Math.max(1, ...perProcess),
       ...latencySummary(latencies),

@@ -15,6 +15,7 @@
  * - a failure answers `{ type: 'error', message }`.
  */
 import {
+  CountingStore,
   InMemoryMetrics,
   openStore,
   Producer,
@@ -46,6 +47,8 @@ export interface WorkerResult {
   riderStalls: number;
   /** CPU time the process used during the run (user + system), in ms. */
   cpuMs: number;
+  /** Store requests the process made during the run (PUT, GET, HEAD, LIST, DELETE). */
+  requests: number;
 }
 
 /** An answer to the parent. */
@@ -67,8 +70,9 @@ function reply(message: WorkerReply): void {
 }
 
 async function prepare(url: string, layout: Layout, callers: number): Promise<void> {
-  const store = openStore(url);
   const metrics = new InMemoryMetrics();
+  // Counted: the requests each entry costs are what contention adds.
+  const store = new CountingStore(openStore(url), { metrics });
   const producer = new Producer({ store, layout, flushIntervalMs: 0, metrics });
   try {
     await (
@@ -88,6 +92,12 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
   prepared = undefined;
   const appendsBefore = p.metrics.counter('buffer.manifest_writes', { role: 'producer' });
   const conflictsBefore = p.metrics.counter('buffer.manifest_conflicts', { role: 'producer' });
+  const requests = (): number =>
+    ['get', 'head', 'put', 'list', 'delete'].reduce(
+      (n, op) => n + p.metrics.counter('store.requests', { op }),
+      0,
+    );
+  const requestsBefore = requests();
   const ridersBefore = [
     'buffer.riders_written',
     'buffer.riders_included',
@@ -126,6 +136,7 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
       ridersIncluded: p.metrics.counter('buffer.riders_included') - (ridersBefore[1] as number),
       riderStalls: p.metrics.counter('buffer.rider_stalls') - (ridersBefore[2] as number),
       cpuMs: (used.user + used.system) / 1000,
+      requests: requests() - requestsBefore,
     };
   } finally {
     await p.producer.close();

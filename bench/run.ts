@@ -469,6 +469,7 @@ try {
                 conflictsPerAppend: round(r.conflictsPerAppend, 2),
                 fairness: round(r.fairness, 2),
                 cpuCores: round(r.cpuCores, 2),
+                requestsPerEntry: round(r.requestsPerEntry, 3),
                 ...(layout === 'log'
                   ? {
                       ridersPerAppend: round(r.ridersPerAppend, 2),

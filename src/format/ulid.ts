@@ -24,7 +24,9 @@ export class UlidGenerator {
   private lastTime = -1;
   private lastRandom = new Uint8Array(10);
 
+  /** A ULID for time `nowMs` (floored to a whole ms: a fraction has no character). */
   next(nowMs: number): string {
+    nowMs = Math.floor(nowMs);
     if (nowMs <= this.lastTime) {
       increment(this.lastRandom);
     } else {

@@ -533,7 +533,7 @@ export class LogQueue {
       started,
       signal,
       stopOnLoss: rideable,
-      scan: rideable,
+      scan: rideable && this.riders.othersSeen(),
     });
     if ('results' in out) return out.results;
     if ('moved' in out) throw new Error('unreachable: a direct append has no number limit');

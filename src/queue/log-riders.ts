@@ -32,6 +32,14 @@ import { TRUSTED_VIEW_MS, type AppendBatch, type Head } from './log-queue.ts';
 
 /** How long, in ms, after a lost race a producer publishes its groups as riders instead of racing. */
 export const RIDER_MODE_MS = 1_000;
+/**
+ * How long, in ms, after it last lost a race or listed a rider a producer
+ * keeps listing riders while its creates are in flight. A producer that saw
+ * no other producer for this long lists nothing (a lone producer makes one
+ * request per append); a rider published to it then waits for its owner's
+ * stall, whose commit makes this producer lose a race and list again.
+ */
+export const RIDER_SCAN_MS = 5_000;
 /** Shortest stall, in ms: an owner that sees no new commit for this long commits its rider itself. */
 export const RIDER_STALL_MIN_MS = 20;
 /** The stall bound in rider PUT latencies (the larger of this many and {@link RIDER_STALL_MIN_MS}). */
@@ -144,6 +152,10 @@ export class Riders {
   private readonly ulids = new UlidGenerator();
   /** Rider mode until this monotonic time. */
   private contendedUntil = Number.NEGATIVE_INFINITY;
+  /** Monotonic time until which creates list riders beside them ({@link RIDER_SCAN_MS}). */
+  private scanUntil = Number.NEGATIVE_INFINITY;
+  /** Whether a rider listing was started (the first create lists: others may be there). */
+  private listedOnce = false;
   /** Rider PUT latency, ms, smoothed. */
   private putMs = 2;
   /** Time between new commits as an owner sees them appear, ms, smoothed. */
@@ -192,7 +204,22 @@ export class Riders {
 
   /** A race was lost: rider mode for {@link RIDER_MODE_MS}. */
   lostRace(): void {
-    this.contendedUntil = monotonicNow(this.host.clock) + RIDER_MODE_MS;
+    const now = monotonicNow(this.host.clock);
+    this.contendedUntil = now + RIDER_MODE_MS;
+    this.sawOthers(now);
+  }
+
+  /** Another producer was seen at monotonic time `at`: list riders beside creates for {@link RIDER_SCAN_MS}. */
+  sawOthers(at = monotonicNow(this.host.clock)): void {
+    this.scanUntil = Math.max(this.scanUntil, at + RIDER_SCAN_MS);
+  }
+
+  /**
+   * Whether creates should list riders beside them: this handle never listed
+   * them yet, or another producer was seen lately.
+   */
+  othersSeen(): boolean {
+    return !this.listedOnce || monotonicNow(this.host.clock) < this.scanUntil;
   }
 
   /** A commit of this handle's landed after a stall: it is the committer now (direct mode). */
@@ -216,7 +243,7 @@ export class Riders {
    * is longer (each read costs the store a request and the owner CPU).
    */
   get pollMs(): number {
-    const ms = Math.max(this.putMs / 2, this.commitGapMs / 3);
+    const ms = Math.max(this.putMs, this.commitGapMs / 2);
     return Math.min(RIDER_POLL_MAX_MS, Math.max(RIDER_POLL_MIN_MS, ms));
   }
 
@@ -389,6 +416,7 @@ export class Riders {
     const listed = new Set<string>();
     const fresh: string[] = [];
     const listedAt = monotonicNow(this.host.clock);
+    this.listedOnce = true;
     for await (const meta of this.host.store.list(this.riderPrefix, { signal })) {
       const group = riderGroupOf(this.host.root, meta.key);
       if (group === undefined) continue;
@@ -399,6 +427,7 @@ export class Riders {
         fresh.push(meta.key);
       }
     }
+    if (listed.size > 0) this.sawOthers(listedAt);
     // A rider no longer listed was committed (and deleted by its committer) or collected.
     for (const g of [...this.pending.keys()]) if (!listed.has(g)) this.pending.delete(g);
     await eachLimited(fresh, SCAN_CONCURRENCY, async (key) => {

@@ -24,6 +24,10 @@ describe('codecs', () => {
     assert.deepEqual([...ids].sort(), ids);
     assert.equal(ulidTimeMs(new UlidGenerator().next(0)), 0);
     assert.equal(ulidTimeMs(new UlidGenerator().next(2 ** 48 - 1)), 2 ** 48 - 1);
+    // A manual clock may stand at a fraction of a ms: the ULID is that ms's, still canonical.
+    const fractional = new UlidGenerator().next(1712345678000.5);
+    assert.ok(isUlid(fractional), `${fractional} is not canonical`);
+    assert.equal(ulidTimeMs(fractional), 1712345678000);
   });
 
   test('the integrity trailer round-trips, and foreign extension bytes are ignored', () => {

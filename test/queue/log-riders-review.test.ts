@@ -116,6 +116,8 @@ async function riderOfB(store: FaultInjectingStore, clock: ManualClock, signal?:
   await ticks(() => riderPut, 50);
   off();
   offPut();
+  // A committer in a contended period (it lists riders beside its creates).
+  (a as unknown as { riders: { sawOthers(): void } }).riders.sawOthers();
   return { a, b, ride, metricsB };
 }
 

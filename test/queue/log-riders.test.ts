@@ -95,9 +95,11 @@ function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean 
 /**
  * A (committer) has made commit 0; B builds commit 1 too and loses it to A's
  * second append (held by a hook), so B is in rider mode with a rider whose
- * `after` is 1, waiting on the manual clock.
+ * `after` is 1, waiting on the manual clock. `committerScans`: A then lists
+ * riders beside its creates, as a committer does once it saw another
+ * producer (by default).
  */
-async function riderOfB(store: FaultInjectingStore, clock: ManualClock) {
+async function riderOfB(store: FaultInjectingStore, clock: ManualClock, committerScans = true) {
   const metricsA = new InMemoryMetrics();
   const metricsB = new InMemoryMetrics();
   const a = queue(store, 'A', clock, metricsA);
@@ -120,7 +122,13 @@ async function riderOfB(store: FaultInjectingStore, clock: ManualClock) {
   off();
   offPut();
   assert.ok(riderPut, 'B published a rider');
+  if (committerScans) sawOthers(a);
   return { a, b, ride, metricsA, metricsB };
+}
+
+/** Makes `q` list riders beside its creates, as a committer does after seeing another producer. */
+function sawOthers(q: LogQueue): void {
+  (q as unknown as { riders: { sawOthers(): void } }).riders.sawOthers();
 }
 
 describe('log riders', () => {
@@ -378,6 +386,60 @@ describe('log riders', () => {
     assert.ok(r.deleted.includes(riderKey('ingest', old)));
     assert.deepEqual(await keys(store, 'ingest/riders/'), [riderKey('ingest', young)]);
     assert.ok(await q.readCommit(0), 'commits untouched');
+  });
+  test('a lone producer lists riders beside its first create only: one request per append after that', async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const a = queue(store, 'A');
+    const calls = { put: 0, list: 0, other: 0 };
+    store.after('put', () => void calls.put++);
+    store.after('list', () => void calls.list++);
+    await a.append([batch('A', 'a0')]);
+    await a.settle();
+    const firstLists = calls.list;
+    assert.ok(firstLists >= 1, 'the first create lists riders/ (others may be there)');
+    calls.put = 0;
+    for (let k = 1; k <= 20; k++) await a.append([batch('A', `a${k}`)]);
+    await a.settle();
+    assert.equal(calls.list, firstLists, 'no listing while no other producer was seen');
+    assert.equal(calls.put, 20, 'one PUT per append (head hints aside)');
+  });
+
+  test("a rider published to a committer that saw no other producer lands by its owner's stall; the producers then carry each other's riders", async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const { a, b, ride } = await riderOfB(store, clock, false);
+    // A lists nothing: B's group waits for B's stall bound, then B commits it itself.
+    await a.append([batch('A', 'a2')]);
+    await a.settle();
+    await advanceUntil(clock, ride.settled, 500);
+    const [placed] = await ride.promise;
+    const writerOf = async (sequence: number): Promise<string> => {
+      const { value: bound } = await a.readBoundary();
+      for (let n = bound.firstCommit; ; n++) {
+        const c = await a.readCommit(n);
+        assert.ok(c, `no commit holds sequence ${sequence}`);
+        if (sequence < c.firstSequence + c.batches.length) return c.writer;
+      }
+    };
+    assert.equal(await writerOf(placed!.sequence), 'B', "B's stall commit holds b0");
+    // A's next create loses to B's commit: A rides now, and B (which lost a race before)
+    // lists riders beside its creates and carries A's group.
+    const next = track(a.append([batch('A', 'a3')]));
+    for (let i = 0; i < 200 && !next.settled(); i++) {
+      if ((await keys(store, 'q/riders/')).length > 0) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.equal((await keys(store, 'q/riders/')).length, 1, 'A published a3 as a rider');
+    await b.append([batch('B', 'b1')]);
+    await b.settle();
+    await b.append([batch('B', 'b2')]);
+    await advanceUntil(clock, next.settled, 500);
+    const [a3] = await next.promise;
+    assert.equal(await writerOf(a3!.sequence), 'B', "B carried A's rider");
+    const labels = (await readLog(a)).map((x) => x.label);
+    for (const l of ['a0', 'a1', 'a2', 'b0', 'a3', 'b1', 'b2']) {
+      assert.equal(labels.filter((x) => x === l).length, 1, `${l} once in ${labels.join(',')}`);
+    }
   });
 });
 
