@@ -129,6 +129,24 @@ export const METRICS: readonly MetricDefinition[] = Object.freeze([
     'Races lost on the v1 manifest or the log (another writer got there first), by role.',
     ['role'],
   ),
+  counter(
+    'buffer.riders_written',
+    'spillway_buffer_riders_written_total',
+    'riders',
+    'Groups a producer published as riders for another producer to commit (log layout).',
+  ),
+  counter(
+    'buffer.riders_included',
+    'spillway_buffer_riders_included_total',
+    'riders',
+    "Other producers' riders this producer carried in its commits (log layout).",
+  ),
+  counter(
+    'buffer.rider_stalls',
+    'spillway_buffer_rider_stalls_total',
+    'stalls',
+    'Riders their owner committed itself because no other producer carried them in time (log layout).',
+  ),
   // Consumer.
   counter(
     'buffer.acks',
