@@ -34,12 +34,19 @@ import { TRUSTED_VIEW_MS, type AppendBatch, type Head } from './log-queue.ts';
 export const RIDER_MODE_MS = 1_000;
 /**
  * How long, in ms, after it last lost a race or listed a rider a producer
- * keeps listing riders while its creates are in flight. A producer that saw
- * no other producer for this long lists nothing (a lone producer makes one
- * request per append); a rider published to it then waits for its owner's
- * stall, whose commit makes this producer lose a race and list again.
+ * lists riders beside every create. Past it, a producer lists beside a
+ * create only once per {@link RIDER_LIST_IDLE_MS}: a lone producer makes
+ * about one request per append.
  */
 export const RIDER_SCAN_MS = 5_000;
+/**
+ * Longest time, in ms, between two listings of a producer that creates
+ * commits: a rider published to a committer that saw no other producer
+ * lately is listed within it. Its owner's stall commit cannot be relied on
+ * to announce it: a committer that creates back to back takes every number
+ * before the owner, which has to read the number missing first.
+ */
+export const RIDER_LIST_IDLE_MS = 1_000;
 /** Shortest stall, in ms: an owner that sees no new commit for this long commits its rider itself. */
 export const RIDER_STALL_MIN_MS = 20;
 /** The stall bound in rider PUT latencies (the larger of this many and {@link RIDER_STALL_MIN_MS}). */
@@ -154,8 +161,8 @@ export class Riders {
   private contendedUntil = Number.NEGATIVE_INFINITY;
   /** Monotonic time until which creates list riders beside them ({@link RIDER_SCAN_MS}). */
   private scanUntil = Number.NEGATIVE_INFINITY;
-  /** Whether a rider listing was started (the first create lists: others may be there). */
-  private listedOnce = false;
+  /** Monotonic time the last rider listing began. */
+  private lastListedAt = Number.NEGATIVE_INFINITY;
   /** Rider PUT latency, ms, smoothed. */
   private putMs = 2;
   /** Time between new commits as an owner sees them appear, ms, smoothed. */
@@ -215,11 +222,13 @@ export class Riders {
   }
 
   /**
-   * Whether creates should list riders beside them: this handle never listed
-   * them yet, or another producer was seen lately.
+   * Whether a create should list riders beside it: another producer was seen
+   * lately ({@link RIDER_SCAN_MS}), or this handle has not listed for
+   * {@link RIDER_LIST_IDLE_MS} (never, at its first create).
    */
   othersSeen(): boolean {
-    return !this.listedOnce || monotonicNow(this.host.clock) < this.scanUntil;
+    const now = monotonicNow(this.host.clock);
+    return now < this.scanUntil || now - this.lastListedAt >= RIDER_LIST_IDLE_MS;
   }
 
   /** A commit of this handle's landed after a stall: it is the committer now (direct mode). */
@@ -416,7 +425,7 @@ export class Riders {
     const listed = new Set<string>();
     const fresh: string[] = [];
     const listedAt = monotonicNow(this.host.clock);
-    this.listedOnce = true;
+    this.lastListedAt = listedAt;
     for await (const meta of this.host.store.list(this.riderPrefix, { signal })) {
       const group = riderGroupOf(this.host.root, meta.key);
       if (group === undefined) continue;

@@ -20,6 +20,7 @@ import { decodeTrailer, encodeTrailer, withGroup } from '../../src/format/traile
 import { crc32c } from '../../src/format/crc32c.ts';
 import { UlidGenerator } from '../../src/format/ulid.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
+import { RIDER_LIST_IDLE_MS, RIDER_SCAN_MS } from '../../src/queue/log-riders.ts';
 
 const enc = new TextEncoder();
 
@@ -387,10 +388,11 @@ describe('log riders', () => {
     assert.deepEqual(await keys(store, 'ingest/riders/'), [riderKey('ingest', young)]);
     assert.ok(await q.readCommit(0), 'commits untouched');
   });
-  test('a lone producer lists riders beside its first create only: one request per append after that', async () => {
+  test('a lone producer lists riders beside its first create, then once a second: about one request per append', async () => {
+    const clock = new ManualClock();
     const store = new FaultInjectingStore(new MemoryStore());
-    const a = queue(store, 'A');
-    const calls = { put: 0, list: 0, other: 0 };
+    const a = queue(store, 'A', clock);
+    const calls = { put: 0, list: 0 };
     store.after('put', () => void calls.put++);
     store.after('list', () => void calls.list++);
     await a.append([batch('A', 'a0')]);
@@ -400,8 +402,60 @@ describe('log riders', () => {
     calls.put = 0;
     for (let k = 1; k <= 20; k++) await a.append([batch('A', `a${k}`)]);
     await a.settle();
-    assert.equal(calls.list, firstLists, 'no listing while no other producer was seen');
+    assert.equal(
+      calls.list,
+      firstLists,
+      'no listing within a second while no other producer was seen',
+    );
     assert.equal(calls.put, 20, 'one PUT per append (head hints aside)');
+    await clock.advance(RIDER_LIST_IDLE_MS);
+    await a.append([batch('A', 'a21')]);
+    await a.settle();
+    await a.append([batch('A', 'a22')]);
+    await a.settle();
+    assert.ok(calls.list > firstLists, 'a second later, a create lists again');
+    assert.ok(
+      calls.list <= firstLists + 2,
+      'once (twice while the create is in flight), not per create',
+    );
+  });
+
+  test('an owner whose stall creates keep losing to a committer appending back to back is carried within a listing interval', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const metricsA = new InMemoryMetrics();
+    const deadlineMs = 10_000;
+    const a = new LogQueue({ store, root: 'q', writer: 'A', clock, metrics: metricsA, deadlineMs });
+    const b = new LogQueue({ store, root: 'q', writer: 'B', clock, deadlineMs });
+    await a.append([batch('A', 'a0')]);
+    await a.settle();
+    // A has been alone for longer than the contended window: it lists at most once a second.
+    await clock.advance(RIDER_SCAN_MS + 1_000);
+    await a.append([batch('A', 'a-warm')]);
+    await a.settle();
+    await b.discoverHead();
+    // A appends back to back: whenever B creates a commit, A's create of that number
+    // goes first (B's direct append and every stall commit of B's lose).
+    let k = 1;
+    const off = store.before('put', async (call) => {
+      if (!call.key.startsWith('q/log/') || !call.body) return;
+      const n = Number(call.key.slice(-20));
+      if (decodeCommit(call.body, call.key, n).writer !== 'B') return;
+      await a.append([batch('A', `a${k++}`)]);
+    });
+    const started = clock.now();
+    const ride = track(b.append([batch('B', 'b0')]));
+    for (let i = 0; i < deadlineMs && !ride.settled(); i++) await clock.advance(1);
+    off();
+    const [placed] = await ride.promise;
+    assert.ok(
+      clock.now() - started <= RIDER_LIST_IDLE_MS + 200,
+      `carried after ${clock.now() - started} ms`,
+    );
+    assert.ok(metricsA.counter('buffer.riders_included') >= 1, "A carried B's rider");
+    const labels = (await readLog(a)).map((x) => x.label);
+    assert.equal(labels.filter((l) => l === 'b0').length, 1);
+    assert.equal(labels.indexOf('b0'), placed!.sequence);
   });
 
   test("a rider published to a committer that saw no other producer lands by its owner's stall; the producers then carry each other's riders", async () => {
