@@ -182,6 +182,16 @@ export class LogQueue {
       observe: (head, since) => void this.observe(head, since),
       commitOnce: (own, view, maxNumber, started, signal) =>
         this.commitLoop(own, view, { started, signal, stopOnLoss: true, scan: true, maxNumber }),
+      appendDirect: async (own, started, signal) => {
+        const out = await this.commitLoop(own, await this.freshHead(signal), {
+          started,
+          signal,
+          stopOnLoss: false,
+          scan: true,
+        });
+        if ('results' in out) return out.results;
+        throw new Error('unreachable: a direct append neither stops on a loss nor has a limit');
+      },
     };
     this.riders = new Riders(this.ownerHost);
   }

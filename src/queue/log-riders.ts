@@ -20,7 +20,13 @@
  * {@link LogQueue}'s, unchanged.
  */
 import { monotonicNow, sleep, type Clock } from '../clock.ts';
-import { CorruptDataError, NotFoundError, OutcomeUnknownError, StorageError } from '../errors.ts';
+import {
+  asError,
+  CorruptDataError,
+  NotFoundError,
+  OutcomeUnknownError,
+  StorageError,
+} from '../errors.ts';
 import type { Commit, CommitBatch } from '../format/log-commit.ts';
 import { decodeRider, riderGroupOf, riderKey, type Rider } from '../format/log-rider.ts';
 import { decodeTrailer, withGroup } from '../format/trailer.ts';
@@ -47,6 +53,21 @@ export const RIDER_SCAN_MS = 5_000;
  * before the owner, which has to read the number missing first.
  */
 export const RIDER_LIST_IDLE_MS = 1_000;
+/**
+ * Most commits a producer creates between two listings (with
+ * {@link RIDER_LIST_IDLE_MS}): on a fast store a second is hundreds of
+ * commits, and a rider is carried only within {@link RIDER_RANGE_MAX}
+ * commits of its `after`.
+ */
+export const RIDER_LIST_IDLE_COMMITS = 32;
+/**
+ * Largest rider object, in bytes, a scan reads: a commit carries at most
+ * `INLINE_BYTES_PER_COMMIT` (1 MiB) inline bytes, so a bigger rider can never
+ * be carried (its owner commits it on a stall).
+ */
+export const RIDER_MAX_BYTES = 2 * 1024 * 1024;
+/** Most bytes of riders a handle holds read and not yet carried (listed sizes). */
+export const RIDER_PENDING_MAX_BYTES = 16 * 1024 * 1024;
 /** Shortest stall, in ms: an owner that sees no new commit for this long commits its rider itself. */
 export const RIDER_STALL_MIN_MS = 20;
 /** The stall bound in rider PUT latencies (the larger of this many and {@link RIDER_STALL_MIN_MS}). */
@@ -119,6 +140,8 @@ interface ReadRider {
   /** The producer of its batches (their trailers' instance id). */
   writer: string;
   inlineBytes: number;
+  /** The rider object's size. */
+  sizeBytes: number;
   /** When a listing of this handle last showed it (monotonic ms). */
   listedAt: number;
 }
@@ -163,6 +186,8 @@ export class Riders {
   private scanUntil = Number.NEGATIVE_INFINITY;
   /** Monotonic time the last rider listing began. */
   private lastListedAt = Number.NEGATIVE_INFINITY;
+  /** Commits this handle created since its last listing began. */
+  private commitsSinceListing = 0;
   /** Rider PUT latency, ms, smoothed. */
   private putMs = 2;
   /** Time between new commits as an owner sees them appear, ms, smoothed. */
@@ -224,11 +249,16 @@ export class Riders {
   /**
    * Whether a create should list riders beside it: another producer was seen
    * lately ({@link RIDER_SCAN_MS}), or this handle has not listed for
-   * {@link RIDER_LIST_IDLE_MS} (never, at its first create).
+   * {@link RIDER_LIST_IDLE_MS} or {@link RIDER_LIST_IDLE_COMMITS} of its
+   * commits (never, at its first create).
    */
   othersSeen(): boolean {
     const now = monotonicNow(this.host.clock);
-    return now < this.scanUntil || now - this.lastListedAt >= RIDER_LIST_IDLE_MS;
+    return (
+      now < this.scanUntil ||
+      now - this.lastListedAt >= RIDER_LIST_IDLE_MS ||
+      this.commitsSinceListing >= RIDER_LIST_IDLE_COMMITS
+    );
   }
 
   /** A commit of this handle's landed after a stall: it is the committer now (direct mode). */
@@ -360,6 +390,10 @@ export class Riders {
       // owner still waiting commits its group itself), so a producer clock behind costs
       // only stalls; one ahead by more than the grace less the deadline defeats it.
       if (wallNow - ulidTimeMs(r.rider.group) >= this.host.deadlineMs) continue;
+      // A rider whose `after` lies far beyond this number was not written by an owner
+      // whose view this builder could share (a builder that far behind loses its create):
+      // it never goes in this commit, and holds none of its producer's riders back.
+      if (r.rider.after >= n + RIDER_RANGE_MAX) continue;
       const range =
         r.rider.after < n ? this.checked(r.rider.after, n - 1, r.rider.group, r.writer) : 'unknown';
       if (range === 'never') continue;
@@ -378,6 +412,7 @@ export class Riders {
   /** A commit of this handle landed carrying `selection`: note it, count and delete its riders. */
   committed(c: Commit, selection: Selection | undefined): void {
     this.note(c);
+    this.commitsSinceListing++;
     this.lastOwnCommit = c.commit;
     if (!selection || selection.groups.length === 0) return;
     this.host.metrics.increment('buffer.riders_included', selection.groups.length);
@@ -426,6 +461,9 @@ export class Riders {
     const fresh: string[] = [];
     const listedAt = monotonicNow(this.host.clock);
     this.lastListedAt = listedAt;
+    this.commitsSinceListing = 0;
+    let pendingBytes = 0;
+    for (const r of this.pending.values()) pendingBytes += r.sizeBytes;
     for await (const meta of this.host.store.list(this.riderPrefix, { signal })) {
       const group = riderGroupOf(this.host.root, meta.key);
       if (group === undefined) continue;
@@ -433,7 +471,13 @@ export class Riders {
       const known = this.pending.get(group);
       if (known) known.listedAt = listedAt;
       if (!this.pending.has(group) && !this.done.has(group) && !this.own.has(group)) {
-        fresh.push(meta.key);
+        // Too big to be carried ever: not read. Beyond the pending budget: read by a
+        // later scan, once carried riders made room (memory stays bounded).
+        if (meta.size > RIDER_MAX_BYTES) this.done.add(group);
+        else if (pendingBytes + meta.size <= RIDER_PENDING_MAX_BYTES) {
+          pendingBytes += meta.size;
+          fresh.push(meta.key);
+        }
       }
     }
     if (listed.size > 0) this.sawOthers(listedAt);
@@ -448,6 +492,7 @@ export class Riders {
         if (e instanceof NotFoundError) return;
         throw e;
       }
+      let transient: unknown;
       try {
         const rider = decodeRider(body, key, group);
         for (const b of rider.batches) {
@@ -463,12 +508,41 @@ export class Riders {
         if (rider.batches.some((b) => decodeTrailer(b.entry.extension)?.instanceId !== writer)) {
           throw new CorruptDataError(`${key}: batches of several producers`, key);
         }
+        // Its batch objects must be there, at their size: a rider of a dead producer may
+        // outlive them (a collection, a clock far ahead), and a commit naming a missing
+        // object would stop every reader at it.
+        for (const b of rider.batches) {
+          if (b.inline) continue;
+          const size = decodeTrailer(b.entry.extension)?.batchSizeBytes;
+          const meta = await this.host.store
+            .head(b.entry.location, { signal })
+            .catch((e: unknown) => {
+              if (e instanceof NotFoundError) return undefined;
+              // Not judged: a later scan reads the rider again.
+              transient = e;
+              throw e;
+            });
+          if (meta === undefined || meta.size !== size) {
+            throw new CorruptDataError(
+              `${key}: batch object "${b.entry.location}" ${meta === undefined ? 'is missing' : `has ${meta.size} bytes, not ${size}`}`,
+              key,
+            );
+          }
+        }
         let inlineBytes = 0;
         for (const b of rider.batches) inlineBytes += b.inline?.byteLength ?? 0;
         if (!this.done.has(group)) {
-          this.pending.set(group, { rider, key, writer, inlineBytes, listedAt });
+          this.pending.set(group, {
+            rider,
+            key,
+            writer,
+            inlineBytes,
+            sizeBytes: body.byteLength,
+            listedAt,
+          });
         }
       } catch (e) {
+        if (transient !== undefined) throw asError(transient);
         this.host.logger.warn({ key, error: String(e) }, 'a rider that does not decode is ignored');
         this.done.add(group);
       }
@@ -588,6 +662,12 @@ export interface OwnerHost extends RiderHost {
     | { lost: Commit; checkedAt: number }
     | { moved: true }
   >;
+  /** A direct append of `own` (§7.2 steps 1–6, racing on until it lands), from a fresh head. */
+  appendDirect(
+    own: readonly AppendBatch[],
+    started: number,
+    signal: AbortSignal | undefined,
+  ): Promise<{ sequence: number; location: string }[]>;
 }
 
 /** An append published as a rider, waiting for the commit that holds it. */
@@ -664,6 +744,17 @@ async function follow(
         key,
         `${key}: no commit held this rider within the append deadline (${host.deadlineMs} ms), and it may still be committed`,
       );
+    }
+    if (c > ride.after + RIDER_RANGE_MAX + 1) {
+      // Read through every commit a builder may carry the rider in (n − 1 − after ≤
+      // RIDER_RANGE_MAX) without finding the group, and never found the log stalled
+      // (commits kept coming faster than reads): nobody can carry it any more, so the
+      // owner appends its batches itself, as a direct append.
+      host.metrics.increment('buffer.rider_stalls');
+      riders.deleteLater([key]);
+      const results = await host.appendDirect(ride.own, ride.started, signal);
+      riders.committing();
+      return results;
     }
     const readAt = now();
     // A fresh read: one shared with a read that began earlier could miss a commit
