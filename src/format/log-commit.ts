@@ -29,13 +29,21 @@
  * its place there.
  */
 import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
-import { ByteReader, ByteWriter } from './binary.ts';
+import { ByteWriter } from './binary.ts';
 import { crc32c } from './crc32c.ts';
+import { openFrame, type FrameKind } from './framed.ts';
 import { decodeEntryBody, encodedEntry, type ManifestEntry } from './manifest.ts';
 
 /** The commit format version Spillway reads and writes. */
 export const LOG_COMMIT_VERSION = 1;
 const MAGIC = [0x53, 0x50, 0x4c, 0x43]; // "SPLC"
+const COMMIT_FRAME: FrameKind = {
+  name: 'commit',
+  magic: MAGIC,
+  magicText: 'SPLC',
+  version: LOG_COMMIT_VERSION,
+  minBytes: 4 + 2 + 8 + 8 + 8 + 8 + 2 + 4 + 4,
+};
 /** Digits of a commit number in its key: 20, enough for any u64, so keys sort by number. */
 export const COMMIT_DIGITS = 20;
 
@@ -155,28 +163,7 @@ const INLINE_NAME = /\/log\/[0-9]{20}#[0-9]+$/;
  * @throws {CorruptDataError} naming the object.
  */
 export function decodeCommit(bytes: Uint8Array, what: string, expected?: number): Commit {
-  if (
-    bytes.byteLength < 4 + 2 + 8 + 8 + 8 + 8 + 2 + 4 + 4 ||
-    MAGIC.some((b, i) => bytes[i] !== b)
-  ) {
-    throw new CorruptDataError(`${what}: not a log commit (no "SPLC" magic, or too short)`, what);
-  }
-  const stored = new ByteReader(bytes, what, bytes.byteLength - 4).u32('checksum');
-  const actual = crc32c(bytes.subarray(0, bytes.byteLength - 4));
-  if (stored !== actual) {
-    throw new CorruptDataError(
-      `${what}: CRC32C 0x${actual.toString(16).padStart(8, '0')}, but the commit records 0x${stored.toString(16).padStart(8, '0')}`,
-      what,
-    );
-  }
-  const r = new ByteReader(bytes, what, 4, bytes.byteLength - 4);
-  const version = r.u16('version');
-  if (version !== LOG_COMMIT_VERSION) {
-    throw new CorruptDataError(
-      `${what}: log commit format version ${version}; this reader knows version ${LOG_COMMIT_VERSION} (written by a newer Spillway?)`,
-      what,
-    );
-  }
+  const r = openFrame(bytes, what, COMMIT_FRAME);
   const commit = r.u64('commit');
   if (expected !== undefined && commit !== expected) {
     throw new CorruptDataError(

@@ -23,9 +23,10 @@
  * ```
  */
 import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
-import { ByteReader, ByteWriter } from './binary.ts';
+import { ByteWriter } from './binary.ts';
 import type { CommitBatch } from './log-commit.ts';
 import { crc32c } from './crc32c.ts';
+import { openFrame, type FrameKind } from './framed.ts';
 import { decodeEntryBody, encodedEntry } from './manifest.ts';
 import { decodeTrailer } from './trailer.ts';
 import { isUlid, ulidFromBytes, ulidToBytes } from './ulid.ts';
@@ -33,6 +34,13 @@ import { isUlid, ulidFromBytes, ulidToBytes } from './ulid.ts';
 /** The rider format version Spillway reads and writes. */
 export const LOG_RIDER_VERSION = 1;
 const MAGIC = [0x53, 0x50, 0x4c, 0x52]; // "SPLR"
+const RIDER_FRAME: FrameKind = {
+  name: 'rider',
+  magic: MAGIC,
+  magicText: 'SPLR',
+  version: LOG_RIDER_VERSION,
+  minBytes: 4 + 2 + 2 + 8 + 16 + 4 + 4,
+};
 
 /** A decoded rider. */
 export interface Rider {
@@ -125,25 +133,7 @@ function batchProblem(b: CommitBatch, group: string): string | undefined {
  * @throws {CorruptDataError} naming the object.
  */
 export function decodeRider(bytes: Uint8Array, what: string, expectedGroup?: string): Rider {
-  if (bytes.byteLength < 4 + 2 + 2 + 8 + 16 + 4 + 4 || MAGIC.some((b, i) => bytes[i] !== b)) {
-    throw new CorruptDataError(`${what}: not a log rider (no "SPLR" magic, or too short)`, what);
-  }
-  const stored = new ByteReader(bytes, what, bytes.byteLength - 4).u32('checksum');
-  const actual = crc32c(bytes.subarray(0, bytes.byteLength - 4));
-  if (stored !== actual) {
-    throw new CorruptDataError(
-      `${what}: CRC32C 0x${actual.toString(16).padStart(8, '0')}, but the rider records 0x${stored.toString(16).padStart(8, '0')}`,
-      what,
-    );
-  }
-  const r = new ByteReader(bytes, what, 4, bytes.byteLength - 4);
-  const version = r.u16('version');
-  if (version !== LOG_RIDER_VERSION) {
-    throw new CorruptDataError(
-      `${what}: log rider format version ${version}; this reader knows version ${LOG_RIDER_VERSION} (written by a newer Spillway?)`,
-      what,
-    );
-  }
+  const r = openFrame(bytes, what, RIDER_FRAME);
   const writer = Buffer.from(r.bytesOf(r.u16('writer length'), 'writer')).toString('utf8');
   const after = r.i64('after');
   if (after < -1) throw new CorruptDataError(`${what}: "after" is ${after}, below -1`, what);

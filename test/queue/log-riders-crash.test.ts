@@ -31,6 +31,7 @@ import type {
 } from '../../src/store/object-store.ts';
 import { FaultInjectingStore, ManualClock, skewedClock } from '../../src/testing.ts';
 import { mulberry32 } from '../../src/testing/fault-injecting-store.ts';
+import { advanceUntil, track } from '../support/riders.ts';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -133,20 +134,6 @@ async function readLog(
     }
   }
   return out;
-}
-
-async function advanceUntil(clock: ManualClock, done: () => boolean, limitMs = 2_000) {
-  for (let i = 0; i < limitMs && !done(); i++) await clock.advance(1);
-  assert.ok(done(), `not done after ${limitMs} ms of manual time`);
-}
-
-function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
-  let settled = false;
-  p.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  return { promise: p, settled: () => settled };
 }
 
 async function riderKeys(store: ObjectStore): Promise<string[]> {

@@ -6,49 +6,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { InMemoryMetrics, MemoryStore } from '../../src/index.ts';
-import { LogQueue, type AppendBatch } from '../../src/internal.ts';
+import { LogQueue } from '../../src/internal.ts';
 import { crc32c } from '../../src/format/crc32c.ts';
 import { encodeRider, riderKey } from '../../src/format/log-rider.ts';
 import { encodeTrailer, withGroup } from '../../src/format/trailer.ts';
 import { UlidGenerator } from '../../src/format/ulid.ts';
 import { RIDER_MAX_BYTES, RIDER_RANGE_MAX } from '../../src/queue/log-riders.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
+import { labelledBatch as batch, readLabelledLog as readLog } from '../support/riders.ts';
 
 const ROOT = 'q';
 const enc = new TextEncoder();
-
-function batch(writer: string, label: string, bytes = 0): AppendBatch {
-  const inline = bytes > 0 ? new Uint8Array(bytes).fill(7) : enc.encode(`batch:${label}`);
-  return {
-    inline,
-    sizeBytes: inline.byteLength,
-    records: 1,
-    metadata: [],
-    extension: encodeTrailer({
-      batchSizeBytes: inline.byteLength,
-      crc32c: crc32c(inline),
-      instanceId: writer,
-    }),
-  };
-}
-
-/** Every batch of the log: its label (inline bytes) and the commit that holds it. */
-async function readLog(q: LogQueue): Promise<{ label: string; commit: number }[]> {
-  const out: { label: string; commit: number }[] = [];
-  const { value: b } = await q.readBoundary();
-  for (let n = b.firstCommit; ; n++) {
-    const c = await q.readCommit(n);
-    if (!c) return out;
-    for (const x of c.batches) {
-      out.push({
-        label: Buffer.from(x.inline ?? [])
-          .toString()
-          .slice('batch:'.length),
-        commit: n,
-      });
-    }
-  }
-}
 
 /** Plants a well-formed rider of `writer` (as a hostile or buggy writer could). */
 async function plantRider(

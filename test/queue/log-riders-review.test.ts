@@ -18,23 +18,14 @@ import { encodeRider, riderKey } from '../../src/format/log-rider.ts';
 import { UlidGenerator } from '../../src/format/ulid.ts';
 import { crc32c } from '../../src/format/crc32c.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
+import {
+  advanceUntil,
+  labelledBatch as batch,
+  readLabelledLog as readLog,
+  track,
+} from '../support/riders.ts';
 
 const enc = new TextEncoder();
-
-function batch(writer: string, label: string): AppendBatch {
-  const inline = enc.encode(`batch:${label}`);
-  return {
-    inline,
-    sizeBytes: inline.byteLength,
-    records: 1,
-    metadata: [],
-    extension: encodeTrailer({
-      batchSizeBytes: inline.byteLength,
-      crc32c: crc32c(inline),
-      instanceId: writer,
-    }),
-  };
-}
 
 /** A batch that cannot ride (no trailer): its writer never scans riders/ nor carries any. */
 function plain(label: string): AppendBatch {
@@ -51,48 +42,9 @@ function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?
   });
 }
 
-async function readLog(
-  q: LogQueue,
-): Promise<{ label: string; sequence: number; location: string }[]> {
-  const out: { label: string; sequence: number; location: string }[] = [];
-  const { value: b } = await q.readBoundary();
-  for (let n = b.firstCommit; ; n++) {
-    const c = await q.readCommit(n);
-    if (!c) break;
-    for (const x of c.batches) {
-      out.push({
-        label: Buffer.from(x.inline ?? new Uint8Array())
-          .toString()
-          .slice('batch:'.length),
-        sequence: x.entry.sequence,
-        location: x.entry.location,
-      });
-    }
-  }
-  return out;
-}
-
-async function advanceUntil(
-  clock: ManualClock,
-  done: () => boolean,
-  limitMs = 2_000,
-): Promise<void> {
-  for (let i = 0; i < limitMs && !done(); i++) await clock.advance(1);
-  assert.ok(done(), `not done after ${limitMs} ms of manual time`);
-}
-
 async function ticks(done: () => boolean, n = 200): Promise<void> {
   for (let i = 0; i < n && !done(); i++) await new Promise((r) => setImmediate(r));
   assert.ok(done(), 'not done after the ticks');
-}
-
-function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
-  let settled = false;
-  p.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  return { promise: p, settled: () => settled };
 }
 
 /** As in log-riders.test.ts: B rides with after = 1, waiting for commit 2 on the manual clock. */

@@ -13,32 +13,21 @@ import {
   OutcomeUnknownError,
   type ObjectStore,
 } from '../../src/index.ts';
-import { LogQueue, type AppendBatch } from '../../src/internal.ts';
+import { LogQueue } from '../../src/internal.ts';
 import { decodeCommit } from '../../src/format/log-commit.ts';
 import { decodeRider, encodeRider, riderKey } from '../../src/format/log-rider.ts';
-import { decodeTrailer, encodeTrailer, withGroup } from '../../src/format/trailer.ts';
-import { crc32c } from '../../src/format/crc32c.ts';
+import { decodeTrailer, withGroup } from '../../src/format/trailer.ts';
 import { UlidGenerator } from '../../src/format/ulid.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import { RIDER_LIST_IDLE_MS, RIDER_SCAN_MS } from '../../src/queue/log-riders.ts';
+import {
+  advanceUntil,
+  labelledBatch as batch,
+  readLabelledLog as readLog,
+  track,
+} from '../support/riders.ts';
 
 const enc = new TextEncoder();
-
-/** An inline batch of `writer` whose bytes say `label` (with Spillway's trailer, so it can ride). */
-function batch(writer: string, label: string): AppendBatch {
-  const inline = enc.encode(`batch:${label}`);
-  return {
-    inline,
-    sizeBytes: inline.byteLength,
-    records: 1,
-    metadata: [],
-    extension: encodeTrailer({
-      batchSizeBytes: inline.byteLength,
-      crc32c: crc32c(inline),
-      instanceId: writer,
-    }),
-  };
-}
 
 function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?: InMemoryMetrics) {
   return new LogQueue({
@@ -48,49 +37,6 @@ function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?
     ...(clock ? { clock } : {}),
     ...(metrics ? { metrics } : {}),
   });
-}
-
-/** Every batch of the log in order: its label, sequence and location, checking I3 on the way. */
-async function readLog(
-  q: LogQueue,
-): Promise<{ label: string; sequence: number; location: string }[]> {
-  const out: { label: string; sequence: number; location: string }[] = [];
-  const { value: b } = await q.readBoundary();
-  for (let n = b.firstCommit; ; n++) {
-    const c = await q.readCommit(n);
-    if (!c) break;
-    assert.equal(c.firstSequence, out.length > 0 ? out.at(-1)!.sequence + 1 : b.firstSequence);
-    for (const x of c.batches) {
-      out.push({
-        label: Buffer.from(x.inline ?? new Uint8Array())
-          .toString()
-          .slice('batch:'.length),
-        sequence: x.entry.sequence,
-        location: x.entry.location,
-      });
-    }
-  }
-  return out;
-}
-
-/** Moves `clock` 1 ms at a time until `done()` or `limitMs` passed. */
-async function advanceUntil(
-  clock: ManualClock,
-  done: () => boolean,
-  limitMs = 2_000,
-): Promise<void> {
-  for (let i = 0; i < limitMs && !done(); i++) await clock.advance(1);
-  assert.ok(done(), `not done after ${limitMs} ms of manual time`);
-}
-
-/** A promise with its state visible. */
-function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
-  let settled = false;
-  p.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  return { promise: p, settled: () => settled };
 }
 
 /**

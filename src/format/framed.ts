@@ -1,0 +1,53 @@
+/**
+ * The frame shared by the log's binary objects (commits, riders): four magic
+ * bytes, a u16 format version, the body, and a CRC32C of everything before
+ * it (u32, little-endian) at the end.
+ */
+import { CorruptDataError } from '../errors.ts';
+import { ByteReader } from './binary.ts';
+import { crc32c } from './crc32c.ts';
+
+/** What {@link openFrame} checks a frame against. */
+export interface FrameKind {
+  /** The object's name in messages ("commit", "rider"). */
+  name: string;
+  /** Its four magic bytes and their ASCII spelling. */
+  magic: readonly number[];
+  magicText: string;
+  /** The version this reader knows. */
+  version: number;
+  /** Fewest bytes a valid frame has. */
+  minBytes: number;
+}
+
+/**
+ * Checks the magic, the length, the CRC32C and the version of a frame, and
+ * returns a reader over its body (after the version, before the checksum).
+ *
+ * @throws {CorruptDataError} naming `what` and what was found.
+ */
+export function openFrame(bytes: Uint8Array, what: string, kind: FrameKind): ByteReader {
+  if (bytes.byteLength < kind.minBytes || kind.magic.some((b, i) => bytes[i] !== b)) {
+    throw new CorruptDataError(
+      `${what}: not a log ${kind.name} (no "${kind.magicText}" magic, or too short)`,
+      what,
+    );
+  }
+  const stored = new ByteReader(bytes, what, bytes.byteLength - 4).u32('checksum');
+  const actual = crc32c(bytes.subarray(0, bytes.byteLength - 4));
+  if (stored !== actual) {
+    throw new CorruptDataError(
+      `${what}: CRC32C 0x${actual.toString(16).padStart(8, '0')}, but the ${kind.name} records 0x${stored.toString(16).padStart(8, '0')}`,
+      what,
+    );
+  }
+  const r = new ByteReader(bytes, what, 4, bytes.byteLength - 4);
+  const version = r.u16('version');
+  if (version !== kind.version) {
+    throw new CorruptDataError(
+      `${what}: log ${kind.name} format version ${version}; this reader knows version ${kind.version} (written by a newer Spillway?)`,
+      what,
+    );
+  }
+  return r;
+}

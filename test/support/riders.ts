@@ -1,0 +1,86 @@
+/**
+ * Helpers of the riders tests (docs/log-layout.md §7.2): inline batches
+ * labelled and tagged with a producer, the log read back batch by batch, and
+ * promises whose state a test can poll on a manual clock.
+ */
+import assert from 'node:assert/strict';
+import { crc32c } from '../../src/format/crc32c.ts';
+import { encodeTrailer } from '../../src/format/trailer.ts';
+import type { AppendBatch, LogQueue } from '../../src/internal.ts';
+import type { ManualClock } from '../../src/testing.ts';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/**
+ * An inline batch of `writer` (its trailer's instance id) holding
+ * `batch:{label}`, or `bytes` bytes when given (the label is then lost).
+ */
+export function labelledBatch(writer: string, label: string, bytes = 0): AppendBatch {
+  const inline = bytes > 0 ? new Uint8Array(bytes).fill(7) : enc.encode(`batch:${label}`);
+  return {
+    inline,
+    sizeBytes: inline.byteLength,
+    records: 1,
+    metadata: [],
+    extension: encodeTrailer({
+      batchSizeBytes: inline.byteLength,
+      crc32c: crc32c(inline),
+      instanceId: writer,
+    }),
+  };
+}
+
+/** One batch of the log as {@link readLabelledLog} returns it. */
+export interface LoggedBatch {
+  /** The label of a {@link labelledBatch}. */
+  label: string;
+  sequence: number;
+  location: string;
+  /** The commit that holds it, and that commit's writer. */
+  commit: number;
+  writer: string;
+}
+
+/**
+ * Every batch of the log, commit by commit from the boundary, checking on the
+ * way that each commit's first sequence follows the one before (I3).
+ */
+export async function readLabelledLog(q: LogQueue): Promise<LoggedBatch[]> {
+  const out: LoggedBatch[] = [];
+  const { value: b } = await q.readBoundary();
+  for (let n = b.firstCommit; ; n++) {
+    const c = await q.readCommit(n);
+    if (!c) return out;
+    assert.equal(c.firstSequence, out.length > 0 ? out.at(-1)!.sequence + 1 : b.firstSequence);
+    for (const x of c.batches) {
+      out.push({
+        label: dec.decode(x.inline ?? new Uint8Array()).slice('batch:'.length),
+        sequence: x.entry.sequence,
+        location: x.entry.location,
+        commit: n,
+        writer: c.writer,
+      });
+    }
+  }
+}
+
+/** Moves `clock` 1 ms at a time until `done()`; fails after `limitMs`. */
+export async function advanceUntil(
+  clock: ManualClock,
+  done: () => boolean,
+  limitMs = 2_000,
+): Promise<void> {
+  for (let i = 0; i < limitMs && !done(); i++) await clock.advance(1);
+  assert.ok(done(), `not done after ${limitMs} ms of manual time`);
+}
+
+/** A promise with its state visible. */
+export function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let settled = false;
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  return { promise: p, settled: () => settled };
+}
