@@ -4,7 +4,7 @@
  * it (u32, little-endian) at the end.
  */
 import { CorruptDataError } from '../errors.ts';
-import { ByteReader } from './binary.ts';
+import { ByteReader, ByteWriter } from './binary.ts';
 import { crc32c } from './crc32c.ts';
 
 /** What {@link openFrame} checks a frame against. */
@@ -50,4 +50,21 @@ export function openFrame(bytes: Uint8Array, what: string, kind: FrameKind): Byt
     );
   }
   return r;
+}
+
+/**
+ * A writer of `bytes` bytes (the whole frame, checksum included) that has
+ * written the magic and the version.
+ */
+export function startFrame(kind: FrameKind, bytes: number): ByteWriter {
+  const w = new ByteWriter(bytes);
+  w.raw(Uint8Array.from(kind.magic));
+  w.u16(kind.version);
+  return w;
+}
+
+/** Appends the CRC32C of everything written and returns the frame. */
+export function sealFrame(w: ByteWriter): Uint8Array {
+  w.u32(crc32c(w.bytes.subarray(0, w.offset)));
+  return w.bytes;
 }

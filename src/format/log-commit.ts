@@ -29,10 +29,9 @@
  * its place there.
  */
 import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
-import { ByteWriter } from './binary.ts';
-import { crc32c } from './crc32c.ts';
-import { openFrame, type FrameKind } from './framed.ts';
-import { decodeEntryBody, encodedEntry, type ManifestEntry } from './manifest.ts';
+import { openFrame, sealFrame, startFrame, type FrameKind } from './framed.ts';
+import { encodeBatchList, readBatchList, writeBatchList } from './log-batch-list.ts';
+import type { ManifestEntry } from './manifest.ts';
 
 /** The commit format version Spillway reads and writes. */
 export const LOG_COMMIT_VERSION = 1;
@@ -116,22 +115,18 @@ export function parseInlineLocation(
  */
 export function encodeCommit(c: Commit): Uint8Array {
   const writer = Buffer.from(c.writer, 'utf8').subarray(0, 65_535);
-  const bodies = c.batches.map((b, i) => {
+  c.batches.forEach((b, i) => {
     if (b.entry.sequence !== c.firstSequence + i) {
       throw new InvalidArgumentError(
         `commit ${c.commit}: batch ${i} has sequence ${b.entry.sequence}, expected ${c.firstSequence + i}`,
       );
     }
-    return encodedEntry(b.entry);
   });
-  let size = 4 + 2 + 8 + 8 + 8 + 8 + 8 + 2 + writer.byteLength + 4 + 4;
-  c.batches.forEach(
-    (b, i) =>
-      (size += 4 + (bodies[i] as Uint8Array).byteLength + 4 + 8 + (b.inline?.byteLength ?? 0)),
+  const list = encodeBatchList(c.batches);
+  const w = startFrame(
+    COMMIT_FRAME,
+    4 + 2 + 8 + 8 + 8 + 8 + 8 + 2 + writer.byteLength + list.byteLength + 4,
   );
-  const w = new ByteWriter(size);
-  w.raw(Uint8Array.from(MAGIC));
-  w.u16(LOG_COMMIT_VERSION);
   w.u64(c.commit);
   w.u64(c.firstSequence);
   w.i64(c.appendTimeMs);
@@ -139,17 +134,8 @@ export function encodeCommit(c: Commit): Uint8Array {
   w.u64(c.totalRecords);
   w.u16(writer.byteLength);
   w.raw(writer);
-  w.u32(c.batches.length);
-  c.batches.forEach((b, i) => {
-    const body = bodies[i] as Uint8Array;
-    w.u32(body.byteLength);
-    w.raw(body);
-    w.u32(b.records);
-    w.u64(b.inline?.byteLength ?? 0);
-    if (b.inline) w.raw(b.inline);
-  });
-  w.u32(crc32c(w.bytes.subarray(0, w.offset)));
-  return w.bytes;
+  writeBatchList(w, list);
+  return sealFrame(w);
 }
 
 /** The end of an inline batch's location: `/log/{commit, 20 digits}#{index}`. */
@@ -176,41 +162,28 @@ export function decodeCommit(bytes: Uint8Array, what: string, expected?: number)
   const totalBytes = r.u64('total bytes');
   const totalRecords = r.u64('total records');
   const writer = Buffer.from(r.bytesOf(r.u16('writer length'), 'writer')).toString('utf8');
-  const count = r.u32('batch count');
-  // Each batch takes at least 4 + 14 + 4 + 8 bytes: a count the object cannot hold is corrupt.
-  if (count > r.remaining / 30) {
-    throw new CorruptDataError(`${what}: claims ${count} batches in ${r.remaining} bytes`, what);
-  }
-  const batches: CommitBatch[] = [];
-  for (let i = 0; i < count; i++) {
-    const len = r.u32(`batch ${i} entry length`);
-    const start = r.offset;
-    r.skip(len, `batch ${i} entry`);
-    const entry = decodeEntryBody(bytes, `${what} batch ${i}`, start, start + len);
-    if (entry.sequence !== firstSequence + i) {
-      throw new CorruptDataError(
-        `${what}: batch ${i} has sequence ${entry.sequence}, expected ${firstSequence + i}`,
-        what,
-      );
-    }
-    const records = r.u32(`batch ${i} record count`);
-    const inlineLen = r.u64(`batch ${i} inline length`);
-    const inline = inlineLen > 0 ? r.bytesOf(inlineLen, `batch ${i} inline bytes`) : undefined;
-    // An inline batch is named by its commit and place; nothing else may look like one.
-    const own = `/log/${String(commit).padStart(20, '0')}#${i}`;
-    const named = INLINE_NAME.test(entry.location);
-    if (inline ? !entry.location.endsWith(own) : named) {
-      throw new CorruptDataError(
-        inline
-          ? `${what}: inline batch ${i} is named "${entry.location}", expected a name ending "${own}"`
-          : `${what}: batch ${i} has no inline bytes but an inline batch's name, "${entry.location}"`,
-        what,
-      );
-    }
-    batches.push(inline ? { entry, records, inline } : { entry, records });
-  }
-  if (r.remaining !== 0) {
-    throw new CorruptDataError(`${what}: ${r.remaining} bytes follow the last batch`, what);
-  }
+  const batches = readBatchList(r, what, {
+    entry: (entry, i) => {
+      if (entry.sequence !== firstSequence + i) {
+        throw new CorruptDataError(
+          `${what}: batch ${i} has sequence ${entry.sequence}, expected ${firstSequence + i}`,
+          what,
+        );
+      }
+    },
+    batch: ({ entry, inline }, i) => {
+      // An inline batch is named by its commit and place; nothing else may look like one.
+      const own = `/log/${String(commit).padStart(20, '0')}#${i}`;
+      const named = INLINE_NAME.test(entry.location);
+      if (inline ? !entry.location.endsWith(own) : named) {
+        throw new CorruptDataError(
+          inline
+            ? `${what}: inline batch ${i} is named "${entry.location}", expected a name ending "${own}"`
+            : `${what}: batch ${i} has no inline bytes but an inline batch's name, "${entry.location}"`,
+          what,
+        );
+      }
+    },
+  });
   return { commit, firstSequence, appendTimeMs, totalBytes, totalRecords, writer, batches };
 }

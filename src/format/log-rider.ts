@@ -23,11 +23,9 @@
  * ```
  */
 import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
-import { ByteWriter } from './binary.ts';
 import type { CommitBatch } from './log-commit.ts';
-import { crc32c } from './crc32c.ts';
-import { openFrame, type FrameKind } from './framed.ts';
-import { decodeEntryBody, encodedEntry } from './manifest.ts';
+import { openFrame, sealFrame, startFrame, type FrameKind } from './framed.ts';
+import { encodeBatchList, readBatchList, writeBatchList } from './log-batch-list.ts';
 import { decodeTrailer } from './trailer.ts';
 import { isUlid, ulidFromBytes, ulidToBytes } from './ulid.ts';
 
@@ -79,34 +77,18 @@ export function riderGroupOf(root: string, key: string): string | undefined {
  */
 export function encodeRider(r: Rider): Uint8Array {
   const writer = Buffer.from(r.writer, 'utf8').subarray(0, 65_535);
-  const bodies = r.batches.map((b, i) => {
+  r.batches.forEach((b, i) => {
     const problem = batchProblem(b, r.group);
     if (problem) throw new InvalidArgumentError(`rider ${r.group}: batch ${i} ${problem}`);
-    return encodedEntry(b.entry);
   });
-  let size = 4 + 2 + 2 + writer.byteLength + 8 + 16 + 4 + 4;
-  r.batches.forEach(
-    (b, i) =>
-      (size += 4 + (bodies[i] as Uint8Array).byteLength + 4 + 8 + (b.inline?.byteLength ?? 0)),
-  );
-  const w = new ByteWriter(size);
-  w.raw(Uint8Array.from(MAGIC));
-  w.u16(LOG_RIDER_VERSION);
+  const list = encodeBatchList(r.batches);
+  const w = startFrame(RIDER_FRAME, 4 + 2 + 2 + writer.byteLength + 8 + 16 + list.byteLength + 4);
   w.u16(writer.byteLength);
   w.raw(writer);
   w.i64(r.after);
   w.raw(ulidToBytes(r.group));
-  w.u32(r.batches.length);
-  r.batches.forEach((b, i) => {
-    const body = bodies[i] as Uint8Array;
-    w.u32(body.byteLength);
-    w.raw(body);
-    w.u32(b.records);
-    w.u64(b.inline?.byteLength ?? 0);
-    if (b.inline) w.raw(b.inline);
-  });
-  w.u32(crc32c(w.bytes.subarray(0, w.offset)));
-  return w.bytes;
+  writeBatchList(w, list);
+  return sealFrame(w);
 }
 
 /** What is wrong with a rider's batch, or undefined. */
@@ -145,27 +127,12 @@ export function decodeRider(bytes: Uint8Array, what: string, expectedGroup?: str
       what,
     );
   }
-  const count = r.u32('batch count');
-  if (count > r.remaining / 30) {
-    throw new CorruptDataError(`${what}: claims ${count} batches in ${r.remaining} bytes`, what);
-  }
-  const batches: CommitBatch[] = [];
-  for (let i = 0; i < count; i++) {
-    const len = r.u32(`batch ${i} entry length`);
-    const start = r.offset;
-    r.skip(len, `batch ${i} entry`);
-    const entry = decodeEntryBody(bytes, `${what} batch ${i}`, start, start + len);
-    const records = r.u32(`batch ${i} record count`);
-    const inlineLen = r.u64(`batch ${i} inline length`);
-    const inline = inlineLen > 0 ? r.bytesOf(inlineLen, `batch ${i} inline bytes`) : undefined;
-    const b: CommitBatch = inline ? { entry, records, inline } : { entry, records };
-    const problem = batchProblem(b, group);
-    if (problem) throw new CorruptDataError(`${what}: batch ${i} ${problem}`, what);
-    batches.push(b);
-  }
-  if (r.remaining !== 0) {
-    throw new CorruptDataError(`${what}: ${r.remaining} bytes follow the last batch`, what);
-  }
+  const batches = readBatchList(r, what, {
+    batch: (b, i) => {
+      const problem = batchProblem(b, group);
+      if (problem) throw new CorruptDataError(`${what}: batch ${i} ${problem}`, what);
+    },
+  });
   if (batches.length === 0) throw new CorruptDataError(`${what}: holds no batch`, what);
   return { writer, after, group, batches };
 }

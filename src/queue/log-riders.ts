@@ -737,6 +737,22 @@ async function follow(
   let appearedAt: number | undefined;
   let live = false;
   let missed = 0;
+  /**
+   * Commit `c`, read as the log's: the places of the group's batches if it
+   * holds them; else it becomes the base and the owner moves on to `c + 1`.
+   */
+  const passed = (read: Commit): { sequence: number; location: string }[] | undefined => {
+    riders.note(read);
+    const results = groupResults(read, ride.group, ride.own.length, host.commitKey(c));
+    if (results) {
+      riders.lastOwnCommit = c;
+      return results;
+    }
+    base = headOfCommit(read);
+    c++;
+    lastProgress = now();
+    return undefined;
+  };
   for (;;) {
     signal?.throwIfAborted();
     if (host.clock.now() - ride.started >= host.deadlineMs) {
@@ -774,15 +790,8 @@ async function follow(
       }
     }
     if (commit) {
-      riders.note(commit);
-      const results = groupResults(commit, ride.group, ride.own.length, host.commitKey(c));
-      if (results) {
-        riders.lastOwnCommit = c;
-        return results;
-      }
-      base = headOfCommit(commit);
-      c++;
-      lastProgress = now();
+      const results = passed(commit);
+      if (results) return results;
       if (live) {
         missed++;
         if (appearedAt !== undefined) riders.measuredCommitGap(lastProgress - appearedAt);
@@ -828,16 +837,9 @@ async function follow(
             );
           }
         }
-        riders.note(won);
-        const results = groupResults(won, ride.group, ride.own.length, host.commitKey(c));
-        if (results) {
-          riders.lastOwnCommit = c;
-          return results;
-        }
-        base = headOfCommit(won);
-        c++;
+        const results = passed(won);
+        if (results) return results;
         missed = 0;
-        lastProgress = now();
       }
     }
   }
