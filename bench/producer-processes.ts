@@ -27,6 +27,8 @@ export interface ProcessesResult extends LatencySummary {
   ridersIncludedShare: number;
   /** Store requests per entry made durable, all processes together. */
   requestsPerEntry: number;
+  /** The same by operation (get, head, put, list, delete). */
+  requestsPerEntryByOp: Record<string, number>;
   /** CPU cores the processes kept busy on average (their CPU time over the run's time). */
   cpuCores: number;
   /** Owners that committed their rider themselves (stalls), all processes. */
@@ -99,6 +101,7 @@ export class ProducerProcesses {
     let riderStalls = 0;
     let cpuMs = 0;
     let requests = 0;
+    const byOp: Record<string, number> = {};
     let maxMs = 0;
     const latencies: number[] = [];
     for (const r of results) {
@@ -110,6 +113,7 @@ export class ProducerProcesses {
       riderStalls += r.riderStalls;
       cpuMs += r.cpuMs;
       requests += r.requests;
+      for (const [op, n] of Object.entries(r.requestsByOp)) byOp[op] = (byOp[op] ?? 0) + n;
       for (const l of r.latencies) {
         latencies.push(l);
         if (l > maxMs) maxMs = l;
@@ -125,6 +129,9 @@ export class ProducerProcesses {
       riderStalls,
       cpuCores: cpuMs / 1000 / seconds,
       requestsPerEntry: ops > 0 ? requests / ops : 0,
+      requestsPerEntryByOp: Object.fromEntries(
+        Object.entries(byOp).map(([op, n]) => [op, ops > 0 ? n / ops : 0]),
+      ),
       maxMs,
       fairness: Math.min(...perProcess) / Math.max(1, ...perProcess),
       ...latencySummary(latencies),

@@ -49,6 +49,8 @@ export interface WorkerResult {
   cpuMs: number;
   /** Store requests the process made during the run (PUT, GET, HEAD, LIST, DELETE). */
   requests: number;
+  /** The same requests by operation. */
+  requestsByOp: Record<string, number>;
 }
 
 /** An answer to the parent. */
@@ -92,12 +94,11 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
   prepared = undefined;
   const appendsBefore = p.metrics.counter('buffer.manifest_writes', { role: 'producer' });
   const conflictsBefore = p.metrics.counter('buffer.manifest_conflicts', { role: 'producer' });
-  const requests = (): number =>
-    ['get', 'head', 'put', 'list', 'delete'].reduce(
-      (n, op) => n + p.metrics.counter('store.requests', { op }),
-      0,
-    );
+  const opNames = ['get', 'head', 'put', 'list', 'delete'];
+  const byOp = (): number[] => opNames.map((op) => p.metrics.counter('store.requests', { op }));
+  const requests = (): number => byOp().reduce((n, x) => n + x, 0);
   const requestsBefore = requests();
+  const byOpBefore = byOp();
   const ridersBefore = [
     'buffer.riders_written',
     'buffer.riders_included',
@@ -137,6 +138,9 @@ async function go(startAtMs: number, durationMs: number): Promise<WorkerResult> 
       riderStalls: p.metrics.counter('buffer.rider_stalls') - (ridersBefore[2] as number),
       cpuMs: (used.user + used.system) / 1000,
       requests: requests() - requestsBefore,
+      requestsByOp: Object.fromEntries(
+        byOp().map((n, i) => [opNames[i] as string, n - (byOpBefore[i] as number)]),
+      ),
     };
   } finally {
     await p.producer.close();

@@ -476,6 +476,12 @@ try {
                   fairness: round(r.fairness, 2),
                   cpuCores: round(r.cpuCores, 2),
                   requestsPerEntry: round(r.requestsPerEntry, 3),
+                  ...Object.fromEntries(
+                    Object.entries(r.requestsPerEntryByOp).map(([op, x]) => [
+                      `${op}PerEntry`,
+                      round(x, 3),
+                    ]),
+                  ),
                   ...(layout === 'log'
                     ? {
                         ridersPerAppend: round(r.ridersPerAppend, 2),

@@ -118,6 +118,13 @@ export interface LogQueueOptions {
  */
 export const INLINE_BYTES_PER_COMMIT = 1024 * 1024;
 
+/**
+ * Most commits a writer reads at once past a stale view of the head (1, 2,
+ * … doubling up to this many while all are found) before it probes for the
+ * head instead.
+ */
+const CATCH_UP_READS = 4;
+
 /** Commits between head hints: the creator of a commit whose number is a multiple writes one. */
 const HINT_EVERY_COMMITS = 64;
 
@@ -153,6 +160,13 @@ export class LogQueue {
    * that showed it started.
    */
   private head: (Head & { observedAt: number }) | undefined;
+  /**
+   * When the head was last confirmed (monotonic ms): a read that found the
+   * next number missing began, or this handle's create of it landed. Not a
+   * safety fact (that is the view's `observedAt`), only how stale the view
+   * may be on a shared log.
+   */
+  private headConfirmedAt = Number.NEGATIVE_INFINITY;
   private hintWrite: Promise<void> = Promise.resolve();
   /** What this handle knows of riders and recent commits, and its rider mode (§7.2). */
   private readonly riders: Riders;
@@ -491,17 +505,82 @@ export class LogQueue {
     view: Head & { observedAt: number },
     signal?: AbortSignal,
   ): Promise<Head & { observedAt: number }> {
+    if (monotonicNow(this.clock) - view.observedAt < TRUSTED_VIEW_MS) return view;
+    return this.refresh(view, signal);
+  }
+
+  /**
+   * The head as found from `known` (a commit seen to exist) now: a probe
+   * past it and the boundary after the probe (two requests when nothing
+   * changed), which proves the next number absent now.
+   */
+  private async refresh(known: Head, signal?: AbortSignal): Promise<Head & { observedAt: number }> {
     const since = monotonicNow(this.clock);
-    if (since - view.observedAt < TRUSTED_VIEW_MS) return view;
-    const found = await this.headFrom(view.commit, signal, view);
+    const found = await this.headFrom(known.commit, signal, known);
     return this.observe(typeof found === 'string' ? await this.discoverHead(signal) : found, since);
   }
 
   /** Records a head seen by reads that started at `since` (monotonic ms). */
   private observe(head: Head, since: number): Head & { observedAt: number } {
     const seen = { ...head, observedAt: since };
+    if (this.head && seen.commit > this.head.commit) {
+      this.riders.measuredHeadAdvance(
+        seen.commit - this.head.commit,
+        since - Math.max(this.head.observedAt, this.headConfirmedAt),
+      );
+    }
+    if (!this.head || seen.commit > this.head.commit) this.headConfirmedAt = since;
+    else if (seen.commit === this.head.commit) {
+      this.headConfirmedAt = Math.max(this.headConfirmedAt, since);
+    }
     if (!this.head || seen.commit >= this.head.commit) this.head = seen;
     return seen;
+  }
+
+  /** How long ago (ms, at monotonic `at`) `view` was last known to be the head. */
+  private viewAgeMs(view: Head & { observedAt: number }, at: number): number {
+    const confirmed =
+      this.head?.commit === view.commit
+        ? Math.max(view.observedAt, this.headConfirmedAt)
+        : view.observedAt;
+    return at - confirmed;
+  }
+
+  /**
+   * `view` caught up: the commits after it read, in order, until a number
+   * is missing (at most {@link CATCH_UP_READS}; further behind, the head is
+   * found by probing). A commit read within {@link TRUSTED_VIEW_MS} of the
+   * view was created after it and cannot have been collected: it is the
+   * log's own, and a missing number is not there yet.
+   */
+  private async catchUp(
+    view: Head & { observedAt: number },
+    signal?: AbortSignal,
+  ): Promise<Head & { observedAt: number }> {
+    let head: Head = view;
+    for (let width = 1; width <= CATCH_UP_READS; width *= 2) {
+      const readAt = monotonicNow(this.clock);
+      if (readAt - view.observedAt >= TRUSTED_VIEW_MS) break;
+      // Fresh reads of the next numbers, all at once: the found ones in a row from
+      // head + 1, then the first missing one (absent when its read began, at readAt).
+      const reads = Array.from({ length: width }, (_, i) =>
+        this.readCommit(head.commit + 1 + i, signal, true),
+      );
+      const results = await Promise.allSettled(reads);
+      for (const r of results) {
+        if (r.status === 'rejected') {
+          if (head.commit === view.commit) throw r.reason;
+          // What follows is unknown: find the head from the last commit read.
+          return this.refresh(head, signal);
+        }
+        const c = r.value;
+        if (!c) return this.observe(head, readAt);
+        this.riders.note(c);
+        if (c.writer !== this.writer) this.riders.sawWriter(readAt);
+        head = headOf(c);
+      }
+    }
+    return this.refresh(head, signal);
   }
 
   /**
@@ -539,7 +618,15 @@ export class LogQueue {
     const rideable = batches.length > 0 && this.riders.rideable(batches);
     if (rideable && this.riders.inRiderMode())
       return this.ride(batches, started, undefined, signal);
-    const out = await this.commitLoop(batches, await this.freshHead(signal), {
+    let view = await this.freshHead(signal);
+    // On a shared log, an old view is most likely behind: read on rather than lose a create.
+    if (
+      this.riders.shared() &&
+      this.viewAgeMs(view, monotonicNow(this.clock)) >= this.riders.staleViewMs
+    ) {
+      view = await this.catchUp(view, signal);
+    }
+    const out = await this.commitLoop(batches, view, {
       started,
       signal,
       stopOnLoss: rideable,
@@ -678,6 +765,7 @@ export class LogQueue {
       tried = { commit, body, selection };
       let failure: unknown;
       const putAt = monotonicNow(this.clock);
+      const viewAgeMs = this.viewAgeMs(head, putAt);
       let landed = false;
       try {
         const put = this.store.put(this.commitKey(n), body, { mode: 'create', signal });
@@ -693,6 +781,7 @@ export class LogQueue {
       // Lost a race, or lost the response: the commit as stored says which.
       let stored: Uint8Array | undefined;
       const checkedAt = monotonicNow(this.clock);
+      this.riders.measuredCreate(checkedAt - putAt);
       try {
         stored = await this.readCommitBytes(n, signal, true);
       } catch (e) {
@@ -710,7 +799,6 @@ export class LogQueue {
       }
       if (stored) {
         this.metrics.increment('buffer.manifest_conflicts', 1, { role: 'producer' });
-        lost++;
         const winner = decodeCommit(stored, this.commitKey(n), n);
         // Read at the number a trusted view was about to create: the log's own commit
         // (a stale writer's re-creation lands only on a number collected, which n was not).
@@ -719,18 +807,23 @@ export class LogQueue {
         // created (if at all) after it, and cannot have been collected within the trusted
         // window since.
         const next = { ...headOf(winner), observedAt: head.observedAt };
-        if (options.stopOnLoss) return { lost: winner, checkedAt, view: next };
-        if (lost === 1) {
+        const raced = viewAgeMs < this.riders.staleViewMs;
+        lost++;
+        // Lost while commits come back to back, or a second loss in one append: ride on
+        // the winner's commits (racing a committer that knows the head at once starves).
+        if (options.stopOnLoss && (lost > 1 || this.riders.busy())) {
+          return { lost: winner, checkedAt, view: next };
+        }
+        if (raced && lost === 1) {
           // Another writer took n: try n + 1 on it at once, as the winner does.
           head = next;
         } else {
-          // Lost again: others are further ahead. Catch up with the head rather than
-          // one number at a time (a writer that steps while others append never catches up).
-          const found = await this.headFrom(n, signal);
-          head = this.observe(
-            typeof found === 'string' ? await this.discoverHead(signal) : found,
-            checkedAt,
-          );
+          // Lost on an old view (another producer committed since: no race), or lost
+          // again: others are further ahead. Read on from the winner rather than try
+          // one number at a time (a writer that steps while others append never
+          // catches up).
+          this.riders.sawWriter(checkedAt);
+          head = await this.catchUp(next, signal);
         }
       } else {
         const { value: b } = await this.readBoundary(signal);
@@ -830,6 +923,9 @@ export class LogQueue {
     // When the create landed, the commit was the newest: no writer creates n + 1 before n exists.
     const head = headOf(commit);
     this.observe(head, putAt);
+    const landedAt = monotonicNow(this.clock);
+    this.riders.measuredCreate(landedAt - putAt);
+    if (this.head?.commit === head.commit) this.headConfirmedAt = landedAt;
 
     this.metrics.increment('buffer.manifest_writes', 1, { role: 'producer' });
     this.metrics.increment('buffer.bytes_written', bytes, { role: 'producer' });

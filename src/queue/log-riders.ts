@@ -85,6 +85,32 @@ export const RIDER_RANGE_MAX = 256;
  * carried long after, when its batch objects may be gone too.
  */
 export const RIDER_LISTED_MS = 2_000;
+/**
+ * How long, in ms, a producer counts its log as shared after it last saw
+ * another producer's commit or rider, or lost a race: while it does, a view
+ * of the head older than {@link freshViewMs} is caught up (the next numbers
+ * read) before a create, and a create lost on such a view counts as a stale
+ * view, not a race.
+ */
+export const LOG_SHARED_MS = 30_000;
+/**
+ * A lost race puts a producer in rider mode only while commits follow each
+ * other within this many commit creates (as the head advances in its views):
+ * someone is committing back to back, and will carry its rider at once. On a
+ * quieter log nobody would carry it before it stalls; racing again costs
+ * less.
+ */
+export const RIDER_BUSY_CREATES = 2;
+/**
+ * On a shared log, a view of the head older than this share of the time
+ * between commits (as the head advances in the producer's views) is more
+ * likely behind than not: the next number is read before a create.
+ */
+export const STALE_VIEW_GAPS = 0.7;
+/** Shortest age, in ms, of a view of the head that counts as stale on a shared log. */
+export const STALE_VIEW_MIN_MS = 5;
+/** Most commits an owner that is behind the log reads at once (§7.2). */
+export const FOLLOW_READ_AHEAD = 4;
 /** Commits whose groups a queue handle remembers. */
 const MARKS_KEPT = 2_048;
 /** Group ids known to be committed that a handle remembers (so listings do not read them again). */
@@ -184,6 +210,12 @@ export class Riders {
   private contendedUntil = Number.NEGATIVE_INFINITY;
   /** Monotonic time until which creates list riders beside them ({@link RIDER_SCAN_MS}). */
   private scanUntil = Number.NEGATIVE_INFINITY;
+  /** Monotonic time until which the log counts as shared ({@link LOG_SHARED_MS}). */
+  private sharedUntil = Number.NEGATIVE_INFINITY;
+  /** Commit create latency, ms, smoothed (undefined until one was measured). */
+  private createMs: number | undefined;
+  /** Time between commits as the head advances in this handle's views, ms, smoothed. */
+  private headGapMs = 0;
   /** Monotonic time the last rider listing began. */
   private lastListedAt = Number.NEGATIVE_INFINITY;
   /** Commits this handle created since its last listing began. */
@@ -244,11 +276,56 @@ export class Riders {
   /** Another producer was seen at monotonic time `at`: list riders beside creates for {@link RIDER_SCAN_MS}. */
   sawOthers(at = monotonicNow(this.host.clock)): void {
     this.scanUntil = Math.max(this.scanUntil, at + RIDER_SCAN_MS);
+    this.sawWriter(at);
+  }
+
+  /** A commit of another producer was seen at monotonic time `at`: the log is shared ({@link LOG_SHARED_MS}). */
+  sawWriter(at = monotonicNow(this.host.clock)): void {
+    this.sharedUntil = Math.max(this.sharedUntil, at + LOG_SHARED_MS);
+  }
+
+  /** The head advanced by `commits` in `ms` between two of this handle's views. */
+  measuredHeadAdvance(commits: number, ms: number): void {
+    if (commits <= 0 || ms < 0) return;
+    this.headGapMs = this.headGapMs * 0.7 + (ms / commits) * 0.3;
+  }
+
+  /**
+   * Whether the log is busy enough for riding: commits follow each other
+   * within {@link RIDER_BUSY_CREATES} commit creates.
+   */
+  busy(): boolean {
+    return this.headGapMs <= RIDER_BUSY_CREATES * (this.createMs ?? this.putMs);
+  }
+
+  /** Records a commit create's latency (ms). */
+  measuredCreate(ms: number): void {
+    this.createMs = this.createMs === undefined ? ms : this.createMs * 0.8 + ms * 0.2;
+  }
+
+  /** Whether another producer's commit or rider was seen, or a race lost, within {@link LOG_SHARED_MS}. */
+  shared(): boolean {
+    return monotonicNow(this.host.clock) < this.sharedUntil;
+  }
+
+  /**
+   * The age, in ms, past which a view of the head counts as stale: another
+   * producer has more likely than not committed since (the view is older
+   * than {@link STALE_VIEW_GAPS} of the time between commits, and
+   * {@link STALE_VIEW_MIN_MS}). On a shared log, such a view is caught up (the
+   * next number read) before a create, which costs one read where a lost
+   * create costs a create and a read; and a create lost on it says nothing
+   * about a race. A lone producer's view is never stale: it makes every
+   * commit.
+   */
+  get staleViewMs(): number {
+    return Math.max(STALE_VIEW_MIN_MS, STALE_VIEW_GAPS * this.headGapMs);
   }
 
   /**
    * Whether a create should list riders beside it: another producer was seen
-   * lately ({@link RIDER_SCAN_MS}), or this handle has not listed for
+   * lately ({@link RIDER_SCAN_MS}), the log is shared and busy (its other
+   * producers lose their races and ride), or this handle has not listed for
    * {@link RIDER_LIST_IDLE_MS} or {@link RIDER_LIST_IDLE_COMMITS} of its
    * commits (never, at its first create).
    */
@@ -256,6 +333,7 @@ export class Riders {
     const now = monotonicNow(this.host.clock);
     return (
       now < this.scanUntil ||
+      (now < this.sharedUntil && this.busy()) ||
       now - this.lastListedAt >= RIDER_LIST_IDLE_MS ||
       this.commitsSinceListing >= RIDER_LIST_IDLE_COMMITS
     );
@@ -737,6 +815,10 @@ async function follow(
   let appearedAt: number | undefined;
   let live = false;
   let missed = 0;
+  /** Reads of the commits after `c` already sent, with the time each began. */
+  const ahead = new Map<number, { at: number; read: Promise<Commit | undefined> }>();
+  /** Commits found in a row by the last reads. */
+  let found = 0;
   /**
    * Commit `c`, read as the log's: the places of the group's batches if it
    * holds them; else it becomes the base and the owner moves on to `c + 1`.
@@ -772,10 +854,27 @@ async function follow(
       riders.committing();
       return results;
     }
-    const readAt = now();
-    // A fresh read: one shared with a read that began earlier could miss a commit
-    // created before readAt, and the view taken from a miss must hold from readAt.
-    const commit = await host.readCommit(c, signal, true);
+    // Fresh reads: one shared with a read that began earlier could miss a commit created
+    // before readAt, and the view taken from a miss must hold from readAt. An owner behind
+    // the log (its last two reads or more found commits) reads the next ones at once
+    // (2, then 4), so that it catches up with a committer that creates back to back.
+    const width = found < 2 ? 1 : Math.min(FOLLOW_READ_AHEAD, 2 ** (found - 1));
+    for (let k = c; k < c + width; k++) {
+      if (ahead.has(k)) continue;
+      const read = host.readCommit(k, signal, true);
+      read.catch(() => undefined);
+      ahead.set(k, { at: now(), read });
+    }
+    const next = ahead.get(c) as { at: number; read: Promise<Commit | undefined> };
+    ahead.delete(c);
+    const readAt = next.at;
+    const commit = await next.read;
+    if (commit) found++;
+    else {
+      // Reads ahead of a missing commit are dropped: each is read again, after it.
+      found = 0;
+      ahead.clear();
+    }
     // Within TRUSTED_VIEW_MS of the view, commits above `after` cannot have been collected
     // (they were created after the view and are kept LOG_MIN_COMMIT_AGE_MS), so what is read
     // is the log's own and a missing one is not there yet. Later, the boundary tells.
