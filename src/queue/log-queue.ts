@@ -576,7 +576,6 @@ export class LogQueue {
         const c = r.value;
         if (!c) return this.observe(head, readAt);
         this.riders.note(c);
-        if (c.writer !== this.writer) this.riders.sawWriter(readAt);
         head = headOf(c);
       }
     }
@@ -809,11 +808,13 @@ export class LogQueue {
         const next = { ...headOf(winner), observedAt: head.observedAt };
         const raced = viewAgeMs < this.riders.staleViewMs;
         lost++;
-        // Lost while commits come back to back, or a second loss in one append: ride on
-        // the winner's commits (racing a committer that knows the head at once starves).
-        if (options.stopOnLoss && (lost > 1 || this.riders.busy())) {
-          return { lost: winner, checkedAt, view: next };
-        }
+        this.riders.sawWriter(checkedAt);
+        // A race lost while commits come back to back, or a second loss in one append:
+        // ride on the winner's commits (racing a committer that knows the head at once
+        // starves). An owner's stall create (a number limit) stops at any loss: the
+        // winner may hold its group.
+        const stop = options.maxNumber !== undefined || lost > 1 || (raced && this.riders.busy());
+        if (options.stopOnLoss && stop) return { lost: winner, checkedAt, view: next };
         if (raced && lost === 1) {
           // Another writer took n: try n + 1 on it at once, as the winner does.
           head = next;
@@ -822,7 +823,6 @@ export class LogQueue {
           // again: others are further ahead. Read on from the winner rather than try
           // one number at a time (a writer that steps while others append never
           // catches up).
-          this.riders.sawWriter(checkedAt);
           head = await this.catchUp(next, signal);
         }
       } else {

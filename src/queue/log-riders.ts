@@ -377,6 +377,7 @@ export class Riders {
    */
   note(c: Commit): CommitMarks {
     const m = marksOf(c);
+    if (c.writer !== this.host.writer) this.sawWriter();
     if (c.commit >= this.collectedBelow) {
       this.marks.set(c.commit, m);
       if (this.marks.size > MARKS_KEPT) {
@@ -861,9 +862,10 @@ async function follow(
     const width = found < 2 ? 1 : Math.min(FOLLOW_READ_AHEAD, 2 ** (found - 1));
     for (let k = c; k < c + width; k++) {
       if (ahead.has(k)) continue;
+      const at = now();
       const read = host.readCommit(k, signal, true);
       read.catch(() => undefined);
-      ahead.set(k, { at: now(), read });
+      ahead.set(k, { at, read });
     }
     const next = ahead.get(c) as { at: number; read: Promise<Commit | undefined> };
     ahead.delete(c);

@@ -5,14 +5,23 @@
  * an old view is no race, and one race lost while the log is quiet is raced
  * again at the next number rather than ridden. Riding stays for a producer
  * that loses twice in one append or while commits come back to back (the
- * riders tests).
+ * riders tests). An owner reading ahead that is aborted leaves no unhandled
+ * rejection, and random faults and aborts lose, duplicate or reorder nothing.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { InMemoryMetrics, MemoryStore } from '../../src/index.ts';
+import { InMemoryMetrics, MemoryStore, OutcomeUnknownError } from '../../src/index.ts';
 import { LogQueue } from '../../src/internal.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
-import { labelledBatch as batch, readLabelledLog as readLog } from '../support/riders.ts';
+import {
+  advanceUntil,
+  labelledBatch as batch,
+  readLabelledLog as readLog,
+  track,
+} from '../support/riders.ts';
+
+const unhandled: unknown[] = [];
+process.on('unhandledRejection', (e) => unhandled.push(e));
 
 const COMMITS = 'q/log/';
 
@@ -141,4 +150,192 @@ describe('log shared by producers that append now and then', () => {
       assert.equal(labels.filter((x) => x === l).length, 1, `${l} once in ${labels.join(',')}`);
     }
   });
+  test('a create lost on a stale view is no race (§7.2): the producer catches up and creates again directly, even before it measured the log', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const a = producer(store, 'A', clock);
+    const b = producer(store, 'B', clock);
+    await a.q.append([batch('A', 'a0')]); // commit 0; A's view: 0
+    await clock.advance(300);
+    await b.q.append([batch('B', 'b0')]); // commit 1
+    await clock.advance(300);
+    // A's view (commit 0) is 600 ms old: its create of 1 loses to a commit made 300 ms ago.
+    const next = track(a.q.append([batch('A', 'a1')]));
+    for (let i = 0; i < 200 && !next.settled() && a.riders() === 0; i++) {
+      await new Promise((r) => setImmediate(r));
+    }
+    const rode = a.riders();
+    await advanceUntil(clock, next.settled, 2_000);
+    await next.promise;
+    assert.equal(a.conflicts(), 1);
+    assert.equal(rode, 0, 'A published a rider for a create lost on a 600 ms old view');
+  });
+
+  test('a producer that lost a race counts its log as shared (LOG_SHARED_MS, §7.2)', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const a = producer(store, 'A', clock);
+    const b = producer(store, 'B', clock);
+    // A alone, 100 ms between commits: it knows the log as quiet.
+    for (const l of ['a0', 'a1', 'a2']) {
+      await clock.advance(100);
+      await a.q.append([batch('A', l)]);
+    }
+    await b.q.discoverHead();
+    // B commits while A's create is in flight: A loses a race on a fresh view, once.
+    let once = true;
+    const off = store.before('put', async (call) => {
+      if (!once || !call.key.startsWith('q/log/') || !call.body) return;
+      once = false;
+      await b.q.append([batch('B', 'b-race')]);
+    });
+    await a.q.append([batch('A', 'a-race')]);
+    off();
+    assert.equal(a.conflicts(), 1, 'A lost one race');
+    assert.equal(a.riders(), 0, 'and raced again');
+    const shared = (a.q as unknown as { riders: { shared(): boolean } }).riders.shared();
+    // B commits now and then; A, which lost a create to B 200 ms before, should read on
+    // before its next create on a stale view (the log is shared) rather than lose it.
+    await clock.advance(100);
+    const b1 = track(b.q.append([batch('B', 'b1')]));
+    await advanceUntil(clock, b1.settled, 2_000);
+    await b1.promise;
+    await clock.advance(100);
+    const calls: string[] = [];
+    store.before(
+      'put',
+      (call) =>
+        void (call.key.startsWith('q/log/') && calls.push(`put ${Number(call.key.slice(6))}`)),
+    );
+    store.before(
+      'get',
+      (call) =>
+        void (call.key.startsWith('q/log/') && calls.push(`get ${Number(call.key.slice(6))}`)),
+    );
+    const nextA = track(a.q.append([batch('A', 'a-next')]));
+    await advanceUntil(clock, nextA.settled, 2_000);
+    await nextA.promise;
+    assert.equal(
+      a.conflicts(),
+      1,
+      `A lost a create on its stale view (shared() was ${shared}; ${calls.join(', ')})`,
+    );
+  });
+
+  test('an owner reading ahead, aborted while its reads ahead are in flight: OutcomeUnknownError, no unhandled rejection', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    const a = new LogQueue({ store, root: 'q', writer: 'A', clock });
+    const b = new LogQueue({ store, root: 'q', writer: 'B', clock });
+    await a.append([batch('A', 'a0')]);
+    await b.discoverHead();
+    let raced = false;
+    const off = store.before('put', async (call) => {
+      if (raced || call.key !== 'q/log/00000000000000000001' || !call.body) return;
+      raced = true;
+      await a.append([batch('A', 'a1')]);
+    });
+    let riderPut = false;
+    const offPut = store.after('put', (call) => {
+      if (call.key.startsWith('q/riders/')) riderPut = true;
+    });
+    // Commits 2.. are made (by A, plain: never carries) only once B rode; hold B's read of 6.
+    const ac = new AbortController();
+    let releaseRead: (() => void) | undefined;
+    const gets: string[] = [];
+    const offGet = store.before('get', async (call) => {
+      if (!call.key.startsWith('q/log/')) return;
+      gets.push(call.key.slice(-2));
+      if (call.key !== 'q/log/00000000000000000006' || !call.signal) return;
+      await new Promise<void>((r) => (releaseRead = r));
+      throw new Error('read of 6 failed after the owner gave up');
+    });
+    const ride = track(b.append([batch('B', 'b0')], ac.signal));
+    for (let i = 0; i < 200 && !riderPut; i++) await new Promise((r) => setImmediate(r));
+    off();
+    offPut();
+    assert.ok(riderPut, 'B rode');
+    const plain = (l: string) => ({ ...batch('x', l), extension: new Uint8Array(0) });
+    for (let i = 2; i <= 8; i++) await a.append([plain(`c${i}`)]);
+    for (let i = 0; i < 200 && !releaseRead; i++) await clock.advance(1);
+    assert.ok(releaseRead, `B read 6 ahead (gets ${gets.join(',')})`);
+    ac.abort(new Error('caller gave up'));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    releaseRead();
+    await advanceUntil(clock, ride.settled, 200);
+    await assert.rejects(ride.promise, OutcomeUnknownError);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    offGet();
+    assert.deepEqual(unhandled, []);
+  });
+});
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('log shared by producers under faults', () => {
+  for (const seed of [11, 12]) {
+    test(`four producers appending now and then, with store errors, writes applied then failed, latency and aborted appends (seed ${seed}): no group twice, each in order, resolved ones where they said, failed ones absent`, async () => {
+      const store = new FaultInjectingStore(new MemoryStore(), {
+        random: {
+          seed,
+          errorRate: 0.02,
+          applyThenFailRate: 0.05,
+          latencyRate: 0.4,
+          maxLatencyMs: 6,
+        },
+      });
+      const r = rng(seed);
+      const writers = ['P', 'Q', 'R', 'S'];
+      const metrics = new InMemoryMetrics();
+      const queues = writers.map(
+        (w) => new LogQueue({ store, root: 'q', writer: w, metrics, deadlineMs: 2_000 }),
+      );
+      const resolved = new Map<string, { sequence: number; location: string }>();
+      const failed = new Set<string>();
+      await Promise.all(
+        queues.map(async (q, i) => {
+          const w = writers[i] as string;
+          for (let k = 0; k < 40; k++) {
+            const label = `${w}${String(k).padStart(2, '0')}`;
+            const pause = r() < 0.5 ? 0 : Math.floor(r() * 25);
+            if (pause) await new Promise((res) => setTimeout(res, pause));
+            const ac = new AbortController();
+            if (r() < 0.08) setTimeout(() => ac.abort(new Error('gave up')), Math.floor(r() * 8));
+            try {
+              const [x] = await q.append([batch(w, label)], ac.signal);
+              resolved.set(label, x!);
+            } catch (e) {
+              if (!(e instanceof OutcomeUnknownError)) failed.add(label);
+            }
+          }
+        }),
+      );
+      store.setRandomFaults(undefined);
+      await Promise.all(queues.map((q) => q.settle()));
+      await new Promise((res) => setTimeout(res, 50));
+      const log = await readLog(queues[0]!);
+      const labels = log.map((x) => x.label);
+      assert.equal(new Set(labels).size, labels.length, `a group twice: ${labels.join(',')}`);
+      for (const w of writers) {
+        const mine = labels.filter((l) => l.startsWith(w));
+        assert.deepEqual(mine, [...mine].sort(), `${w} in order: ${mine.join(',')}`);
+      }
+      for (const [label, x] of resolved) {
+        const y = log.find((z) => z.label === label);
+        assert.ok(y, `${label} resolved and is not in the log`);
+        assert.deepEqual(x, { sequence: y.sequence, location: y.location }, label);
+      }
+      for (const label of failed) assert.ok(!labels.includes(label), `${label} failed and landed`);
+      assert.deepEqual(unhandled, []);
+    });
+  }
 });
