@@ -22,6 +22,7 @@ import {
   type Layout,
   type ObjectStore,
 } from '../src/index.ts';
+import { withAddedLatency } from './latency.ts';
 import { entryPool } from './stats.ts';
 
 /** A request from the parent. */
@@ -74,7 +75,7 @@ function reply(message: WorkerReply): void {
 async function prepare(url: string, layout: Layout, callers: number): Promise<void> {
   const metrics = new InMemoryMetrics();
   // Counted: the requests each entry costs are what contention adds.
-  const store = new CountingStore(openStore(url), { metrics });
+  const store = new CountingStore(withAddedLatency(openStore(url)), { metrics });
   const producer = new Producer({ store, layout, flushIntervalMs: 0, metrics });
   try {
     await (

@@ -1,5 +1,7 @@
 /**
- * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l,m,n] [-- --backends memory,file,lmdb,s3]`
+ * `npm run bench [-- --quick] [-- --only a,b,c,d,e,f,g,h,i,j,k,l,m,n,o] [-- --backends memory,file,lmdb,s3]`
+ * `[-- --added-latency-ms N]` (cases h and o only: N ms before every request of
+ * their producer processes, a model of a remote store)
  *
  * Spillway against the physical limits of this machine, measured in the same
  * run. Prints a table and writes JSON to bench/results/. A row with a target
@@ -12,6 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Compression } from '../src/index.ts';
 import { ensureRgw, freshStore, type Backend } from './backends.ts';
+import { ADDED_LATENCY_ENV } from './latency.ts';
 import { checksumThroughput } from './checksum.ts';
 import { closedLoop } from './closed-loop.ts';
 import { drain, fillBacklog } from './drain.ts';
@@ -40,11 +43,29 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l,m,n,o' },
     backends: { type: 'string', default: 'memory,file,lmdb,s3' },
+    'added-latency-ms': { type: 'string', default: '0' },
   },
 });
 const quick = values.quick;
 const only = new Set(values.only.split(','));
 const backends = values.backends.split(',') as Backend[];
+const addedLatency = Number(values['added-latency-ms']);
+if (!Number.isFinite(addedLatency) || addedLatency < 0) {
+  console.error(
+    `--added-latency-ms: expected a number of ms, 0 or more, got "${values['added-latency-ms']}"`,
+  );
+  process.exit(2);
+}
+if (addedLatency > 0 && [...only].some((c) => c !== 'h' && c !== 'o')) {
+  console.error(
+    `--added-latency-ms applies to cases h and o only: add --only h,o (got --only ${values.only})`,
+  );
+  process.exit(2);
+}
+// Forked producer processes read it from their environment (bench/latency.ts).
+if (addedLatency > 0) process.env[ADDED_LATENCY_ENV] = String(addedLatency);
+/** What a case's params say about the added latency. */
+const latencyNote = addedLatency > 0 ? `, +${addedLatency} ms a request` : '';
 /**
  * The stores most cases run on: the LMDB store is measured where a local
  * engine matters (open and closed loops, drain, one caller), not in the cases
@@ -463,7 +484,7 @@ try {
               add({
                 case: 'h producer processes',
                 backend,
-                params: `${layout}, ${n} processes x ${callers} callers, 1 KiB, flush 0`,
+                params: `${layout}, ${n} processes x ${callers} callers, 1 KiB, flush 0${latencyNote}`,
                 value: r.entriesPerSecond,
                 unit: 'entries/s',
                 ...(n > 1 ? { limit: one.entriesPerSecond, target: { op: '>=', ratio: 0.9 } } : {}),
@@ -496,7 +517,7 @@ try {
             add({
               case: 'h producer processes',
               backend,
-              params: `${layout}, ${callers} callers: durable p99, 4 processes vs 1`,
+              params: `${layout}, ${callers} callers: durable p99, 4 processes vs 1${latencyNote}`,
               value: p99.get(4) as number,
               unit: 'ms p99',
               limit: p99.get(1),
@@ -725,12 +746,14 @@ try {
         add({
           case: 'o sharded',
           backend,
-          params: `4 processes x 16 callers, 1 KiB, keyed, ${vnodes} vnode${vnodes === 1 ? '' : 's'}${below === undefined ? '' : ` vs ${vnodes === 8 ? 1 : 8}`}`,
+          params: `4 processes x 16 callers, 1 KiB, keyed, ${vnodes} vnode${vnodes === 1 ? '' : 's'}${below === undefined ? '' : ` vs ${vnodes === 8 ? 1 : 8}`}${latencyNote}`,
           value: rate,
           unit: 'entries/s',
           ...(below === undefined ? {} : { limit: below, target: { op: '>=', ratio: 1 } }),
         });
       }
+      // Takeover is paced by the lease TTL, not by requests: measured without added latency.
+      if (addedLatency > 0) continue;
       const s = await freshStore(backend);
       const ttl = 2000;
       const ms = await takeoverMs(s, 32, 3, ttl);

@@ -8,6 +8,7 @@
 import { openStore } from '../src/index.ts';
 import { ShardedProducer } from '../src/shard/sharded-producer.ts';
 import { vnodeOf } from '../src/shard/routing.ts';
+import { withAddedLatency } from './latency.ts';
 import { entryPool } from './stats.ts';
 
 const [url, vnodes, callers, durationMs] = process.argv.slice(2) as [
@@ -16,7 +17,7 @@ const [url, vnodes, callers, durationMs] = process.argv.slice(2) as [
   string,
   string,
 ];
-const store = openStore(url);
+const store = withAddedLatency(openStore(url));
 const producer = await ShardedProducer.open({
   store,
   vnodeCapacity: Number(vnodes),
