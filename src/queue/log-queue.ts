@@ -520,10 +520,14 @@ export class LogQueue {
     return this.observe(typeof found === 'string' ? await this.discoverHead(signal) : found, since);
   }
 
-  /** Records a head seen by reads that started at `since` (monotonic ms). */
-  private observe(head: Head, since: number): Head & { observedAt: number } {
+  /**
+   * Records a head seen by reads that started at `since` (monotonic ms), or
+   * (`read` false) this handle's own commit landing, which says nothing about
+   * how often others commit.
+   */
+  private observe(head: Head, since: number, read = true): Head & { observedAt: number } {
     const seen = { ...head, observedAt: since };
-    if (this.head && seen.commit > this.head.commit) {
+    if (read && this.head && seen.commit > this.head.commit) {
       this.riders.measuredHeadAdvance(
         seen.commit - this.head.commit,
         since - Math.max(this.head.observedAt, this.headConfirmedAt),
@@ -809,11 +813,17 @@ export class LogQueue {
         const raced = viewAgeMs < this.riders.staleViewMs;
         lost++;
         this.riders.sawWriter(checkedAt);
-        // A race lost while commits come back to back, or a second loss in one append:
-        // ride on the winner's commits (racing a committer that knows the head at once
-        // starves). An owner's stall create (a number limit) stops at any loss: the
-        // winner may hold its group.
-        const stop = options.maxNumber !== undefined || lost > 1 || (raced && this.riders.busy());
+        // Lost while commits come back to back (on a busy log every view is a round trip
+        // old, so stale losses count too), a race lost before the handle could tell, or a
+        // second loss in one append: ride on the winner's commits (racing a committer that
+        // knows the head at once starves). An owner's stall create (a number limit) stops
+        // at any loss: the winner may hold its group.
+        const busy = this.riders.busy();
+        const stop =
+          options.maxNumber !== undefined ||
+          lost > 1 ||
+          busy === true ||
+          (raced && busy === undefined);
         if (options.stopOnLoss && stop) return { lost: winner, checkedAt, view: next };
         if (raced && lost === 1) {
           // Another writer took n: try n + 1 on it at once, as the winner does.
@@ -922,7 +932,7 @@ export class LogQueue {
     }
     // When the create landed, the commit was the newest: no writer creates n + 1 before n exists.
     const head = headOf(commit);
-    this.observe(head, putAt);
+    this.observe(head, putAt, false);
     const landedAt = monotonicNow(this.clock);
     this.riders.measuredCreate(landedAt - putAt);
     if (this.head?.commit === head.commit) this.headConfirmedAt = landedAt;

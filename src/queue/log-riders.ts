@@ -94,11 +94,12 @@ export const RIDER_LISTED_MS = 2_000;
  */
 export const LOG_SHARED_MS = 30_000;
 /**
- * A lost race puts a producer in rider mode only while commits follow each
- * other within this many commit creates (as the head advances in its views):
- * someone is committing back to back, and will carry its rider at once. On a
- * quieter log nobody would carry it before it stalls; racing again costs
- * less.
+ * A log is busy while commits follow each other (as the head advances
+ * between a producer's reads) within this many commit creates: someone
+ * commits back to back and will carry a rider at once. A lost create puts
+ * a producer in rider mode on a busy log, on a race before it measured the
+ * log, or at the append's second loss; on a quieter log nobody would carry
+ * its rider before it stalls, and racing again costs less (§7.2).
  */
 export const RIDER_BUSY_CREATES = 2;
 /**
@@ -214,8 +215,12 @@ export class Riders {
   private sharedUntil = Number.NEGATIVE_INFINITY;
   /** Commit create latency, ms, smoothed (undefined until one was measured). */
   private createMs: number | undefined;
-  /** Time between commits as the head advances in this handle's views, ms, smoothed. */
-  private headGapMs = 0;
+  /**
+   * Time between commits as the head advances between this handle's reads
+   * (its own commits landing are not measured), ms, smoothed; undefined
+   * until measured.
+   */
+  private headGapMs: number | undefined;
   /** Monotonic time the last rider listing began. */
   private lastListedAt = Number.NEGATIVE_INFINITY;
   /** Commits this handle created since its last listing began. */
@@ -266,6 +271,14 @@ export class Riders {
     return monotonicNow(this.host.clock) < this.contendedUntil;
   }
 
+  /**
+   * A ride ended in another producer's commit: the log still has a
+   * committer, so rider mode goes on for {@link RIDER_MODE_MS} from now.
+   */
+  carried(): void {
+    this.contendedUntil = monotonicNow(this.host.clock) + RIDER_MODE_MS;
+  }
+
   /** A race was lost: rider mode for {@link RIDER_MODE_MS}. */
   lostRace(): void {
     const now = monotonicNow(this.host.clock);
@@ -287,14 +300,17 @@ export class Riders {
   /** The head advanced by `commits` in `ms` between two of this handle's views. */
   measuredHeadAdvance(commits: number, ms: number): void {
     if (commits <= 0 || ms < 0) return;
-    this.headGapMs = this.headGapMs * 0.7 + (ms / commits) * 0.3;
+    const gap = ms / commits;
+    this.headGapMs = this.headGapMs === undefined ? gap : this.headGapMs * 0.7 + gap * 0.3;
   }
 
   /**
    * Whether the log is busy enough for riding: commits follow each other
-   * within {@link RIDER_BUSY_CREATES} commit creates.
+   * within {@link RIDER_BUSY_CREATES} commit creates; undefined until this
+   * handle has seen the head advance.
    */
-  busy(): boolean {
+  busy(): boolean | undefined {
+    if (this.headGapMs === undefined) return undefined;
     return this.headGapMs <= RIDER_BUSY_CREATES * (this.createMs ?? this.putMs);
   }
 
@@ -319,7 +335,7 @@ export class Riders {
    * commit.
    */
   get staleViewMs(): number {
-    return Math.max(STALE_VIEW_MIN_MS, STALE_VIEW_GAPS * this.headGapMs);
+    return Math.max(STALE_VIEW_MIN_MS, STALE_VIEW_GAPS * (this.headGapMs ?? 0));
   }
 
   /**
@@ -333,7 +349,7 @@ export class Riders {
     const now = monotonicNow(this.host.clock);
     return (
       now < this.scanUntil ||
-      (now < this.sharedUntil && this.busy()) ||
+      (now < this.sharedUntil && this.busy() === true) ||
       now - this.lastListedAt >= RIDER_LIST_IDLE_MS ||
       this.commitsSinceListing >= RIDER_LIST_IDLE_COMMITS
     );
@@ -829,6 +845,7 @@ async function follow(
     const results = groupResults(read, ride.group, ride.own.length, host.commitKey(c));
     if (results) {
       riders.lastOwnCommit = c;
+      if (read.writer !== host.writer) riders.carried();
       return results;
     }
     base = headOfCommit(read);

@@ -182,6 +182,11 @@ describe('log shared by producers that append now and then', () => {
       await a.q.append([batch('A', l)]);
     }
     await b.q.discoverHead();
+    // A reads the head once after B's first commit: it has now seen another producer's
+    // commits arrive 100 ms apart (its own landings tell it nothing about others).
+    await b.q.append([batch('B', 'b-early')]);
+    await clock.advance(100);
+    await a.q.discoverHead();
     // B commits while A's create is in flight: A loses a race on a fresh view, once.
     let once = true;
     const off = store.before('put', async (call) => {
