@@ -20,8 +20,10 @@ import { crc32c } from '../../src/format/crc32c.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import {
   advanceUntil,
+  assertAppendsKept,
   labelledBatch as batch,
   readLabelledLog as readLog,
+  rideOnA,
   track,
 } from '../support/riders.ts';
 
@@ -52,22 +54,7 @@ async function riderOfB(store: FaultInjectingStore, clock: ManualClock, signal?:
   const metricsB = new InMemoryMetrics();
   const a = queue(store, 'A', clock);
   const b = queue(store, 'B', clock, metricsB);
-  await a.append([batch('A', 'a0')]);
-  await b.discoverHead();
-  let raced = false;
-  const off = store.before('put', async (call) => {
-    if (raced || call.key !== 'q/log/00000000000000000001' || !call.body) return;
-    raced = true;
-    await a.append([batch('A', 'a1')]);
-  });
-  let riderPut = false;
-  const offPut = store.after('put', (call) => {
-    if (call.key.startsWith('q/riders/')) riderPut = true;
-  });
-  const ride = track(b.append([batch('B', 'b0')], signal));
-  await ticks(() => riderPut, 50);
-  off();
-  offPut();
+  const ride = await rideOnA(store, a, b, signal);
   // A committer in a contended period (it lists riders beside its creates).
   (a as unknown as { riders: { sawOthers(): void } }).riders.sawOthers();
   return { a, b, ride, metricsB };
@@ -292,19 +279,7 @@ describe('log riders: review', () => {
       store.setRandomFaults(undefined);
       assert.ok(metrics.counter('buffer.riders_written') > 0, 'producers rode');
       await Promise.all(queues.map((q) => q.settle()));
-      const log = await readLog(queues[0]!);
-      const labels = log.map((x) => x.label);
-      assert.equal(new Set(labels).size, labels.length, `a group twice: ${labels.join(',')}`);
-      for (const w of writers) {
-        const mine = labels.filter((l) => l.startsWith(w));
-        assert.deepEqual(mine, [...mine].sort(), `${w} in order: ${mine.join(',')}`);
-      }
-      for (const [label, r] of resolved) {
-        const x = log.find((y) => y.label === label);
-        assert.ok(x, `${label} resolved at ${JSON.stringify(r)} and is not in the log`);
-        assert.deepEqual(r, { sequence: x.sequence, location: x.location }, label);
-      }
-      for (const label of failed) assert.ok(!labels.includes(label), `${label} failed and landed`);
+      assertAppendsKept(await readLog(queues[0]!), writers, resolved, failed);
     });
   }
 });

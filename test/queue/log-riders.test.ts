@@ -24,6 +24,7 @@ import {
   advanceUntil,
   labelledBatch as batch,
   readLabelledLog as readLog,
+  rideOnA,
   track,
 } from '../support/riders.ts';
 
@@ -51,24 +52,8 @@ async function riderOfB(store: FaultInjectingStore, clock: ManualClock, committe
   const metricsB = new InMemoryMetrics();
   const a = queue(store, 'A', clock, metricsA);
   const b = queue(store, 'B', clock, metricsB);
-  await a.append([batch('A', 'a0')]);
-  await b.discoverHead();
-  let raced = false;
-  const off = store.before('put', async (call) => {
-    if (raced || call.key !== 'q/log/00000000000000000001' || !call.body) return;
-    raced = true;
-    await a.append([batch('A', 'a1')]);
-  });
-  let riderPut = false;
-  const offPut = store.after('put', (call) => {
-    if (call.key.startsWith('q/riders/')) riderPut = true;
-  });
-  const ride = track(b.append([batch('B', 'b0')]));
   // B loses commit 1, writes its rider, then waits for commit 2 (on the manual clock).
-  for (let i = 0; i < 50 && !riderPut; i++) await new Promise((r) => setImmediate(r));
-  off();
-  offPut();
-  assert.ok(riderPut, 'B published a rider');
+  const ride = await rideOnA(store, a, b);
   if (committerScans) sawOthers(a);
   return { a, b, ride, metricsA, metricsB };
 }

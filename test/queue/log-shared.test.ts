@@ -12,11 +12,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { InMemoryMetrics, MemoryStore, OutcomeUnknownError } from '../../src/index.ts';
 import { LogQueue } from '../../src/internal.ts';
-import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
+import { FaultInjectingStore, ManualClock, mulberry32 } from '../../src/testing.ts';
 import {
   advanceUntil,
+  assertAppendsKept,
   labelledBatch as batch,
   readLabelledLog as readLog,
+  rideOnA,
   track,
 } from '../support/riders.ts';
 
@@ -232,18 +234,6 @@ describe('log shared by producers that append now and then', () => {
     const store = new FaultInjectingStore(new MemoryStore());
     const a = new LogQueue({ store, root: 'q', writer: 'A', clock });
     const b = new LogQueue({ store, root: 'q', writer: 'B', clock });
-    await a.append([batch('A', 'a0')]);
-    await b.discoverHead();
-    let raced = false;
-    const off = store.before('put', async (call) => {
-      if (raced || call.key !== 'q/log/00000000000000000001' || !call.body) return;
-      raced = true;
-      await a.append([batch('A', 'a1')]);
-    });
-    let riderPut = false;
-    const offPut = store.after('put', (call) => {
-      if (call.key.startsWith('q/riders/')) riderPut = true;
-    });
     // Commits 2.. are made (by A, plain: never carries) only once B rode; hold B's read of 6.
     const ac = new AbortController();
     let releaseRead: (() => void) | undefined;
@@ -255,11 +245,7 @@ describe('log shared by producers that append now and then', () => {
       await new Promise<void>((r) => (releaseRead = r));
       throw new Error('read of 6 failed after the owner gave up');
     });
-    const ride = track(b.append([batch('B', 'b0')], ac.signal));
-    for (let i = 0; i < 200 && !riderPut; i++) await new Promise((r) => setImmediate(r));
-    off();
-    offPut();
-    assert.ok(riderPut, 'B rode');
+    const ride = await rideOnA(store, a, b, ac.signal);
     const plain = (l: string) => ({ ...batch('x', l), extension: new Uint8Array(0) });
     for (let i = 2; i <= 8; i++) await a.append([plain(`c${i}`)]);
     for (let i = 0; i < 200 && !releaseRead; i++) await clock.advance(1);
@@ -275,17 +261,6 @@ describe('log shared by producers that append now and then', () => {
   });
 });
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('log shared by producers under faults', () => {
   for (const seed of [11, 12]) {
     test(`four producers appending now and then, with store errors, writes applied then failed, latency and aborted appends (seed ${seed}): no group twice, each in order, resolved ones where they said, failed ones absent`, async () => {
@@ -298,7 +273,7 @@ describe('log shared by producers under faults', () => {
           maxLatencyMs: 6,
         },
       });
-      const r = rng(seed);
+      const r = mulberry32(seed);
       const writers = ['P', 'Q', 'R', 'S'];
       const metrics = new InMemoryMetrics();
       const queues = writers.map(
@@ -327,19 +302,7 @@ describe('log shared by producers under faults', () => {
       store.setRandomFaults(undefined);
       await Promise.all(queues.map((q) => q.settle()));
       await new Promise((res) => setTimeout(res, 50));
-      const log = await readLog(queues[0]!);
-      const labels = log.map((x) => x.label);
-      assert.equal(new Set(labels).size, labels.length, `a group twice: ${labels.join(',')}`);
-      for (const w of writers) {
-        const mine = labels.filter((l) => l.startsWith(w));
-        assert.deepEqual(mine, [...mine].sort(), `${w} in order: ${mine.join(',')}`);
-      }
-      for (const [label, x] of resolved) {
-        const y = log.find((z) => z.label === label);
-        assert.ok(y, `${label} resolved and is not in the log`);
-        assert.deepEqual(x, { sequence: y.sequence, location: y.location }, label);
-      }
-      for (const label of failed) assert.ok(!labels.includes(label), `${label} failed and landed`);
+      assertAppendsKept(await readLog(queues[0]!), writers, resolved, failed);
       assert.deepEqual(unhandled, []);
     });
   }

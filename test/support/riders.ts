@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { crc32c } from '../../src/format/crc32c.ts';
 import { encodeTrailer } from '../../src/format/trailer.ts';
 import type { AppendBatch, LogQueue } from '../../src/internal.ts';
-import type { ManualClock } from '../../src/testing.ts';
+import type { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -83,4 +83,62 @@ export function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => b
     () => (settled = true),
   );
   return { promise: p, settled: () => settled };
+}
+
+/**
+ * B rides on A: A has made commit 0, B builds commit 1 too and loses it to
+ * A's second append (`a1`, made by a hook while B's create is in flight), so
+ * B publishes a rider with `after` = 1 and waits for a commit to carry it.
+ * Returns B's append (`b0`), tracked, once its rider is stored.
+ */
+export async function rideOnA(
+  store: FaultInjectingStore,
+  a: LogQueue,
+  b: LogQueue,
+  signal?: AbortSignal,
+): Promise<{ promise: Promise<{ sequence: number; location: string }[]>; settled: () => boolean }> {
+  await a.append([labelledBatch('A', 'a0')]);
+  await b.discoverHead();
+  let raced = false;
+  const off = store.before('put', async (call) => {
+    if (raced || call.key !== 'q/log/00000000000000000001' || !call.body) return;
+    raced = true;
+    await a.append([labelledBatch('A', 'a1')]);
+  });
+  let riderPut = false;
+  const offPut = store.after('put', (call) => {
+    if (call.key.startsWith('q/riders/')) riderPut = true;
+  });
+  const ride = track(b.append([labelledBatch('B', 'b0')], signal));
+  for (let i = 0; i < 200 && !riderPut; i++) await new Promise((r) => setImmediate(r));
+  off();
+  offPut();
+  assert.ok(riderPut, 'B published a rider');
+  return ride;
+}
+
+/**
+ * What producers' appends promise, checked on the log read back: no batch
+ * twice, each writer's batches (labelled in order, their labels starting
+ * with the writer) in order, every resolved append where it said, and no
+ * failed one (other than `OutcomeUnknownError`) in the log.
+ */
+export function assertAppendsKept(
+  log: LoggedBatch[],
+  writers: readonly string[],
+  resolved: ReadonlyMap<string, { sequence: number; location: string }>,
+  failed: ReadonlySet<string>,
+): void {
+  const labels = log.map((x) => x.label);
+  assert.equal(new Set(labels).size, labels.length, `a group twice: ${labels.join(',')}`);
+  for (const w of writers) {
+    const mine = labels.filter((l) => l.startsWith(w));
+    assert.deepEqual(mine, [...mine].sort(), `${w} in order: ${mine.join(',')}`);
+  }
+  for (const [label, placed] of resolved) {
+    const x = log.find((y) => y.label === label);
+    assert.ok(x, `${label} resolved at ${JSON.stringify(placed)} and is not in the log`);
+    assert.deepEqual(placed, { sequence: x.sequence, location: x.location }, label);
+  }
+  for (const label of failed) assert.ok(!labels.includes(label), `${label} failed and landed`);
 }
