@@ -528,6 +528,8 @@ export class LogQueue {
   private observe(head: Head, since: number, read = true): Head & { observedAt: number } {
     const seen = { ...head, observedAt: since };
     if (read && this.head && seen.commit > this.head.commit) {
+      // Only another writer moves the head between this handle's reads: the log is shared.
+      this.riders.sawWriter(since);
       this.riders.measuredHeadAdvance(
         seen.commit - this.head.commit,
         since - Math.max(this.head.observedAt, this.headConfirmedAt),
@@ -813,18 +815,24 @@ export class LogQueue {
         const raced = viewAgeMs < this.riders.staleViewMs;
         lost++;
         this.riders.sawWriter(checkedAt);
-        // Lost while commits come back to back (on a busy log every view is a round trip
-        // old, so stale losses count too), a race lost before the handle could tell, or a
-        // second loss in one append: ride on the winner's commits (racing a committer that
-        // knows the head at once starves). An owner's stall create (a number limit) stops
-        // at any loss: the winner may hold its group.
+        // Lost while others commit back to back (a stale loss too: a committer is there to
+        // carry the group), a race lost before the handle could tell, or a second loss in
+        // one append: ride on the winner's commits (racing a committer that knows the head
+        // at once starves). An owner's stall create (a number limit) stops at any loss: the
+        // winner may hold its group.
         const busy = this.riders.busy();
         const stop =
           options.maxNumber !== undefined ||
           lost > 1 ||
           busy === true ||
           (raced && busy === undefined);
-        if (options.stopOnLoss && stop) return { lost: winner, checkedAt, view: next };
+        if (options.stopOnLoss && stop) {
+          // A rider's `after` comes from this view: from a stale one, catch up first, so
+          // that it lies near the head (within RIDER_RANGE_MAX of the commit carrying it).
+          const view =
+            raced || options.maxNumber !== undefined ? next : await this.catchUp(next, signal);
+          return { lost: winner, checkedAt, view };
+        }
         if (raced && lost === 1) {
           // Another writer took n: try n + 1 on it at once, as the winner does.
           head = next;

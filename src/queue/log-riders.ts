@@ -94,7 +94,7 @@ export const RIDER_LISTED_MS = 2_000;
  */
 export const LOG_SHARED_MS = 30_000;
 /**
- * A log is busy while commits follow each other (as the head advances
+ * A shared log is busy while commits follow each other (as the head advances
  * between a producer's reads) within this many commit creates: someone
  * commits back to back and will carry a rider at once. A lost create puts
  * a producer in rider mode on a busy log, on a race before it measured the
@@ -310,7 +310,8 @@ export class Riders {
    * handle has seen the head advance.
    */
   busy(): boolean | undefined {
-    if (this.headGapMs === undefined) return undefined;
+    // A measure taken while the log was shared goes stale with it.
+    if (this.headGapMs === undefined || !this.shared()) return undefined;
     return this.headGapMs <= RIDER_BUSY_CREATES * (this.createMs ?? this.putMs);
   }
 
@@ -340,8 +341,7 @@ export class Riders {
 
   /**
    * Whether a create should list riders beside it: another producer was seen
-   * lately ({@link RIDER_SCAN_MS}), the log is shared and busy (its other
-   * producers lose their races and ride), or this handle has not listed for
+   * lately ({@link RIDER_SCAN_MS}), or this handle has not listed for
    * {@link RIDER_LIST_IDLE_MS} or {@link RIDER_LIST_IDLE_COMMITS} of its
    * commits (never, at its first create).
    */
@@ -349,7 +349,6 @@ export class Riders {
     const now = monotonicNow(this.host.clock);
     return (
       now < this.scanUntil ||
-      (now < this.sharedUntil && this.busy() === true) ||
       now - this.lastListedAt >= RIDER_LIST_IDLE_MS ||
       this.commitsSinceListing >= RIDER_LIST_IDLE_COMMITS
     );

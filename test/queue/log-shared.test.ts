@@ -34,6 +34,7 @@ function producer(store: FaultInjectingStore, writer: string, clock: ManualClock
     q,
     conflicts: () => metrics.counter('buffer.manifest_conflicts', { role: 'producer' }),
     riders: () => metrics.counter('buffer.riders_written'),
+    stalls: () => metrics.counter('buffer.rider_stalls'),
   };
 }
 
@@ -227,6 +228,34 @@ describe('log shared by producers that append now and then', () => {
       1,
       `A lost a create on its stale view (shared() was ${shared}; ${calls.join(', ')})`,
     );
+  });
+
+  test('a producer that measured the log busy long ago and loses on an old view never rides far behind the head', async () => {
+    const clock = new ManualClock();
+    const store = new FaultInjectingStore(new MemoryStore());
+    // Every commit create takes 10 ms: commits back to back are 10 ms apart.
+    store.before('put', async (call) => {
+      if (call.key.startsWith(COMMITS)) await clock.advance(10);
+    });
+    const a = producer(store, 'A', clock);
+    const b = producer(store, 'B', clock);
+    const c = producer(store, 'C', clock);
+    await a.q.append([batch('A', 'a0')]); // commit 0
+    for (let i = 0; i < 510; i++) await b.q.append([batch('B', `b${String(i).padStart(4, '0')}`)]);
+    // A's view is 5.1 s old: checked by a probe, which measures the log busy.
+    await a.q.append([batch('A', 'a1')]);
+    // C commits back to back for 3 s; A's view is then 3 s and 300 commits old.
+    for (let i = 0; i < 300; i++) await c.q.append([batch('C', `c${String(i).padStart(4, '0')}`)]);
+    const gets = store.stats.calls.get;
+    const stalls = a.stalls();
+    const [placed] = await a.q.append([batch('A', 'a2')]);
+    const readsByA = store.stats.calls.get - gets;
+    // A rider with `after` 300 below the head could never be carried (RIDER_RANGE_MAX):
+    // its owner would read 257 commits, stall and race on. A catches up instead.
+    assert.equal(a.stalls(), stalls, 'no rider stall');
+    assert.ok(readsByA < 30, `A read ${readsByA} commits for one append`);
+    const log = await readLog(a.q);
+    assertAppendsKept(log, ['A', 'B', 'C'], new Map([['a2', placed!]]), new Set());
   });
 
   test('an owner reading ahead, aborted while its reads ahead are in flight: OutcomeUnknownError, no unhandled rejection', async () => {
