@@ -1,8 +1,8 @@
 /**
  * A producer process for the crash tests. It produces `{id}:{n}` entries from
  * four closed-loop lanes until it is killed, logging each call before it is
- * made (`S first count`) and how its `durable` ended (`D first`, `X first
- * code`). With a crash point it kills itself with SIGKILL there:
+ * made (`S first count`) and how its `durable` ended (`D first sequence
+ * location`, `X first code`). With a crash point it kills itself with SIGKILL there:
  *
  * - `after-batch-upload`: the n-th batch object is stored, its append not begun;
  * - `before-manifest-write` / `after-manifest-write`: around the n-th append
@@ -87,7 +87,7 @@ await Promise.all(
       const entries = Array.from({ length: count }, (_, k) => entryBytes(cfg.id, first + k));
       const { durable } = await producer.produce(entries);
       await durable.then(
-        () => log(`D ${first}`),
+        (r) => log(`D ${first} ${r.sequence} ${r.location}`),
         (e: unknown) => log(`X ${first} ${(e as { code?: string }).code ?? 'UNKNOWN'}`),
       );
     }

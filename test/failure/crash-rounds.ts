@@ -478,6 +478,8 @@ export async function runCrashRounds(options: CrashRoundsOptions): Promise<Crash
       elapsedMs: Math.round(performance.now() - started),
     };
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    // To study a failure: the children's logs are kept, and their folder printed.
+    if (process.env['SPILLWAY_KEEP_CRASH_LOGS']) console.error(`crash logs kept in ${dir}`);
+    else await rm(dir, { recursive: true, force: true });
   }
 }
