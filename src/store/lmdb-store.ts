@@ -97,13 +97,14 @@ type WriteOutcome =
  *   last flushed transaction intact; nothing needs repair on open.
  * - Conditional writes check and write inside the writing transaction, so
  *   `create` and `ifMatch` are atomic among the writes of this process.
- *   LMDB is meant to give one writing transaction at a time across every
- *   process that opened the file (a robust mutex in the lock file), but
- *   with several processes writing at once lmdb-js 3.5.6 was measured to
- *   lose a committed write now and then (compare-and-swap increments of 8
- *   processes through lmdb-js alone: about one run in 100 to 300 one short).
- *   Until that is fixed, one process writes a folder at a time; see the
- *   README's "The LMDB store". Processes on other machines must never share
+ *   LMDB gives one writing transaction at a time across every process that
+ *   opened the file (a robust mutex in the lock file), but lmdb-js's copy of
+ *   LMDB (3.5.6 and older) writes the lock file's "last committed
+ *   transaction" without a lock whenever a process opens the file, so a
+ *   process opening it while another commits can make the next write
+ *   transaction start from an old snapshot and lose a committed write.
+ *   Until that is guarded against here, one process opens a folder (see the
+ *   README's "The LMDB store"). Processes on other machines must never share
  *   the folder (a network filesystem breaks LMDB's locking).
  * - Versions are a counter kept in the file: unique and increasing per file.
  * - Keys are any store key; they list in byte order of their UTF-8.
