@@ -27,6 +27,12 @@ import { loadOptionalSdk } from './optional-sdk.ts';
 /** The file inside the store's folder that holds every object (LMDB adds `spillway.mdb-lock`). */
 export const LMDB_STORE_FILE = 'spillway.mdb';
 
+/**
+ * The gate's file beside it (and `spillway.gate-lock`): empty, its write
+ * transactions a lock between processes; see `underGate`.
+ */
+export const LMDB_GATE_FILE = 'spillway.gate';
+
 /** The largest object this store holds, in bytes: LMDB's limit on one value (4 GiB - 1). */
 export const LMDB_MAX_OBJECT_BYTES = 0xffffffff;
 
@@ -58,6 +64,18 @@ interface Environment {
   meta: LmdbDatabase;
   /** the version counter */
   state: LmdbDatabase;
+  /** The gate's file: its (empty) write transactions are a lock between the processes of the folder. */
+  gate: LmdbRoot;
+  /** Writes waiting for the next transaction, and the flush under way. */
+  pending: PendingWrite[];
+  flushing?: Promise<void>;
+}
+
+/** One write waiting for its transaction: `apply` runs inside it and never throws. */
+interface PendingWrite {
+  apply: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
 }
 
 /** An environment shared by every store of this process on the same folder, reference counted. */
@@ -95,17 +113,14 @@ type WriteOutcome =
  * - Durability: a write resolves once its transaction is flushed to disk.
  *   LMDB's copy-on-write pages mean a crash (SIGKILL, power loss) leaves the
  *   last flushed transaction intact; nothing needs repair on open.
- * - Conditional writes check and write inside the writing transaction, so
- *   `create` and `ifMatch` are atomic among the writes of this process.
- *   LMDB gives one writing transaction at a time across every process that
- *   opened the file (a robust mutex in the lock file), but lmdb-js's copy of
- *   LMDB (3.5.6 and older) writes the lock file's "last committed
- *   transaction" without a lock whenever a process opens the file, so a
- *   process opening it while another commits can make the next write
- *   transaction start from an old snapshot and lose a committed write.
- *   Until that is guarded against here, one process opens a folder (see the
- *   README's "The LMDB store"). Processes on other machines must never share
- *   the folder (a network filesystem breaks LMDB's locking).
+ * - Conditional writes check and write inside the writing transaction, and
+ *   one writing transaction runs at a time across the processes of the
+ *   machine, so `create` and `ifMatch` are atomic among them. Each opening
+ *   of the file and each write transaction runs under a gate (see
+ *   `underGate`), because lmdb-js's copy of LMDB writes the lock file's
+ *   "last committed transaction" without a lock whenever a process opens
+ *   the file, which lost committed writes. Processes on other machines must
+ *   never share the folder (a network filesystem breaks LMDB's locking).
  * - Versions are a counter kept in the file: unique and increasing per file.
  * - Keys are any store key; they list in byte order of their UTF-8.
  * - The file grows as needed and reuses the pages of deleted objects; it does
@@ -195,10 +210,10 @@ export class LmdbStore implements ObjectStore {
     const mode = checkMode(options.mode ?? 'overwrite', this.description, key);
     const bytes = bodyBytes(body, this.description, key);
     const outcome = await this.run('put', key, options, (env) =>
-      env.root.transaction((): WriteOutcome => {
-        // The writes of every caller of this event turn share the transaction, and lmdb-js
-        // commits whatever a throwing callback wrote before it threw; a child transaction
-        // makes this write all or nothing, whatever happens inside it.
+      enqueueWrite(env, (): WriteOutcome => {
+        // The writes waiting together share the transaction, and lmdb-js commits whatever
+        // a throwing callback wrote before it threw; a child transaction makes this write
+        // all or nothing, whatever happens inside it.
         try {
           return env.root.childTransaction(() => write(env, keyBytes(key), bytes, mode));
         } catch (error) {
@@ -280,7 +295,7 @@ export class LmdbStore implements ObjectStore {
       options,
       async (env) => {
         if (keys.length === 0) return;
-        const outcome = await env.root.transaction(() => {
+        const outcome = await enqueueWrite(env, () => {
           try {
             env.root.childTransaction(() => {
               for (const key of keys) {
@@ -425,7 +440,93 @@ async function release(dir: string, shared: Shared): Promise<void> {
   if (--shared.handles > 0) return;
   if (environments.get(dir) === shared) environments.delete(dir);
   const env = await shared.opening.catch(() => undefined);
-  if (env) await env.root.close();
+  if (env) {
+    try {
+      await env.root.close();
+    } finally {
+      await env.gate.close();
+    }
+  }
+}
+
+/**
+ * Runs `fn` holding the folder's gate: one process at a time, across the
+ * processes of the machine (LMDB's write lock of the gate's file).
+ *
+ * Why: lmdb-js's copy of LMDB (3.5.6 and older) stores the transaction id it
+ * read from the file's header into the lock file's "last committed
+ * transaction" whenever a process opens the file, with no lock held
+ * (`mdb_env_open2`; upstream LMDB does so only for `MDB_PREVSNAPSHOT`). An
+ * opening during another process's commit moved that id back, and the next
+ * write transaction started from an old snapshot: a committed write was
+ * lost. So every opening of the store's file and every write transaction on
+ * it happen under the gate, and never overlap. The gate's own transactions
+ * write nothing (an empty commit changes no page), so the same bug cannot
+ * harm the gate.
+ */
+function underGate<T>(gate: LmdbRoot, fn: () => Promise<T>): Promise<T> {
+  // lmdb-js keeps the write transaction open until the callback's promise settles, and its
+  // worker keeps a thread of libuv's pool (4 by default) meanwhile, while `fn` needs another
+  // for the store's commit: with gates of 4 folders held at once, no commit could start. So
+  // a process holds, or waits for, one gate at a time.
+  const turn = gateTurn.then(() => gate.transaction(fn) as Promise<T>);
+  gateTurn = turn.catch(() => undefined);
+  return turn;
+}
+
+/** The end of this process's queue for gates (of any folder): see `underGate`. */
+let gateTurn: Promise<unknown> = Promise.resolve();
+
+/**
+ * Queues a write for the environment's next transaction; the writes queued
+ * while one transaction commits share the next (group commit), which runs
+ * under the gate.
+ */
+function enqueueWrite<T>(env: Environment, apply: () => T): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    env.pending.push({ apply, resolve: resolve as (value: unknown) => void, reject });
+    env.flushing ??= flushWrites(env);
+  });
+}
+
+/** Commits the queued writes, a transaction at a time, until none is left. */
+async function flushWrites(env: Environment): Promise<void> {
+  try {
+    // Writes made in this event turn join the first transaction.
+    await new Promise((r) => setImmediate(r));
+    while (env.pending.length > 0) {
+      const batch = env.pending.splice(0);
+      const results: unknown[] = [];
+      let failure: { error: unknown } | undefined;
+      try {
+        failure = await underGate(env.gate, () =>
+          env.root
+            .transaction(() => {
+              results.length = 0;
+              for (const w of batch) results.push(w.apply());
+            })
+            .then(
+              () => undefined,
+              (error: unknown) => {
+                // lmdb-js rejects the detail of a failed commit (`commitError`) soon after;
+                // handled here, so it is no unhandled rejection while the gate closes, and
+                // read again by settleCommitError.
+                const detail = (error as { commitError?: Promise<unknown> } | null)?.commitError;
+                if (detail && typeof detail.catch === 'function') detail.catch(() => undefined);
+                return { error };
+              },
+            ),
+        );
+      } catch (error) {
+        failure = { error };
+      }
+      // A transaction not committed: none of its writes was applied.
+      if (failure) for (const w of batch) w.reject(failure.error);
+      else batch.forEach((w, i) => w.resolve(results[i]));
+    }
+  } finally {
+    env.flushing = undefined;
+  }
 }
 
 async function openEnvironment(dir: string): Promise<Environment> {
@@ -439,37 +540,66 @@ async function openEnvironment(dir: string): Promise<Environment> {
     throw (await isFolder(dir)) === false ? notAFolder(dir, e) : e;
   });
   if (!(await isFolder(dir))) throw notAFolder(dir);
-  const root = lmdb.open({
-    path: join(dir, LMDB_STORE_FILE),
+  const gate = lmdb.open({
+    path: join(dir, LMDB_GATE_FILE),
     noSubdir: true,
     encoding: 'binary',
     keyEncoding: 'binary',
-    compression: false,
-    maxDbs: 4,
-    // Promises resolve once the transaction is on disk, not merely visible.
     overlappingSync: false,
-    // Writes still share transactions (those queued before the writer thread starts), but
-    // lmdb-js's event-turn batch keeps a promise of its own that nobody handles: a failed
-    // commit (a full disk) became an unhandled rejection and ended the process.
     eventTurnBatching: false,
   });
   try {
-    const db = (name: string) => root.openDB({ name, encoding: 'binary', keyEncoding: 'binary' });
-    const env = { root, data: db('data'), meta: db('meta'), state: db('state') };
-    // The store's files (and any folders just made) are durable only once their folder
-    // entries are: without this, a power loss soon after the first writes could lose the
-    // whole file, writes that were reported durable included.
-    await fsyncFolder(dir);
-    if (created !== undefined) {
-      const top = resolve(created);
-      for (let d = resolve(dir); ; d = dirname(d)) {
-        await fsyncFolder(dirname(d));
-        if (d === top || d === dirname(d)) break;
+    // The store's file is opened under the gate: never while another process commits to it.
+    const env = await underGate(gate, async () => {
+      const root = lmdb.open({
+        path: join(dir, LMDB_STORE_FILE),
+        noSubdir: true,
+        encoding: 'binary',
+        keyEncoding: 'binary',
+        compression: false,
+        maxDbs: 4,
+        // Promises resolve once the transaction is on disk, not merely visible.
+        overlappingSync: false,
+        // Writes still share transactions (those queued before the writer thread starts), but
+        // lmdb-js's event-turn batch keeps a promise of its own that nobody handles: a failed
+        // commit (a full disk) became an unhandled rejection and ended the process.
+        eventTurnBatching: false,
+      });
+      try {
+        const db = (name: string) =>
+          root.openDB({ name, encoding: 'binary', keyEncoding: 'binary' });
+        return Promise.resolve({
+          root,
+          data: db('data'),
+          meta: db('meta'),
+          state: db('state'),
+          gate,
+          pending: [] as PendingWrite[],
+        });
+      } catch (e) {
+        await root.close().catch(() => undefined);
+        throw e;
       }
+    });
+    try {
+      // The store's files (and any folders just made) are durable only once their folder
+      // entries are: without this, a power loss soon after the first writes could lose the
+      // whole file, writes that were reported durable included.
+      await fsyncFolder(dir);
+      if (created !== undefined) {
+        const top = resolve(created);
+        for (let d = resolve(dir); ; d = dirname(d)) {
+          await fsyncFolder(dirname(d));
+          if (d === top || d === dirname(d)) break;
+        }
+      }
+      return env;
+    } catch (e) {
+      await env.root.close().catch(() => undefined);
+      throw e;
     }
-    return env;
   } catch (e) {
-    await root.close().catch(() => undefined);
+    await gate.close().catch(() => undefined);
     throw e;
   }
 }
