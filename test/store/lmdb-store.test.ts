@@ -5,7 +5,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { InvalidArgumentError, LmdbStore, Producer, openStore } from '../../src/index.ts';
+import {
+  InvalidArgumentError,
+  LmdbStore,
+  Producer,
+  openStore,
+  type ObjectStore,
+} from '../../src/index.ts';
 import { describeStoreConformance, type CounterState } from './conformance.ts';
 
 const dirs: string[] = [];
@@ -23,6 +29,15 @@ describeStoreConformance({
   exactConflicts: true,
   open: async () => ({ store: openStore(`lmdb://${await freshDir()}`) }),
 });
+
+/** The CAS counter holds `count` increments, each recorded once. */
+async function assertCounter(store: ObjectStore, count: number): Promise<void> {
+  const state = JSON.parse(
+    new TextDecoder().decode((await store.get('counter')).body),
+  ) as CounterState;
+  assert.equal(state.count, count);
+  assert.equal(new Set(state.ops).size, count);
+}
 
 /** Why the strace test cannot run here, if it cannot: no strace, or no permission to trace. */
 function straceSkip(): string | false {
@@ -109,11 +124,7 @@ describe('lmdb store specifics', () => {
     );
     assert.deepEqual(codes, [0, 0, 0, 0]);
     const store = openStore(url);
-    const state = JSON.parse(
-      new TextDecoder().decode((await store.get('counter')).body),
-    ) as CounterState;
-    assert.equal(state.count, 400);
-    assert.equal(new Set(state.ops).size, 400);
+    await assertCounter(store, 400);
     await store.close();
   });
 
@@ -190,11 +201,7 @@ describe('lmdb store specifics', () => {
       assert.match(opened, /OPENED/);
       assert.equal(w, 0, 'the writer failed (a commit refused, or a crash)');
       const store = openStore(url);
-      const state = JSON.parse(
-        new TextDecoder().decode((await store.get('counter')).body),
-      ) as CounterState;
-      assert.equal(state.count, 400);
-      assert.equal(new Set(state.ops).size, 400);
+      await assertCounter(store, 400);
       await store.close();
     },
   );
