@@ -502,6 +502,7 @@ async function flushWrites(env: Environment): Promise<void> {
         failure = await underGate(env.gate, () =>
           env.root
             .transaction(() => {
+              // Should lmdb-js run the callback again, its results start afresh.
               results.length = 0;
               for (const w of batch) results.push(w.apply());
             })
@@ -568,14 +569,14 @@ async function openEnvironment(dir: string): Promise<Environment> {
       try {
         const db = (name: string) =>
           root.openDB({ name, encoding: 'binary', keyEncoding: 'binary' });
-        return Promise.resolve({
+        return {
           root,
           data: db('data'),
           meta: db('meta'),
           state: db('state'),
           gate,
           pending: [] as PendingWrite[],
-        });
+        };
       } catch (e) {
         await root.close().catch(() => undefined);
         throw e;
