@@ -67,7 +67,11 @@ export class ProducerProcesses {
 
   /**
    * Runs `processes` of them for `durationMs` on the queue of `store` (created
-   * here with one entry in `layout`, so no process races to create it).
+   * here with one entry in `layout`, so no process races to create it). With
+   * `separateQueues`, each process writes its own queue under the store
+   * (`p0`, `p1`, …) instead: nothing is shared but the machine and the
+   * store's server, which makes the run the ceiling that one shared queue
+   * can at best reach here.
    */
   async run(
     store: BenchStore,
@@ -75,17 +79,27 @@ export class ProducerProcesses {
     processes: number,
     callers: number,
     durationMs: number,
+    separateQueues = false,
   ): Promise<ProcessesResult> {
     if (processes > this.children.length) throw new Error(`only ${this.children.length} processes`);
-    const creator = new Producer({ store: store.store, layout, flushIntervalMs: 0 });
-    await (
-      await creator.produce([new Uint8Array(1024)])
-    ).durable;
-    await creator.close();
+    if (!separateQueues) {
+      const creator = new Producer({ store: store.store, layout, flushIntervalMs: 0 });
+      await (
+        await creator.produce([new Uint8Array(1024)])
+      ).durable;
+      await creator.close();
+    }
 
     const children = this.children.slice(0, processes);
     await Promise.all(
-      children.map((c) => request(c, { type: 'prepare', url: store.url, layout, callers })),
+      children.map((c, i) =>
+        request(c, {
+          type: 'prepare',
+          url: separateQueues ? subfolderUrl(store.url, `p${i}`) : store.url,
+          layout,
+          callers,
+        }),
+      ),
     );
     const startAtMs = Date.now() + START_MARGIN_MS;
     const results = (await Promise.all(
@@ -156,6 +170,13 @@ export class ProducerProcesses {
       ),
     );
   }
+}
+
+/** `url` with `/{name}` added to its path (before any query). */
+export function subfolderUrl(url: string, name: string): string {
+  const q = url.indexOf('?');
+  const [path, query] = q < 0 ? [url, ''] : [url.slice(0, q), url.slice(q)];
+  return `${path.replace(/\/+$/, '')}/${name}${query}`;
 }
 
 /** Sends one request and waits for its answer. */

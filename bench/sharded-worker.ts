@@ -5,7 +5,7 @@
  * through a ShardedProducer (flushIntervalMs 0) for `durationMs`, and sends
  * back how many entries became durable.
  */
-import { openStore } from '../src/index.ts';
+import { CountingStore, InMemoryMetrics, openStore } from '../src/index.ts';
 import { ShardedProducer } from '../src/shard/sharded-producer.ts';
 import { vnodeOf } from '../src/shard/routing.ts';
 import { withAddedLatency } from './latency.ts';
@@ -17,12 +17,22 @@ const [url, vnodes, callers, durationMs] = process.argv.slice(2) as [
   string,
   string,
 ];
-const store = withAddedLatency(openStore(url));
+const metrics = new InMemoryMetrics();
+const store = new CountingStore(withAddedLatency(openStore(url)), { metrics });
 const producer = await ShardedProducer.open({
   store,
   vnodeCapacity: Number(vnodes),
   flushIntervalMs: 0,
+  metrics,
 });
+const opNames = ['get', 'head', 'put', 'list', 'delete'];
+const counters = (): number[] => [
+  ...opNames.map((op) => metrics.counter('store.requests', { op })),
+  metrics.counter('buffer.manifest_writes', { role: 'producer' }),
+  metrics.counter('buffer.manifest_conflicts', { role: 'producer' }),
+  metrics.counter('buffer.riders_written'),
+  metrics.counter('buffer.rider_stalls'),
+];
 const pool = entryPool(1024);
 // Warm up: one entry into each vnode, so queue creation and head discovery are not measured.
 const V = Number(vnodes);
@@ -42,6 +52,8 @@ process.once('message', (m: { startAtMs: number }) => {
     const wait = m.startAtMs - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const end = performance.now() + Number(durationMs);
+    const before = counters();
+    const cpu = process.cpuUsage();
     let ops = 0;
     await Promise.all(
       Array.from({ length: Number(callers) }, async (_, c) => {
@@ -55,8 +67,16 @@ process.once('message', (m: { startAtMs: number }) => {
       }),
     );
     const finishedAtMs = Date.now();
+    const used = process.cpuUsage(cpu);
+    const after = counters();
+    const delta = after.map((n, i) => n - (before[i] as number));
+    const names = [...opNames, 'appends', 'conflicts', 'ridersWritten', 'riderStalls'];
+    const counts = Object.fromEntries(names.map((n, i) => [n, delta[i] as number]));
     await producer.close();
     await store.close();
-    process.send?.({ type: 'result', ops, finishedAtMs }, () => process.exit(0));
+    process.send?.(
+      { type: 'result', ops, finishedAtMs, cpuMs: (used.user + used.system) / 1000, counts },
+      () => process.exit(0),
+    );
   })();
 });

@@ -11,14 +11,31 @@ import type { BenchStore } from './backends.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 
-/** Entries per second made durable by `processes` processes into a fresh sharded queue of `vnodes`. */
+/** What `processes` producer processes made durable into a sharded queue, all together. */
+export interface ShardedResult {
+  /** Entries made durable per second. */
+  entriesPerSecond: number;
+  /** Entries per commit (appends that landed, all vnodes). */
+  entriesPerAppend: number;
+  /** Store requests per entry, in all and by operation. */
+  requestsPerEntry: number;
+  requestsPerEntryByOp: Record<string, number>;
+  /** Races lost per append that landed; riders written per append; owners' stall commits. */
+  conflictsPerAppend: number;
+  ridersPerAppend: number;
+  riderStalls: number;
+  /** CPU cores the processes kept busy on average. */
+  cpuCores: number;
+}
+
+/** What `processes` processes make durable into a fresh sharded queue of `vnodes`. */
 export async function shardedThroughput(
   s: BenchStore,
   vnodes: number,
   processes: number,
   callers: number,
   durationMs: number,
-): Promise<number> {
+): Promise<ShardedResult> {
   // Created once here, so no process races to create it.
   await (await ShardedQueue.open({ store: s.store, vnodeCapacity: vnodes })).close();
   const worker = new URL('./sharded-worker.ts', import.meta.url).pathname;
@@ -34,9 +51,30 @@ export async function shardedThroughput(
     const startAtMs = Date.now() + 200;
     const results = children.map((c) => message(c, 'result'));
     for (const c of children) c.send({ startAtMs });
-    const r = (await Promise.all(results)) as { ops: number; finishedAtMs: number }[];
+    const r = (await Promise.all(results)) as {
+      ops: number;
+      finishedAtMs: number;
+      cpuMs: number;
+      counts: Record<string, number>;
+    }[];
     const seconds = (Math.max(...r.map((x) => x.finishedAtMs)) - startAtMs) / 1000;
-    return r.reduce((n, x) => n + x.ops, 0) / seconds;
+    const ops = r.reduce((n, x) => n + x.ops, 0);
+    const sum = (name: string): number => r.reduce((n, x) => n + (x.counts[name] ?? 0), 0);
+    const perEntry = (n: number): number => (ops > 0 ? n / ops : 0);
+    const byOp = Object.fromEntries(
+      ['get', 'head', 'put', 'list', 'delete'].map((op) => [op, perEntry(sum(op))]),
+    );
+    const appends = sum('appends');
+    return {
+      entriesPerSecond: ops / seconds,
+      entriesPerAppend: appends > 0 ? ops / appends : 0,
+      requestsPerEntry: Object.values(byOp).reduce((n, x) => n + x, 0),
+      requestsPerEntryByOp: byOp,
+      conflictsPerAppend: appends > 0 ? sum('conflicts') / appends : 0,
+      ridersPerAppend: appends > 0 ? sum('ridersWritten') / appends : 0,
+      riderStalls: sum('riderStalls'),
+      cpuCores: r.reduce((n, x) => n + x.cpuMs, 0) / 1000 / seconds,
+    };
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   }
