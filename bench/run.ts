@@ -74,6 +74,11 @@ const latencyNote = addedLatency > 0 ? `, +${addedLatency} ms a request` : '';
 const classicStores = backends.filter((b) => b !== 'memory' && b !== 'lmdb');
 const MiB = 1024 * 1024;
 
+/** Requests per entry by operation, as a row's extra figures (`getPerEntry`, …). */
+function perEntryByOp(byOp: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(byOp).map(([op, x]) => [`${op}PerEntry`, round(x, 3)]));
+}
+
 /** What a row's ratio (value / limit) must be. */
 interface Target {
   op: '>=' | '<=';
@@ -497,12 +502,7 @@ try {
                   fairness: round(r.fairness, 2),
                   cpuCores: round(r.cpuCores, 2),
                   requestsPerEntry: round(r.requestsPerEntry, 3),
-                  ...Object.fromEntries(
-                    Object.entries(r.requestsPerEntryByOp).map(([op, x]) => [
-                      `${op}PerEntry`,
-                      round(x, 3),
-                    ]),
-                  ),
+                  ...perEntryByOp(r.requestsPerEntryByOp),
                   ...(layout === 'log'
                     ? {
                         ridersPerAppend: round(r.ridersPerAppend, 2),
@@ -783,12 +783,7 @@ try {
             extra: {
               entriesPerAppend: round(r.entriesPerAppend, 1),
               requestsPerEntry: round(r.requestsPerEntry, 3),
-              ...Object.fromEntries(
-                Object.entries(r.requestsPerEntryByOp).map(([op, x]) => [
-                  `${op}PerEntry`,
-                  round(x, 3),
-                ]),
-              ),
+              ...perEntryByOp(r.requestsPerEntryByOp),
               conflictsPerAppend: round(r.conflictsPerAppend, 2),
               ridersPerAppend: round(r.ridersPerAppend, 2),
               riderStalls: r.riderStalls,
