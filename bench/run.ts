@@ -760,7 +760,8 @@ try {
     }
   }
   if (only.has('o')) {
-    // Sharded queues: appends spread over V logs, so 4 processes contend less as V grows.
+    // Sharded queues: appends spread over V logs (each still written by every process, as keys
+    // send each process to each vnode), with smaller commits as V grows.
     // 16 callers a process, as in case h; 256: saturated producers, whose batches grow
     // with the wait (the throughput the store allows, not the latency of a closed loop).
     for (const backend of classicStores) {

@@ -1,7 +1,8 @@
 /**
  * Case (o): sharded queues. Durable throughput of 4 producer processes into
- * 1, 8 and 32 vnodes (appends spread over V logs, so contention falls as V
- * grows), and the time the members of a consumer group take to own a dead
+ * 1, 8 and 32 vnodes (appends spread over V logs, each still written by
+ * every process, in smaller commits as V grows), with what it cost in
+ * requests, and the time the members of a consumer group take to own a dead
  * member's vnodes.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
