@@ -103,8 +103,22 @@ function entryBody({ sequence, location, metadata, extension }) {
   return w.raw(extension).done();
 }
 
-/** A log commit, version 1, with its CRC32C (unless `crc` overrides it). */
-function commitObject(c, { version = 1, magic = 'SPLC' } = {}) {
+/** Writes a batch list (§4.1): count, then each batch's entry, records and inline bytes. */
+function batchList(w, batches) {
+  w.u32(batches.length);
+  for (const b of batches) {
+    const body = entryBody(b);
+    w.u32(body.length).raw(body).u32(b.records);
+    w.u64(b.inline ? b.inline.length : 0);
+    if (b.inline) w.raw(b.inline);
+  }
+}
+
+/**
+ * A log commit with its CRC32C: version 1, or version 2 (`reserved` after
+ * the totals) when it reserves sequences.
+ */
+function commitObject(c, { version = c.reserved ? 2 : 1, magic = 'SPLC' } = {}) {
   const writer = utf8(c.writer);
   const w = new Bytes()
     .raw(utf8(magic))
@@ -113,16 +127,29 @@ function commitObject(c, { version = 1, magic = 'SPLC' } = {}) {
     .u64(c.firstSequence)
     .i64(c.appendTimeMs)
     .u64(c.totalBytes)
-    .u64(c.totalRecords)
+    .u64(c.totalRecords);
+  if (version === 2) w.u32(c.reserved ?? 0);
+  w.u16(writer.length).raw(writer);
+  batchList(w, c.batches);
+  return sealed(w.done());
+}
+
+const slotKey = (s) => `${ROOT}/slots/${String(s).padStart(20, '0')}`;
+
+/** A slot object (§4.7): its batches (kind 1), or a void (kind 2) when it has none. */
+function slotObject(s, { kind = s.batches.length > 0 ? 1 : 2 } = {}) {
+  const writer = utf8(s.writer);
+  const w = new Bytes()
+    .raw(utf8('SPLS'))
+    .u16(1)
+    .u64(s.commit)
+    .u64(s.firstSequence)
+    .u64(s.endSequence)
+    .u8(kind)
     .u16(writer.length)
     .raw(writer)
-    .u32(c.batches.length);
-  for (const b of c.batches) {
-    const body = entryBody(b);
-    w.u32(body.length).raw(body).u32(b.records);
-    w.u64(b.inline ? b.inline.length : 0);
-    if (b.inline) w.raw(b.inline);
-  }
+    .raw(Buffer.from(s.token, 'hex'));
+  if (kind === 1) batchList(w, s.batches);
   return sealed(w.done());
 }
 
@@ -297,9 +324,9 @@ invalid(
 );
 invalid(
   'commit-bad-version.bin',
-  commitObject(withExtensions(commitExternal), { version: 2 }),
-  'version 2',
-  'commit-external.bin with version 2 (CRC32C recomputed)',
+  commitObject(withExtensions(commitExternal), { version: 3 }),
+  'version 3',
+  'commit-external.bin with version 3 (CRC32C recomputed)',
 );
 {
   const b = Buffer.from(good);
@@ -355,6 +382,134 @@ invalid(
     sealed(b),
     'claims 4294967295 batches',
     'commit-external.bin claiming 2^32-1 batches (CRC32C valid)',
+  );
+}
+
+// A commit reserving sequences (version 2), and the slots of its reservation.
+const commitReserving = {
+  commit: 20,
+  firstSequence: 40,
+  appendTimeMs: 1718000003000,
+  totalBytes: 5000,
+  totalRecords: 80,
+  writer: 'producer-c',
+  reserved: 6,
+  batches: [
+    {
+      sequence: 40,
+      location: `${commitKey(20)}#0`,
+      metadata: [{ startIndex: 0, ingestionTimeMs: 1718000002990, payload: Buffer.alloc(0) }],
+      trailer: trailerOf(inlineBatch, 'producer-c'),
+      records: 3,
+      inline: inlineBatch,
+      inlineRecords: inlineRecords,
+    },
+  ],
+};
+put('commit-reserving.bin', commitObject(withExtensions(commitReserving)));
+cases.push({
+  file: 'commit-reserving.bin',
+  kind: 'commit',
+  valid: true,
+  note: 'version 2: one inline batch (sequence 40), then sequences 41-46 reserved for slots',
+  key: commitKey(20),
+  commit: 20,
+  decoded: { ...describeCommit(commitReserving), reserved: 6 },
+});
+invalid(
+  'commit-reserving-none.bin',
+  commitObject(withExtensions({ ...commitReserving, reserved: 0 }), { version: 2 }),
+  'reserving 0 sequences',
+  'commit-reserving.bin as version 2 with reserved 0 (CRC32C valid)',
+  20,
+);
+const slotBatches = {
+  commit: 20,
+  firstSequence: 41,
+  endSequence: 47,
+  writer: 'producer-c',
+  token: '00112233445566778899aabbccddeeff',
+  batches: [41, 42].map((sequence, i) => ({
+    sequence,
+    location: `${slotKey(41)}#${i}`,
+    metadata: [{ startIndex: 0, ingestionTimeMs: 1718000003010 + i, payload: Buffer.alloc(0) }],
+    trailer: trailerOf(externalBatch, 'producer-c'),
+    records: 3,
+    inline: externalBatch,
+    inlineRecords: externalRecords,
+  })),
+};
+const slotVoid = {
+  commit: 20,
+  firstSequence: 43,
+  endSequence: 47,
+  writer: 'consumer-1',
+  token: 'ffeeddccbbaa99887766554433221100',
+  batches: [],
+};
+const describeSlot = (s) => ({
+  commit: s.commit,
+  firstSequence: s.firstSequence,
+  endSequence: s.endSequence,
+  writer: s.writer,
+  token: s.token,
+  batches: describeCommit({ ...s, batches: s.batches }).batches,
+});
+for (const [file, slot, note] of [
+  [
+    'slot-batches.bin',
+    slotBatches,
+    'slot 41 of commit-reserving.bin: two inline batches, sequences 41 and 42',
+  ],
+  [
+    'slot-void.bin',
+    slotVoid,
+    'slot 43 of commit-reserving.bin, voided by a reader: no batch at 43-46',
+  ],
+]) {
+  put(file, slotObject(withExtensions(slot)));
+  cases.push({
+    file,
+    kind: 'slot',
+    valid: true,
+    note,
+    key: slotKey(slot.firstSequence),
+    sequence: slot.firstSequence,
+    decoded: describeSlot(slot),
+  });
+}
+const invalidSlot = (file, bytes, error, note, sequence = 41) => {
+  put(file, bytes);
+  cases.push({ file, kind: 'slot', valid: false, note, key: slotKey(sequence), sequence, error });
+};
+invalidSlot(
+  'slot-past-end.bin',
+  slotObject(withExtensions({ ...slotBatches, endSequence: 42 })),
+  'run past the reservation',
+  'slot-batches.bin claiming a reservation that ends at 42 (CRC32C valid)',
+);
+invalidSlot(
+  'slot-bad-kind.bin',
+  slotObject(withExtensions(slotVoid), { kind: 3 }),
+  'slot kind 3',
+  'slot-void.bin with kind 3 (CRC32C valid)',
+  43,
+);
+invalidSlot(
+  'slot-batches.bin',
+  slotObject(withExtensions(slotBatches)),
+  'its key names 44',
+  'slot-batches.bin read from the key of slot 44',
+  44,
+);
+{
+  const wrong = withExtensions(slotBatches);
+  wrong.batches[1] = { ...wrong.batches[1], location: `${commitKey(20)}#1` };
+  invalidSlot(
+    'slot-bad-location.bin',
+    slotObject(wrong),
+    'is named',
+    'slot-batches.bin whose second batch is named like an inline batch of a commit (CRC32C valid)',
   );
 }
 
@@ -559,7 +714,7 @@ function annotate(c, bytes) {
 
 const readme = `# Log layout test vectors
 
-Objects of the log layout, version 1, as specified in
+Objects of the log layout (commits of versions 1 and 2, slots), as specified in
 [docs/log-layout.md](../../../docs/log-layout.md), with what each decodes to.
 They were written by \`scripts/log-vectors.mjs\`, an encoder that follows the
 document and shares no code with \`src/\`; \`test/format/log-vectors.test.ts\`
@@ -568,7 +723,7 @@ decodes every valid one with Spillway's codecs, compares with
 invalid one is refused with a \`CorruptDataError\` for the reason given.
 
 An implementation in another language can check itself the same way:
-\`cases.json\` lists every file with its \`kind\` (\`commit\`, \`batch\`,
+\`cases.json\` lists every file with its \`kind\` (\`commit\`, \`slot\`, \`batch\`,
 \`descriptor\`, \`cursor\`, \`boundary\`, \`head\`), its object \`key\` under the
 queue root \`${ROOT}\`, whether a reader must accept it (\`valid\`), and either
 what it decodes to (\`decoded\`) or a phrase of Spillway's refusal
@@ -625,13 +780,33 @@ ${commitThree.batches
 The external objects of batches 100 and 102 are not included (their trailers
 are made up); batch 101's inline bytes are \`${emptyRecordBatch.toString('hex')}\`.
 
-### Refused commits
+### commit-reserving.bin (key \`${commitKey(20)}\`) and its slots
+
+Commit 20, version 2 (§4.1): first sequence 40, one inline batch (sequence
+40, the three records of commit-inline.bin's batch), then \`reserved\` = 6:
+sequences 41-46 belong to its writer's slots (§4.7), and the next commit
+starts at 47. Its totals count its own batch only.
+
+- **slot-batches.bin** (key \`${slotKey(41)}\`): the slot of sequence 41,
+  holding two inline batches (sequences 41 and 42, at \`${slotKey(41)}#0\`
+  and \`#1\`, each the bytes of external-batch.bin), written by
+  \`producer-c\`; the next slot of the reservation is 43.
+- **slot-void.bin** (key \`${slotKey(43)}\`): a void written by
+  \`consumer-1\` at 43: no batch at sequences 43-46.
+
+A reader of commit 20 delivers sequences 40, 41, 42 and then goes on at
+commit 21 (first sequence 47).
+
+### Refused commits and slots
 
 | file | read from | why a reader refuses it |
 | --- | --- | --- |
 ${cases
-  .filter((c) => c.kind === 'commit' && !c.valid)
-  .map((c) => `| ${c.file} | commit ${c.commit} | ${c.note} |`)
+  .filter((c) => (c.kind === 'commit' || c.kind === 'slot') && !c.valid)
+  .map(
+    (c) =>
+      `| ${c.file} | ${c.kind === 'slot' ? `slot ${c.sequence}` : `commit ${c.commit}`} | ${c.note} |`,
+  )
   .join('\n')}
 
 ## Control objects (UTF-8 JSON)
@@ -641,7 +816,7 @@ one newline at the end; re-encoding a decoded object gives the same bytes.
 A reader must accept any field order and whitespace.
 
 ${cases
-  .filter((c) => c.valid && !['commit', 'batch'].includes(c.kind))
+  .filter((c) => c.valid && !['commit', 'batch', 'slot'].includes(c.kind))
   .map(
     (c) =>
       `### ${c.file} (key \`${c.key}\`)\n\n${c.note[0].toUpperCase()}${c.note.slice(1)}.\n\n\`\`\`json\n${files.get(c.file).toString('utf8').trimEnd()}\n\`\`\``,

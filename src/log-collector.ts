@@ -6,23 +6,28 @@
 import { isUlid, ulidTimeMs } from './format/ulid.ts';
 import { commitEnd, commitNumberOf, type Commit } from './format/log-commit.ts';
 import { riderGroupOf } from './format/log-rider.ts';
+import { slotSequenceOf } from './format/log-slot.ts';
 import { decodeTrailer } from './format/trailer.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import { LOG_MIN_COMMIT_AGE_MS, type LogQueue } from './queue/log-queue.ts';
+import { listSlots } from './queue/slot-listing.ts';
 import type { ObjectMeta, StoreCallOptions } from './store/object-store.ts';
 import { NotFoundError, QueueNotFoundError } from './errors.ts';
 
 /** What a log collection did (or, dry, would do). */
 export interface LogCollection {
-  /** Commit objects and batch objects deleted (or that would be). */
+  /** Commit, batch, slot, rider and probe objects deleted (or that would be). */
   deleted: string[];
   bytesDeleted: number;
   /** Batch objects kept. */
   kept: number;
   /** The first commit kept after the collection. */
   firstCommit: number;
-  /** Batches deleted by retention that some subscription had not acknowledged. */
+  /**
+   * Batches deleted by retention that some subscription had not acknowledged,
+   * counted as sequences: the empty sequences of voided reservations count too.
+   */
   expiredBatches: number;
 }
 
@@ -47,20 +52,25 @@ export interface LogCollectionContext {
 const CHUNK = 1000;
 
 /**
- * One collection of a log queue. It reads no commit it deletes: its cost is
- * a few bisections of the log, one read per subscription, and listings of
- * what it deletes and of the batch objects.
+ * One collection of a log queue. Its cost is a few bisections of the log,
+ * one read per subscription, reads of the newest commits it deletes (at
+ * most 2000), and listings of what it deletes, of the slots and of the
+ * batch objects.
  *
  * 1. The floor: the lowest cursor of every subscription (or the end of the
  *    log when there is none), raised to what retention keeps (`maxAgeMs` by
- *    the commits' store times, `maxBytes` by the commits' running totals).
- * 2. The cut: the first commit that holds a batch at or above the floor; no
- *    commit younger than the grace period (nor than
+ *    the commits' store times, `maxBytes` by the commits' running totals
+ *    plus the sizes of the slot objects, which those totals do not count).
+ * 2. The cut: the first commit that holds a batch or a reserved sequence at
+ *    or above the floor; no commit younger than the grace period (nor than
  *    {@link LOG_MIN_COMMIT_AGE_MS}) and never the newest commit is deleted.
  * 3. The boundary moves up to the cut (with `ifMatch`, only up), recording
  *    how far retention expired batches.
  * 4. Commits below the boundary are deleted, the batch objects of the
- *    newest of them (up to 2000) with them.
+ *    newest of them (up to 2000) with them; then every slot object below
+ *    the boundary's first sequence: the slots of the commits deleted (now or
+ *    by an earlier collection that stopped half-way), and any that a stale
+ *    producer or reader created again since.
  * 5. Riders a grace period old (by both clocks) are deleted: what is left of
  *    producers that died waiting, or of committers' best-effort deletes.
  * 6. Batch objects are deleted once older than the grace period by both
@@ -96,6 +106,10 @@ export async function collectLog(
   };
 
   let firstKept = boundary.firstCommit;
+  // The first sequence of commit `firstKept`: every slot below it lies in the reservation
+  // of a commit below the boundary (reservations follow their commits' batches, and each
+  // commit starts where the one before it ends, reserved sequences included).
+  let firstKeptSequence = boundary.firstSequence;
   let firstKeptTimeMs: number | undefined;
   let skipOrphans = false;
   if (head.commit >= boundary.firstCommit) {
@@ -124,17 +138,33 @@ export async function collectLog(
     }
     if (retention.maxBytes !== undefined) {
       const maxBytes = retention.maxBytes;
+      // Commit totals do not count slot batches. The slots of the commits from x on are
+      // exactly the slot objects at or after x's first sequence (a commit's reservation
+      // follows its batches, and the next commit starts at its end), so one listing of
+      // `slots/` up to the head's end gives every candidate's retained slot bytes without
+      // reading a slot. Its cost, every collection of a queue with `maxBytes`: one listing
+      // request per 1000 slot objects the log keeps (one request when it keeps none), and
+      // two numbers in memory per slot kept. A slot's size includes its header and
+      // entries, a few dozen bytes per batch more than its batches' own; a slot written
+      // after the listing is counted by the next collection.
+      const listed = await listSlots(
+        log.store,
+        log.root,
+        { from: boundary.firstSequence, until: head.endSequence },
+        signal,
+      );
       const kept = await log.searchCommits(
         boundary.firstCommit,
         head.commit,
-        (x) => head.totalBytes - bytesBefore(x) <= maxBytes,
+        (x) => head.totalBytes - bytesBefore(x) + listed.bytesFrom(x.firstSequence) <= maxBytes,
         signal,
       );
       expiredFloor = Math.max(expiredFloor, kept?.firstSequence ?? head.endSequence);
     }
     const floor = Math.max(cursorFloor, expiredFloor);
 
-    // 2. The cut: the first commit holding a batch at or above the floor...
+    // 2. The cut: the first commit holding a batch (or reserving a sequence) at or above
+    // the floor...
     const holding = await log.searchCommits(
       boundary.firstCommit,
       head.commit,
@@ -175,8 +205,10 @@ export async function collectLog(
             signal,
           );
           firstKept = moved.firstCommit;
+          firstKeptSequence = moved.firstSequence;
         } else {
           firstKept = cut;
+          firstKeptSequence = first.firstSequence;
         }
       }
     }
@@ -187,6 +219,7 @@ export async function collectLog(
       // boundary's first commit is kept now, and its time is what the orphan rule needs.
       const { value: now } = await log.readBoundary(signal);
       firstKept = Math.max(firstKept, now.firstCommit);
+      firstKeptSequence = Math.max(firstKeptSequence, now.firstSequence);
       firstKeptTimeMs = await commitTimeMs(c, now.firstCommit, signal);
     }
     // Still unknown: no orphan is judged this time (judged against no commit, every
@@ -212,6 +245,30 @@ export async function collectLog(
   const batchKeys = await batchesOf(c, commitKeys, signal);
   await deleteKeys(c, batchKeys, result, signal);
   await deleteKeys(c, commitKeys, result, signal);
+  // The slots of those commits: every slot object below the boundary's first sequence,
+  // found by listing `slots/` up to it rather than by naming every sequence the commits
+  // reserved. The deletes are then only of slots that exist (a reservation voided early
+  // leaves most of its sequences without one), the listing costs one request per 1000
+  // of them (plus one), and it also takes the slots of the commits deleted unread above,
+  // of commits an earlier collection deleted before it stopped, and any that a stale
+  // producer or reader created again below the boundary. All are below the boundary as
+  // stored, in reservations of commits below it: no reader goes there. After the
+  // commits, so that a reader finds a commit missing (and learns of the collection from
+  // the boundary) rather than a commit whose slots are gone.
+  const slotKeys: string[] = [];
+  for await (const meta of log.store.list(`${log.root}/slots/`, { signal })) {
+    const s = slotSequenceOf(log.root, meta.key);
+    if (s === undefined) continue;
+    if (s >= firstKeptSequence) break;
+    slotKeys.push(meta.key);
+    result.bytesDeleted += meta.size;
+    if (slotKeys.length >= 2 * CHUNK) {
+      await deleteKeys(c, slotKeys.splice(0, CHUNK), result, signal);
+    }
+  }
+  for (let i = 0; i < slotKeys.length; i += CHUNK) {
+    await deleteKeys(c, slotKeys.slice(i, i + CHUNK), result, signal);
+  }
 
   // 5. Riders a grace period old (a committer carries none older than the append
   // deadline, below the grace, so none whose batch objects step 6 may delete): an owner commits its rider within its append's

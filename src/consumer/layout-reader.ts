@@ -14,22 +14,36 @@ import {
   OutcomeUnknownError,
   PreconditionFailedError,
 } from '../errors.ts';
-import { commitEnd, parseInlineLocation, type Commit } from '../format/log-commit.ts';
+import {
+  commitEnd,
+  parseInlineLocation,
+  slotStart,
+  type Commit,
+  type CommitBatch,
+} from '../format/log-commit.ts';
 import {
   MAX_SHARED_READERS,
   readerMap,
   type Cursor,
   type Position,
 } from '../format/log-objects.ts';
+import { isVoid, parseSlotLocation, slotKey } from '../format/log-slot.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import { describeEntry, fetchBatchObject, type BatchDescriptor } from '../queue/batch-fetch.ts';
+import {
+  checkBatchBytes,
+  describeEntry,
+  fetchBatchObject,
+  fetchSlotBatch,
+  type BatchDescriptor,
+} from '../queue/batch-fetch.ts';
 import {
   DEFAULT_SUBSCRIPTION,
   type LogQueue,
   type StartAt,
   type Versioned,
 } from '../queue/log-queue.ts';
+import { readReservation, SlotWaits, voidSlot } from '../queue/log-slots.ts';
 import { fenced, type ManifestQueue } from '../queue/manifest-queue.ts';
 import type { Queue } from '../queue/queue.ts';
 import { backoffMs } from '../retry.ts';
@@ -155,11 +169,44 @@ export interface LogReaderOptions {
 /** Commits read at once after one that holds batches to read (a backlog). */
 const COMMITS_AHEAD = 4;
 
+/**
+ * Most bytes of slot batches handed out and not yet acknowledged that a
+ * reader keeps for their fetches; past it the oldest are dropped, and their
+ * fetch reads the slot again.
+ */
+const SLOT_BATCH_CACHE_BYTES = 16 * 1024 * 1024;
+
+/** How often a reader looks again for a slot that holds back later commits, in ms. */
+const SLOT_POLL_MS = 10;
+
+/** Most slot batches one read takes from one reservation (a reservation may hold thousands). */
+const SLOT_BATCHES_PER_READ = 256;
+
 /** The log layout: a named subscription, read commit by commit. */
 export class LogReader implements LayoutReader {
   private cursor: Versioned<Cursor>;
-  /** The next commit to read. */
+  /**
+   * The next commit to read; while {@link reservation} is set, the commit
+   * whose reservation is being read (its own batches are taken).
+   */
   private commit: number;
+  /**
+   * The reservation of commit {@link commit} that reading stands in, and its
+   * next slot (docs/log-layout.md §7.4): set when a commit that reserves
+   * sequences is taken, cleared once every slot of it is read (filled or
+   * voided). A missing slot stops reading there: the producer may still
+   * write it, so nothing after it (no later commit) is handed out before.
+   */
+  private reservation: { commit: Commit; nextSlot: number } | undefined;
+  /** When this reader first found each missing slot (its own monotonic clock). */
+  private readonly slotWaits: SlotWaits;
+  /**
+   * Inline bytes of slot batches handed out and not yet acknowledged, by
+   * location, so that their fetches do not read the slot again for each
+   * batch; at most {@link SLOT_BATCH_CACHE_BYTES} (oldest dropped first).
+   */
+  private readonly slotBatches = new Map<string, { sequence: number; bytes: Uint8Array }>();
+  private slotBatchBytes = 0;
   /** The commit of each batch handed out and not yet acknowledged, by sequence. */
   private readonly commitOf = new Map<number, number>();
   /**
@@ -183,6 +230,7 @@ export class LogReader implements LayoutReader {
   ) {
     this.cursor = cursor;
     this.commit = cursor.value.commit;
+    this.slotWaits = new SlotWaits(() => monotonicNow(o.clock));
     this.mine = (o.shared && cursor.value.readers?.[o.holder]?.next) || cursor.value.next;
     this.startIndex = this.mine.index;
     // Entries below the furthest progress any reader recorded were finished before.
@@ -251,13 +299,28 @@ export class LogReader implements LayoutReader {
     const out: BatchDescriptor[] = [];
     const from = Math.max(after + 1, this.mine.sequence);
     // Every read checks that the subscription is still this consumer's (a fenced
-    // consumer reads nothing), alongside its first commit read.
-    const [first] = await Promise.all([
-      this.log.readCommit(this.commit, signal),
-      this.checkHolder(signal),
-    ]);
-    let c = first;
+    // consumer reads nothing), alongside its first commit (or slot) read. A void is
+    // written only once the check passed (see readSlots).
+    const holder = this.checkHolder(signal);
+    let c: Commit | undefined;
+    let slotsDone: boolean | undefined;
+    if (this.reservation) {
+      [, slotsDone] = await Promise.all([holder, this.readSlots(from, out, signal, holder)]);
+    } else {
+      [c] = await Promise.all([this.log.readCommit(this.commit, signal), holder]);
+    }
     for (;;) {
+      if (slotsDone !== undefined) {
+        const done = slotsDone;
+        slotsDone = undefined;
+        if (!done) {
+          // A slot not written yet: nothing after it now. Unless its reservation was
+          // collected (the boundary tells, as for a missing commit): then read on there.
+          if (out.length > 0 || !(await this.overBoundary(from, signal))) break;
+        } else if (out.length > 0) break;
+        c = await this.log.readCommit(this.commit, signal);
+        continue;
+      }
       if (!c) {
         // The end of the log, or collected under a lagging cursor: the boundary tells
         // (looked at once per fenceCheckMs while idle; an empty read is only "not now").
@@ -266,31 +329,54 @@ export class LogReader implements LayoutReader {
         continue;
       }
       this.take(c, from, out);
+      c = undefined;
+      if (this.reservation) {
+        slotsDone = await this.readSlots(from, out, signal, holder);
+        continue;
+      }
       if (out.length > 0) break;
       // Commits wholly before `from` are passed over, however many there are.
       c = await this.log.readCommit(this.commit, signal);
     }
-    if (out.length === 0) return out;
+    if (out.length === 0 || this.reservation) return out;
     // A backlog? The next commit tells; if so, the following ones are read a few at once.
     // These reads are extra: one that fails ends this read early, and the next read
-    // meets (and reports) whatever is wrong with that commit.
+    // meets (and reports) whatever is wrong with that commit. A reservation read ahead
+    // is read to its first missing slot, and reading stops there (never past it).
     const ahead = (n: number): Promise<Commit | undefined> =>
       this.log.readCommit(n, signal).catch(() => undefined);
     const next = await ahead(this.commit);
-    if (!next) return out;
-    this.take(next, from, out);
+    if (!next || !(await this.takeAhead(next, from, out, signal, holder))) return out;
+    const first = this.commit;
     const more = await Promise.all(
-      Array.from({ length: COMMITS_AHEAD }, (_, i) => ahead(this.commit + i)),
+      Array.from({ length: COMMITS_AHEAD }, (_, i) => ahead(first + i)),
     );
     for (const m of more) {
-      if (!m) break;
-      this.take(m, from, out);
+      if (!m || m.commit !== this.commit) break;
+      if (!(await this.takeAhead(m, from, out, signal, holder))) break;
     }
     signal.throwIfAborted();
     return out;
   }
 
-  /** Adds a commit's batches from `from` on, and moves past it. */
+  /**
+   * Takes a commit read ahead and reads its reservation, if any; false when
+   * reading must stop there (a slot missing, or a slot read failed: the next
+   * read resumes at that slot).
+   */
+  private async takeAhead(
+    c: Commit,
+    from: number,
+    out: BatchDescriptor[],
+    signal: AbortSignal,
+    holder: Promise<unknown>,
+  ): Promise<boolean> {
+    this.take(c, from, out);
+    if (!this.reservation) return true;
+    return this.readSlots(from, out, signal, holder).catch(() => false);
+  }
+
+  /** Adds a commit's batches from `from` on, and moves past it (or into its reservation). */
   private take(c: Commit, from: number, out: BatchDescriptor[]): void {
     let inline = false;
     for (const b of c.batches) {
@@ -300,7 +386,157 @@ export class LogReader implements LayoutReader {
       inline ||= b.inline !== undefined;
     }
     if (inline) this.inlineCommits.set(c.commit, c);
+    // A reservation wholly before `from` holds nothing this reader wants: its slots are
+    // not read (they may even be missing for good, with nobody left to void them).
+    if ((c.reserved ?? 0) > 0 && commitEnd(c) > from) {
+      this.commit = c.commit;
+      this.reservation = { commit: c, nextSlot: slotStart(c) };
+    } else {
+      this.commit = c.commit + 1;
+      this.reservation = undefined;
+    }
+  }
+
+  /**
+   * Reads the slots of the reservation reading stands in, in order from its
+   * next slot, adding their batches from `from` on; true once the
+   * reservation is read to its end (then reading moves to the next commit),
+   * false at a slot missing now (reading resumes there). A slot this reader
+   * has found missing for longer than `VOID_AFTER_MS` by its own clock is
+   * voided, as this subscription's holder, once `holder` (the holder check
+   * of this read) passed, and unless the reservation's commit is below the
+   * boundary (collected: the caller's boundary read reports it).
+   */
+  private async readSlots(
+    from: number,
+    out: BatchDescriptor[],
+    signal: AbortSignal,
+    holder: Promise<unknown>,
+  ): Promise<boolean> {
+    try {
+      return await this.walkSlots(from, out, signal, holder);
+    } catch (e) {
+      // What was taken (this read's commits, slots before the failure) is handed out, and
+      // the pointer stays at the slot that failed: throwing now would lose those batches
+      // (their commit and slots are past the pointer). The next read meets the error.
+      if (out.length > 0) return false;
+      throw e;
+    }
+  }
+
+  private async walkSlots(
+    from: number,
+    out: BatchDescriptor[],
+    signal: AbortSignal,
+    holder: Promise<unknown>,
+  ): Promise<boolean> {
+    const r = this.reservation;
+    if (!r) return true;
+    const c = r.commit;
+    // Acknowledged, or reported lost, past its end meanwhile: nothing in it is wanted.
+    if (from >= commitEnd(c)) return this.leaveReservation(c);
+    for (;;) {
+      // Read without voiding: a void is decided below, after the checks.
+      const got = await readReservation(
+        this.log.store,
+        this.log.root,
+        c,
+        r.nextSlot,
+        from,
+        this.slotWaits,
+        { signal, maxBatches: SLOT_BATCHES_PER_READ },
+      );
+      this.takeSlotBatches(c, got.batches, out);
+      r.nextSlot = got.nextSlot;
+      if (got.complete) return this.leaveReservation(c);
+      // Stopped at the limit (it is checked before each slot read): the rest next time.
+      if (got.batches.length >= SLOT_BATCHES_PER_READ) return false;
+      const missing = got.nextSlot;
+      if (!this.slotWaits.overdue(c.commit, missing)) {
+        // Appends that resolved lie behind the gap when a later commit exists (its
+        // producer is slow, stalled or dead): wait for the slot here, up to VOID_AFTER_MS,
+        // rather than answer "nothing now" while they cannot be read. At the head, a gap
+        // is only an append in progress: nothing now.
+        if (got.batches.length > 0 || out.length > 0) return false;
+        if (!(await this.log.readCommit(c.commit + 1, signal))) return false;
+        await sleep(SLOT_POLL_MS, { signal, clock: this.o.clock });
+        continue;
+      }
+      await holder;
+      // A reservation collected under a lagging reader has its slots deleted: a void
+      // there would be an object no collection deletes, and hide a loss.
+      const { value: b } = await this.log.readBoundary(signal);
+      if (c.commit < b.firstCommit) {
+        this.boundaryCheckedAt = -Infinity;
+        return false;
+      }
+      const slot = await voidSlot(this.log.store, this.log.root, c, missing, this.o.holder, signal);
+      this.slotWaits.forget(c.commit, missing);
+      // A collection may have passed the reservation between that boundary read and the
+      // void (deleting a slot whose append had resolved): then the void stands where the
+      // log has moved on, and passing it would hide that loss. As for a create that
+      // lands late (§7.2, step 5): the boundary read after it tells.
+      const after = (await this.log.readBoundary(signal)).value;
+      if (c.commit < after.firstCommit) {
+        if (isVoid(slot))
+          await this.log.store.delete(slotKey(this.log.root, missing)).catch(() => undefined);
+        this.boundaryCheckedAt = -Infinity;
+        return false;
+      }
+      if (isVoid(slot)) {
+        this.o.logger.warn(
+          {
+            subscription: this.o.subscription,
+            commit: c.commit,
+            firstSequence: slot.firstSequence,
+            endSequence: slot.endSequence,
+            writer: slot.writer,
+          },
+          'reservation voided: its producer did not write a slot in time',
+        );
+        return this.leaveReservation(c);
+      }
+      // Its producer's create won the race: its batches are there. Read on after them.
+      this.takeSlotBatches(
+        c,
+        slot.batches.filter((x) => x.entry.sequence >= from),
+        out,
+      );
+      r.nextSlot = slot.firstSequence + slot.batches.length;
+      if (r.nextSlot >= commitEnd(c)) return this.leaveReservation(c);
+    }
+  }
+
+  /** Reading moves past a reservation read to its end. */
+  private leaveReservation(c: Commit): true {
+    this.reservation = undefined;
     this.commit = c.commit + 1;
+    return true;
+  }
+
+  /** Adds slot batches of commit `c`'s reservation, keeping their bytes for their fetches. */
+  private takeSlotBatches(c: Commit, batches: CommitBatch[], out: BatchDescriptor[]): void {
+    for (const b of batches) {
+      out.push(describeEntry(b.entry));
+      this.commitOf.set(b.entry.sequence, c.commit);
+      if (!b.inline || this.slotBatches.has(b.entry.location)) continue;
+      this.slotBatches.set(b.entry.location, { sequence: b.entry.sequence, bytes: b.inline });
+      this.slotBatchBytes += b.inline.byteLength;
+    }
+    for (const [location, kept] of this.slotBatches) {
+      if (this.slotBatchBytes <= SLOT_BATCH_CACHE_BYTES) break;
+      this.slotBatches.delete(location);
+      this.slotBatchBytes -= kept.bytes.byteLength;
+    }
+  }
+
+  /** Drops the kept bytes of slot batches below `sequence`. */
+  private dropSlotBatches(sequence: number): void {
+    for (const [location, kept] of this.slotBatches) {
+      if (kept.sequence >= sequence) continue;
+      this.slotBatches.delete(location);
+      this.slotBatchBytes -= kept.bytes.byteLength;
+    }
   }
 
   /**
@@ -317,6 +553,7 @@ export class LogReader implements LayoutReader {
     const { value: b } = await this.log.readBoundary(signal);
     if (this.commit >= b.firstCommit) return false;
     this.commit = b.firstCommit;
+    this.reservation = undefined; // collected with its commit
     if (from >= b.firstSequence) return true; // collected after this subscription had it
     const loss = this.unreported(from, b.firstSequence - 1);
     if (!loss) return true; // reported before (and recorded), by this holder or an earlier one
@@ -374,6 +611,11 @@ export class LogReader implements LayoutReader {
 
   async fetchObject(d: BatchDescriptor, signal: AbortSignal): Promise<Uint8Array> {
     try {
+      if (parseSlotLocation(this.log.root, d.location)) {
+        const kept = this.slotBatches.get(d.location);
+        if (kept && kept.sequence === d.sequence) return checkBatchBytes(d, kept.bytes);
+        return await fetchSlotBatch(this.log.store, this.log.root, d, signal);
+      }
       const inline = parseInlineLocation(this.log.root, d.location);
       if (!inline) return await fetchBatchObject(this.log.store, d, signal);
       const c =
@@ -392,7 +634,10 @@ export class LogReader implements LayoutReader {
       // It is recorded when the consumer hands the error to the application.
       const { value: b } = await this.log.readBoundary(signal);
       if (d.sequence >= b.firstSequence) throw e;
-      if (this.commit < b.firstCommit) this.commit = b.firstCommit;
+      if (this.commit < b.firstCommit) {
+        this.commit = b.firstCommit;
+        this.reservation = undefined; // collected with its commit
+      }
       throw lossError(this.o.subscription, d.sequence, b.firstSequence - 1, b.firstSequence);
     }
   }
@@ -407,6 +652,7 @@ export class LogReader implements LayoutReader {
     for (const [n, c] of this.inlineCommits) {
       if (c.firstSequence + c.batches.length - 1 <= through) this.inlineCommits.delete(n);
     }
+    this.dropSlotBatches(through + 1);
     return undefined;
   }
 
@@ -414,6 +660,7 @@ export class LogReader implements LayoutReader {
     const commit = this.commitOf.get(sequence) ?? this.cursor.value.commit;
     await this.writeCursor({ next: { sequence, index }, commit }, signal);
     for (const seq of this.commitOf.keys()) if (seq < sequence) this.commitOf.delete(seq);
+    this.dropSlotBatches(sequence);
   }
 
   /**

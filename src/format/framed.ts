@@ -14,8 +14,10 @@ export interface FrameKind {
   /** Its four magic bytes and their ASCII spelling. */
   magic: readonly number[];
   magicText: string;
-  /** The version this reader knows. */
+  /** The version this writer writes. */
   version: number;
+  /** Every version this reader knows (default: `version` alone). */
+  reads?: readonly number[];
   /** Fewest bytes a valid frame has. */
   minBytes: number;
 }
@@ -27,6 +29,19 @@ export interface FrameKind {
  * @throws {CorruptDataError} naming `what` and what was found.
  */
 export function openFrame(bytes: Uint8Array, what: string, kind: FrameKind): ByteReader {
+  return openVersionedFrame(bytes, what, kind).reader;
+}
+
+/**
+ * {@link openFrame}, also returning the version found (one of `kind.reads`).
+ *
+ * @throws {CorruptDataError} naming `what` and what was found.
+ */
+export function openVersionedFrame(
+  bytes: Uint8Array,
+  what: string,
+  kind: FrameKind,
+): { reader: ByteReader; version: number } {
   if (bytes.byteLength < kind.minBytes || kind.magic.some((b, i) => bytes[i] !== b)) {
     throw new CorruptDataError(
       `${what}: not a log ${kind.name} (no "${kind.magicText}" magic, or too short)`,
@@ -43,23 +58,24 @@ export function openFrame(bytes: Uint8Array, what: string, kind: FrameKind): Byt
   }
   const r = new ByteReader(bytes, what, 4, bytes.byteLength - 4);
   const version = r.u16('version');
-  if (version !== kind.version) {
+  const known = kind.reads ?? [kind.version];
+  if (!known.includes(version)) {
     throw new CorruptDataError(
-      `${what}: log ${kind.name} format version ${version}; this reader knows version ${kind.version} (written by a newer Spillway?)`,
+      `${what}: log ${kind.name} format version ${version}; this reader knows version ${known.join(' and ')} (written by a newer Spillway?)`,
       what,
     );
   }
-  return r;
+  return { reader: r, version };
 }
 
 /**
  * A writer of `bytes` bytes (the whole frame, checksum included) that has
  * written the magic and the version.
  */
-export function startFrame(kind: FrameKind, bytes: number): ByteWriter {
+export function startFrame(kind: FrameKind, bytes: number, version = kind.version): ByteWriter {
   const w = new ByteWriter(bytes);
   w.raw(Uint8Array.from(kind.magic));
-  w.u16(kind.version);
+  w.u16(version);
   return w;
 }
 

@@ -1,17 +1,22 @@
 /**
- * The commit object of the log layout, version 1: one immutable object per
- * append, `{root}/log/{commit:020}`, holding the batches of that append with
- * consecutive sequences. See docs/log-layout.md for the protocol.
+ * The commit object of the log layout, versions 1 and 2: one immutable object
+ * per append, `{root}/log/{commit:020}`, holding the batches of that append
+ * with consecutive sequences; version 2 also reserves the sequences after
+ * them for its writer's slots (docs/log-layout.md §4.7, §7.2). See
+ * docs/log-layout.md for the protocol.
  *
  * ```
  * magic         4 bytes  "SPLC"
- * version       u16      = 1
+ * version       u16      1, or 2 when `reserved` > 0
  * commit        u64      this commit's number (the one in its key)
  * first_seq     u64      sequence of its first batch
  * append_time   i64      ms since the Unix epoch; never below the previous commit's
  * total_bytes   u64      bytes of every batch object in the log through this
  *                        commit (the previous commit's total plus this one's)
  * total_records u64      records (entries) in the log through this commit
+ *                        (slots are not counted in either total)
+ * reserved      u32      version 2 only, at least 1: sequences reserved after
+ *                        the batches, for slots (`{root}/slots/{seq:020}`)
  * writer_len    u16      then writer_len bytes, UTF-8: the writer's instance id
  * batch_count   u32
  * for each batch, sequence first_seq + i:
@@ -29,18 +34,23 @@
  * its place there.
  */
 import { CorruptDataError, InvalidArgumentError } from '../errors.ts';
-import { openFrame, sealFrame, startFrame, type FrameKind } from './framed.ts';
+import { openVersionedFrame, sealFrame, startFrame, type FrameKind } from './framed.ts';
 import { encodeBatchList, readBatchList, writeBatchList } from './log-batch-list.ts';
 import type { ManifestEntry } from './manifest.ts';
 
-/** The commit format version Spillway reads and writes. */
+/** The commit format version Spillway writes for a commit that reserves no slot. */
 export const LOG_COMMIT_VERSION = 1;
+/** The commit format version of a commit that reserves slots. */
+export const LOG_COMMIT_RESERVING_VERSION = 2;
+/** Most sequences one commit may reserve for slots. */
+export const MAX_RESERVED_SEQUENCES = 4096;
 const MAGIC = [0x53, 0x50, 0x4c, 0x43]; // "SPLC"
 const COMMIT_FRAME: FrameKind = {
   name: 'commit',
   magic: MAGIC,
   magicText: 'SPLC',
   version: LOG_COMMIT_VERSION,
+  reads: [LOG_COMMIT_VERSION, LOG_COMMIT_RESERVING_VERSION],
   minBytes: 4 + 2 + 8 + 8 + 8 + 8 + 2 + 4 + 4,
 };
 /** Digits of a commit number in its key: 20, enough for any u64, so keys sort by number. */
@@ -67,10 +77,20 @@ export interface Commit {
   totalRecords: number;
   writer: string;
   batches: CommitBatch[];
+  /**
+   * Sequences reserved after the batches for the writer's slots (version 2,
+   * docs/log-layout.md §4.7); absent or 0 for a commit that reserves none.
+   */
+  reserved?: number;
 }
 
-/** Sequence after the commit's last batch. */
-export function commitEnd(c: Pick<Commit, 'firstSequence' | 'batches'>): number {
+/** Sequence after the commit's last batch and its reserved slots. */
+export function commitEnd(c: Pick<Commit, 'firstSequence' | 'batches' | 'reserved'>): number {
+  return c.firstSequence + c.batches.length + (c.reserved ?? 0);
+}
+
+/** The first sequence a commit reserves for slots (its end when it reserves none). */
+export function slotStart(c: Pick<Commit, 'firstSequence' | 'batches'>): number {
   return c.firstSequence + c.batches.length;
 }
 
@@ -122,16 +142,35 @@ export function encodeCommit(c: Commit): Uint8Array {
       );
     }
   });
+  const reserved = c.reserved ?? 0;
+  if (!Number.isSafeInteger(reserved) || reserved < 0 || reserved > MAX_RESERVED_SEQUENCES) {
+    throw new InvalidArgumentError(
+      `commit ${c.commit}: reserves ${reserved} sequences, expected 0 to ${MAX_RESERVED_SEQUENCES}`,
+    );
+  }
   const list = encodeBatchList(c.batches);
   const w = startFrame(
     COMMIT_FRAME,
-    4 + 2 + 8 + 8 + 8 + 8 + 8 + 2 + writer.byteLength + list.byteLength + 4,
+    4 +
+      2 +
+      8 +
+      8 +
+      8 +
+      8 +
+      8 +
+      (reserved > 0 ? 4 : 0) +
+      2 +
+      writer.byteLength +
+      list.byteLength +
+      4,
+    reserved > 0 ? LOG_COMMIT_RESERVING_VERSION : LOG_COMMIT_VERSION,
   );
   w.u64(c.commit);
   w.u64(c.firstSequence);
   w.i64(c.appendTimeMs);
   w.u64(c.totalBytes);
   w.u64(c.totalRecords);
+  if (reserved > 0) w.u32(reserved);
   w.u16(writer.byteLength);
   w.raw(writer);
   writeBatchList(w, list);
@@ -149,7 +188,7 @@ const INLINE_NAME = /\/log\/[0-9]{20}#[0-9]+$/;
  * @throws {CorruptDataError} naming the object.
  */
 export function decodeCommit(bytes: Uint8Array, what: string, expected?: number): Commit {
-  const r = openFrame(bytes, what, COMMIT_FRAME);
+  const { reader: r, version } = openVersionedFrame(bytes, what, COMMIT_FRAME);
   const commit = r.u64('commit');
   if (expected !== undefined && commit !== expected) {
     throw new CorruptDataError(
@@ -161,6 +200,16 @@ export function decodeCommit(bytes: Uint8Array, what: string, expected?: number)
   const appendTimeMs = r.i64('append time');
   const totalBytes = r.u64('total bytes');
   const totalRecords = r.u64('total records');
+  const reserved = version === LOG_COMMIT_RESERVING_VERSION ? r.u32('reserved') : 0;
+  if (
+    version === LOG_COMMIT_RESERVING_VERSION &&
+    (reserved < 1 || reserved > MAX_RESERVED_SEQUENCES)
+  ) {
+    throw new CorruptDataError(
+      `${what}: a version-2 commit reserving ${reserved} sequences, expected 1 to ${MAX_RESERVED_SEQUENCES}`,
+      what,
+    );
+  }
   const writer = Buffer.from(r.bytesOf(r.u16('writer length'), 'writer')).toString('utf8');
   const batches = readBatchList(r, what, {
     entry: (entry, i) => {
@@ -185,5 +234,15 @@ export function decodeCommit(bytes: Uint8Array, what: string, expected?: number)
       }
     },
   });
-  return { commit, firstSequence, appendTimeMs, totalBytes, totalRecords, writer, batches };
+  const decoded: Commit = {
+    commit,
+    firstSequence,
+    appendTimeMs,
+    totalBytes,
+    totalRecords,
+    writer,
+    batches,
+  };
+  if (reserved > 0) decoded.reserved = reserved;
+  return decoded;
 }

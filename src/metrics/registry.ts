@@ -147,6 +147,24 @@ export const METRICS: readonly MetricDefinition[] = Object.freeze([
     'stalls',
     'Riders their owner committed itself because no other producer carried them in time (log layout).',
   ),
+  counter(
+    'buffer.slots_written',
+    'spillway_buffer_slots_written_total',
+    'slots',
+    'Appends a producer wrote to a slot of its reservation (one write, no read; log layout).',
+  ),
+  counter(
+    'buffer.slots_closed',
+    'spillway_buffer_slots_closed_total',
+    'reservations',
+    'Reservations whose unused rest their producer voided (idle, too old, or closing; log layout).',
+  ),
+  counter(
+    'buffer.slots_voided_under_writer',
+    'spillway_buffer_slots_voided_under_writer_total',
+    'slots',
+    'Slot creates refused because a reader had voided the slot: the group went into a commit (log layout).',
+  ),
   // Consumer.
   counter(
     'buffer.acks',

@@ -219,6 +219,8 @@ interface Batch {
 interface Appender {
   /** Whether small batches may travel inside the append (the log layout). */
   inline: boolean;
+  /** Bytes up to which a batch travels inside the append now (default: `inlineMaxBytes`). */
+  inlineMaxBytes?: () => number;
   append(
     batches: readonly AppendBatch[],
     signal: AbortSignal,
@@ -716,6 +718,8 @@ export class Producer {
       this.log = log;
       return {
         inline: this.options.inlineMaxBytes > 0,
+        // Reserving on a shared log, bigger batches travel in their slot (one write).
+        inlineMaxBytes: () => Math.max(this.options.inlineMaxBytes, log.slotInlineMaxBytes()),
         append: (batches, s) => log.append(batches, s),
       };
     })();
@@ -744,7 +748,9 @@ export class Producer {
       for (const call of batch.calls) call.entries = [];
       const appender = await this.appender();
       // A small batch travels inside its commit (log layout): one write, not two in a row.
-      const inline = appender.inline && body.byteLength <= this.options.inlineMaxBytes;
+      const inline =
+        appender.inline &&
+        body.byteLength <= (appender.inlineMaxBytes?.() ?? this.options.inlineMaxBytes);
       if (!inline) {
         // Create-only under a unique key. The store retries and settles a lost
         // response by reading back; what it still cannot settle fails this batch.

@@ -9,8 +9,9 @@ import {
   OutcomeUnknownError,
   PreconditionFailedError,
 } from '../errors.ts';
-import { commitEnd } from '../format/log-commit.ts';
+import { commitEnd, slotStart, type CommitBatch } from '../format/log-commit.ts';
 import type { LogQueue } from '../queue/log-queue.ts';
+import { readReservation, SlotWaits } from '../queue/log-slots.ts';
 import type { Queue } from '../queue/queue.ts';
 import { decodeChunkRecord } from './chunk-metadata.ts';
 import type { Pusher } from './pusher.ts';
@@ -204,7 +205,12 @@ export class IngestProgress {
     await this.moveHold(signal);
   }
 
-  /** Adds the job's chunks in commits from `from` to the head; returns the end of the log scanned. */
+  /**
+   * Adds the job's chunks in commits from `from` to the head, slots of their
+   * reservations included; returns the end of the log scanned, or the first
+   * slot found missing when one is (its producer may still write it, so the
+   * next open scans from there again; it never voids).
+   */
   private async scan(from: number, signal?: AbortSignal): Promise<number> {
     const { value: boundary } = await this.log.readBoundary(signal);
     if (from < boundary.firstSequence) {
@@ -215,11 +221,27 @@ export class IngestProgress {
       );
     }
     let end = from;
+    let gap: number | undefined;
+    const waits = new SlotWaits(() => 0);
     let { commit: n } = await this.log.resolveStart({ sequence: from }, signal);
     for (;;) {
       const c = await this.log.readCommit(n, signal);
       if (!c) break;
-      for (const b of c.batches) {
+      let batches: CommitBatch[] = c.batches;
+      if (commitEnd(c) > slotStart(c) && commitEnd(c) > from) {
+        const slots = await readReservation(
+          this.log.store,
+          this.log.root,
+          c,
+          slotStart(c),
+          from,
+          waits,
+          signal ? { signal } : {},
+        );
+        batches = [...c.batches, ...slots.batches];
+        if (!slots.complete) gap ??= slots.nextSlot;
+      }
+      for (const b of batches) {
         if (b.entry.sequence < from) continue;
         for (const m of b.entry.metadata) {
           const r = decodeChunkRecord(m.payload);
@@ -253,7 +275,7 @@ export class IngestProgress {
       end = commitEnd(c);
       n++;
     }
-    return Math.max(end, from);
+    return Math.max(Math.min(end, gap ?? end), from);
   }
 
   private async write(pusher: Pusher, finishing: boolean, signal?: AbortSignal): Promise<void> {

@@ -1,6 +1,7 @@
-import { CorruptDataError, NotFoundError } from '../errors.ts';
+import { CorruptDataError, InvalidArgumentError, NotFoundError } from '../errors.ts';
 import { decodeBatch, type BatchLimitOptions, type DecodedBatch } from '../format/batch.ts';
 import { crc32c } from '../format/crc32c.ts';
+import { decodeSlot, parseSlotLocation, slotKey } from '../format/log-slot.ts';
 import { entryTrailer, type ManifestEntry, type MetadataItem } from '../format/manifest.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { readShared } from './fetch-cache.ts';
@@ -56,6 +57,16 @@ export async function fetchBatchObject(
     }
     throw e;
   }
+  return checkBatchBytes(descriptor, body);
+}
+
+/**
+ * Checks a batch object's bytes against its descriptor: size and CRC32C,
+ * when the entry has a trailer. Returns `body`.
+ *
+ * @throws {CorruptDataError} naming the location when either differs.
+ */
+export function checkBatchBytes(descriptor: BatchDescriptor, body: Uint8Array): Uint8Array {
   if (descriptor.sizeBytes !== undefined && body.byteLength !== descriptor.sizeBytes) {
     throw new CorruptDataError(
       `batch object "${descriptor.location}": ${body.byteLength} bytes, but its manifest entry records ${descriptor.sizeBytes}`,
@@ -72,6 +83,55 @@ export async function fetchBatchObject(
     }
   }
   return body;
+}
+
+/**
+ * The checked bytes of a batch held by a slot of the log layout (location
+ * `{root}/slots/{seq:020}#{i}`, docs/log-layout.md §4.7): reads the slot
+ * object (shared with reads of it in flight in the process), takes batch
+ * `i`'s inline bytes and checks them against the descriptor (size and
+ * CRC32C from its trailer; the slot's own CRC32C covers them too).
+ *
+ * @throws {InvalidArgumentError} when the location is not a slot batch's of `root`.
+ * @throws {CorruptDataError} naming the location when the slot is missing
+ * (collected, or never written: a reader hands out no batch of a slot it did
+ * not read), does not decode, holds no such batch or one of another
+ * sequence, or the bytes differ from the descriptor.
+ */
+export async function fetchSlotBatch(
+  store: ObjectStore,
+  root: string,
+  descriptor: BatchDescriptor,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const at = parseSlotLocation(root, descriptor.location);
+  if (!at) {
+    throw new InvalidArgumentError(
+      `"${descriptor.location}" is not the location of a slot batch under "${root}/slots/"`,
+    );
+  }
+  const key = slotKey(root, at.sequence);
+  let bytes: Uint8Array;
+  try {
+    bytes = await readShared(store, key, signal);
+  } catch (e) {
+    if (e instanceof NotFoundError) {
+      throw new CorruptDataError(
+        `slot batch "${descriptor.location}" of sequence ${descriptor.sequence} is missing (its slot was collected with its commit)`,
+        descriptor.location,
+        e,
+      );
+    }
+    throw e;
+  }
+  const batch = decodeSlot(bytes, key, at.sequence, root).batches[at.index];
+  if (!batch?.inline || batch.entry.sequence !== descriptor.sequence) {
+    throw new CorruptDataError(
+      `slot batch "${descriptor.location}": the slot holds ${batch ? `sequence ${batch.entry.sequence}` : 'no such batch'} there, expected sequence ${descriptor.sequence}`,
+      descriptor.location,
+    );
+  }
+  return checkBatchBytes(descriptor, batch.inline);
 }
 
 /**

@@ -50,6 +50,8 @@ import { noopMetrics, type Metrics } from '../metrics.ts';
 import { backoffMs, RETRY_DEFAULTS } from '../retry.ts';
 import type { ObjectStore } from '../store/object-store.ts';
 import { readShared } from './fetch-cache.ts';
+import { Reservations, SLOT_MAX_BYTES } from './log-reservations.ts';
+import { closeReservation } from './log-slots.ts';
 import { awaitRide, Riders, type OwnerHost, type Selection } from './log-riders.ts';
 
 /** The subscription every log queue has from its creation. */
@@ -110,6 +112,12 @@ export interface LogQueueOptions {
   clock?: Clock;
   /** Time limit of one append with its re-reads after lost races, in ms. @default 120000 */
   deadlineMs?: number;
+  /**
+   * Whether appends on a shared log may reserve sequences for slots (§7.2,
+   * "Reservations"); false keeps every append in a commit of its own or a
+   * rider (for tests of those paths). @default true
+   */
+  reserveSlots?: boolean;
 }
 
 /**
@@ -124,6 +132,17 @@ export const INLINE_BYTES_PER_COMMIT = 1024 * 1024;
  * head instead.
  */
 const CATCH_UP_READS = 4;
+
+/**
+ * Commits whose reservations a subscription created at `'latest'` (or a
+ * time) closes (§7.5). A producer starts no slot create, and retries none,
+ * `SLOT_WRITE_MS` (1 s) after its reservation (then it voids the slot
+ * itself), so only a create held up in flight while others make this many
+ * commits can land in an older one.
+ */
+const LATEST_LOOKBACK_COMMITS = 256;
+/** Commits {@link LogQueue.resolveStart} reads at once while it looks back. */
+const LOOKBACK_READS = 16;
 
 /** Commits between head hints: the creator of a commit whose number is a multiple writes one. */
 const HINT_EVERY_COMMITS = 64;
@@ -155,6 +174,7 @@ export class LogQueue {
   private readonly logger: Logger;
   private readonly clock: Clock;
   private readonly deadlineMs: number;
+  private readonly reserveSlots: boolean;
   /**
    * The newest commit this process knows, and when (monotonic ms) the reads
    * that showed it started.
@@ -172,6 +192,12 @@ export class LogQueue {
   private readonly riders: Riders;
   /** What the owner's side of a rider uses of this handle. */
   private readonly ownerHost: OwnerHost;
+  /** This handle's reservations on a shared log (§7.2, "Reservations"). */
+  private readonly reservations: Reservations;
+  /** Whether this handle saw `{root}/reserving` stored (§7.2). */
+  private markedReserving = false;
+  /** A reservation being made ahead in the background, if any. */
+  private reservingAhead: Promise<void> | undefined;
 
   constructor(options: LogQueueOptions) {
     this.store = options.store;
@@ -181,6 +207,7 @@ export class LogQueue {
     this.logger = options.logger ?? silentLogger;
     this.clock = options.clock ?? systemClock;
     this.deadlineMs = options.deadlineMs ?? RETRY_DEFAULTS.deadlineMs;
+    this.reserveSlots = options.reserveSlots ?? true;
     this.ownerHost = {
       store: this.store,
       root: this.root,
@@ -208,11 +235,41 @@ export class LogQueue {
       },
     };
     this.riders = new Riders(this.ownerHost);
+    this.reservations = new Reservations({
+      store: this.store,
+      root: this.root,
+      writer: this.writer,
+      clock: this.clock,
+      metrics: this.metrics,
+      logger: this.logger,
+      trustedViewMs: TRUSTED_VIEW_MS,
+      boundaryFirstCommit: async (signal) => (await this.readBoundary(signal)).value.firstCommit,
+    });
   }
 
   /** `{root}/riders/`: the prefix of riders (§3). */
   get ridersPrefix(): string {
     return `${this.root}/riders/`;
+  }
+
+  /**
+   * `{root}/reserving`: created (empty, create-only) by a producer before
+   * its first commit that reserves sequences; its absence tells a start
+   * position that no reservation can be filling (§7.2, §7.5).
+   */
+  get reservingKey(): string {
+    return `${this.root}/reserving`;
+  }
+
+  /** Whether any producer ever reserved sequences on this log (the marker exists). */
+  private async everReserved(signal: AbortSignal | undefined): Promise<boolean> {
+    try {
+      await this.store.head(this.reservingKey, { signal });
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    }
   }
 
   /** `{root}/queue`: the descriptor that says a log queue lives here. */
@@ -612,6 +669,17 @@ export class LogQueue {
     batches: readonly AppendBatch[],
     signal?: AbortSignal,
   ): Promise<{ sequence: number; location: string }[]> {
+    try {
+      return await this.appendOnce(batches, signal);
+    } finally {
+      this.reservations.ended();
+    }
+  }
+
+  private async appendOnce(
+    batches: readonly AppendBatch[],
+    signal?: AbortSignal,
+  ): Promise<{ sequence: number; location: string }[]> {
     const started = this.clock.now();
     for (const b of batches) {
       if (!b.inline && (b.location === undefined || !this.isBatchKey(b.location))) {
@@ -620,7 +688,23 @@ export class LogQueue {
         );
       }
     }
-    const rideable = batches.length > 0 && this.riders.rideable(batches);
+    await this.reservations.starting();
+    // Holding a reservation (§7.2, "Reservations"): one create of the next slot.
+    let slotted = await this.reservations.write(batches, signal);
+    if (!slotted && this.reservingAhead) {
+      // The next reservation is on its way: wait for it rather than commit.
+      await this.reservingAhead;
+      slotted = await this.reservations.write(batches, signal);
+    }
+    if (slotted) {
+      this.reserveAhead();
+      return slotted;
+    }
+    // Anything still held goes unused before a commit follows it.
+    await this.reservations.closeRest(signal);
+    const reserve =
+      this.reserveSlots && this.riders.shared() ? this.reservations.wanted(batches) : 0;
+    const rideable = reserve === 0 && batches.length > 0 && this.riders.rideable(batches);
     if (rideable && this.riders.inRiderMode())
       return this.ride(batches, started, undefined, signal);
     let view = await this.freshHead(signal);
@@ -631,11 +715,22 @@ export class LogQueue {
     ) {
       view = await this.catchUp(view, signal);
     }
+    if (reserve > 0 && !this.markedReserving) {
+      // Before the first commit that reserves: starts look for reservations only then.
+      try {
+        await this.store.put(this.reservingKey, new Uint8Array(0), { mode: 'create', signal });
+      } catch (e) {
+        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+        if (!(await this.everReserved(signal))) throw e;
+      }
+      this.markedReserving = true;
+    }
     const out = await this.commitLoop(batches, view, {
       started,
       signal,
       stopOnLoss: rideable,
       scan: rideable && this.riders.othersSeen(),
+      reserve,
     });
     if ('results' in out) return out.results;
     if ('moved' in out) throw new Error('unreachable: a direct append has no number limit');
@@ -719,6 +814,8 @@ export class LogQueue {
       stopOnLoss: boolean;
       scan: boolean;
       maxNumber?: number;
+      /** Sequences to reserve after the batches for this writer's slots (§7.2). */
+      reserve?: number;
     },
   ): Promise<
     | { results: { sequence: number; location: string }[]; commit: Commit }
@@ -731,7 +828,8 @@ export class LogQueue {
     for (const b of own) ownInline += b.inline?.byteLength ?? 0;
     // The bytes tried for a number are kept for every retry of that number: a create
     // that lands late is then recognised as ours, never taken for another writer's.
-    let tried: { commit: Commit; body: Uint8Array; selection: Selection } | undefined;
+    let tried:
+      { commit: Commit; body: Uint8Array; selection: Selection; firstPutAt?: number } | undefined;
     let lost = 0;
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
@@ -765,11 +863,14 @@ export class LogQueue {
           records: b.records,
           ...(b.inline ? { inline: b.inline } : {}),
         })),
+        ...(options.reserve ? { reserved: options.reserve } : {}),
       };
       const body = tried?.body ?? encodeCommit(commit);
-      tried = { commit, body, selection };
+      tried = { commit, body, selection, ...(tried ? { firstPutAt: tried.firstPutAt } : {}) };
       let failure: unknown;
       const putAt = monotonicNow(this.clock);
+      // The first create of these bytes: a later attempt may find an earlier one landed.
+      tried.firstPutAt ??= putAt;
       const viewAgeMs = this.viewAgeMs(head, putAt);
       let landed = false;
       try {
@@ -782,11 +883,15 @@ export class LogQueue {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
         failure = e;
       }
-      if (landed) return this.landed(commit, body, own.length, selection, head, putAt, signal);
+      const firstPutAt = tried.firstPutAt;
+      const land = () =>
+        this.landed(commit, body, own.length, selection, head, putAt, signal, firstPutAt);
+      if (landed) return land();
       // Lost a race, or lost the response: the commit as stored says which.
       let stored: Uint8Array | undefined;
       const checkedAt = monotonicNow(this.clock);
       this.riders.measuredCreate(checkedAt - putAt);
+      this.reservations.measuredCreate(checkedAt - putAt);
       try {
         stored = await this.readCommitBytes(n, signal, true);
       } catch (e) {
@@ -799,9 +904,7 @@ export class LogQueue {
         }
         throw e;
       }
-      if (stored && Buffer.from(stored).equals(body)) {
-        return this.landed(commit, body, own.length, selection, head, putAt, signal);
-      }
+      if (stored && Buffer.from(stored).equals(body)) return land();
       if (stored) {
         this.metrics.increment('buffer.manifest_conflicts', 1, { role: 'producer' });
         const winner = decodeCommit(stored, this.commitKey(n), n);
@@ -894,9 +997,15 @@ export class LogQueue {
     head: Head & { observedAt: number },
     putAt: number,
     signal: AbortSignal | undefined,
+    firstPutAt = putAt,
   ): Promise<{ results: { sequence: number; location: string }[]; commit: Commit }> {
     const all = await this.appended(commit, body.byteLength, head.observedAt, putAt, signal);
     this.riders.committed(commit, selection);
+    // Our batches are in this commit: no earlier reservation may take later groups.
+    if (ownCount > 0) this.reservations.superseded(commit.commit);
+    // A commit of ours reserving slots: the next appends write them (sent at putAt).
+    // (Its first create's time: an earlier attempt of the same bytes may be what landed.)
+    if ((commit.reserved ?? 0) > 0) this.reservations.hold(commit, firstPutAt);
     return { results: all.slice(0, ownCount), commit };
   }
 
@@ -943,6 +1052,7 @@ export class LogQueue {
     this.observe(head, putAt, false);
     const landedAt = monotonicNow(this.clock);
     this.riders.measuredCreate(landedAt - putAt);
+    this.reservations.measuredCreate(landedAt - putAt);
     if (this.head?.commit === head.commit) this.headConfirmedAt = landedAt;
 
     this.metrics.increment('buffer.manifest_writes', 1, { role: 'producer' });
@@ -961,8 +1071,54 @@ export class LogQueue {
     return commit.batches.map((b) => ({ sequence: b.entry.sequence, location: b.entry.location }));
   }
 
+  /**
+   * Bytes up to which a batch is better carried inline by the next append:
+   * a slot's limit (1 MiB) while this producer reserves on a shared log,
+   * where an inline batch costs one create and an external one two (its
+   * object, then a commit or a rider); else 0 (the producer's own limit
+   * holds).
+   */
+  slotInlineMaxBytes(): number {
+    if (!this.reserveSlots || !this.riders.shared() || !this.reservations.active()) return 0;
+    return SLOT_MAX_BYTES;
+  }
+
+  /**
+   * Once half of the held reservation is used, makes the next one in the
+   * background (a commit of no batches that only reserves), so that appends
+   * do not wait for a contended create when it runs out (§7.2). One at a
+   * time; the appends that need a commit wait for it first.
+   */
+  private reserveAhead(): void {
+    const count = this.reservations.aheadWanted();
+    if (count === 0 || this.reservingAhead) return;
+    const started = this.clock.now();
+    this.reservingAhead = (async () => {
+      try {
+        let view = await this.freshHead(undefined);
+        if (this.viewAgeMs(view, monotonicNow(this.clock)) >= this.riders.staleViewMs) {
+          view = await this.catchUp(view, undefined);
+        }
+        await this.commitLoop([], view, {
+          started,
+          signal: undefined,
+          stopOnLoss: false,
+          scan: false,
+          reserve: count,
+        });
+      } catch (e) {
+        // Nothing of a caller's rides on it: the next append reserves in its own commit.
+        this.logger.debug({ root: this.root, error: String(e) }, 'reservation ahead failed');
+      } finally {
+        this.reservingAhead = undefined;
+      }
+    })();
+  }
+
   /** Waits for background writes: a head hint, a rider scan, rider deletions. */
   async settle(): Promise<void> {
+    await this.reservingAhead;
+    await this.reservations.close();
     await this.hintWrite;
     await this.riders.settle();
   }
@@ -1108,7 +1264,7 @@ export class LogQueue {
     }
     const head = await this.discoverHead(signal);
     const end = { next: { sequence: head.endSequence, index: 0 }, commit: head.commit + 1 };
-    if (startAt === 'latest') return end;
+    if (startAt === 'latest') return this.closeRecentReservations(b, head, end, signal);
     if ('sequence' in startAt) {
       const s = startAt.sequence;
       if (s < b.firstSequence) {
@@ -1122,6 +1278,9 @@ export class LogQueue {
         );
       }
       if (s === head.endSequence) return end;
+      // The first commit whose end (reserved sequences included) is above `s`: the one
+      // holding it, or reserving it; its reader walks the slots from the reservation's
+      // start and passes over the batches below `s`.
       const c = await this.searchCommits(
         b.firstCommit,
         head.commit,
@@ -1137,8 +1296,44 @@ export class LogQueue {
       (x) => x.appendTimeMs >= t,
       signal,
     );
-    if (!c) return end;
+    // Slots written into earlier reservations from now on are appended after t too.
+    const late = await this.closeRecentReservations(b, head, end, signal);
+    if (!c || late.next.sequence < c.firstSequence) return late;
     return { next: { sequence: c.firstSequence, index: 0 }, commit: c.commit };
+  }
+
+  /**
+   * Where a subscription starts that must not miss what is appended from now
+   * on (§7.5): the head's end, once the reservations of the last
+   * {@link LATEST_LOOKBACK_COMMITS} commits are closed (their first slot not
+   * written voided, so that nothing can be written below the head any
+   * more); or, when a producer's slot won the race with such a void (it was
+   * written just now), that slot.
+   */
+  private async closeRecentReservations(
+    b: Boundary,
+    head: Head,
+    end: { next: Position; commit: number },
+    signal: AbortSignal | undefined,
+  ): Promise<{ next: Position; commit: number }> {
+    let start = end;
+    // Read after the head: absent now, no producer had reserved when the head was read.
+    if (!(await this.everReserved(signal))) return start;
+    const lowest = Math.max(b.firstCommit, head.commit - LATEST_LOOKBACK_COMMITS + 1);
+    for (let hi = head.commit; hi >= lowest; hi -= LOOKBACK_READS) {
+      const numbers = Array.from(
+        { length: Math.min(LOOKBACK_READS, hi - lowest + 1) },
+        (_, i) => hi - i,
+      );
+      const commits = await Promise.all(numbers.map((n) => this.readCommit(n, signal)));
+      for (const c of commits) {
+        if (!c) return start; // collected meanwhile: nothing older can be written
+        if ((c.reserved ?? 0) === 0) continue;
+        const s = await closeReservation(this.store, this.root, c, this.writer, signal);
+        if (s !== undefined) start = { next: { sequence: s, index: 0 }, commit: c.commit };
+      }
+    }
+    return start;
   }
 
   /**

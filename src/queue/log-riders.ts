@@ -27,7 +27,7 @@ import {
   OutcomeUnknownError,
   StorageError,
 } from '../errors.ts';
-import type { Commit, CommitBatch } from '../format/log-commit.ts';
+import { commitEnd, type Commit, type CommitBatch } from '../format/log-commit.ts';
 import { decodeRider, riderGroupOf, riderKey, type Rider } from '../format/log-rider.ts';
 import { decodeTrailer, withGroup } from '../format/trailer.ts';
 import { UlidGenerator, ulidTimeMs } from '../format/ulid.ts';
@@ -975,7 +975,7 @@ async function headAt(host: OwnerHost, n: number, signal: AbortSignal | undefine
 function headOfCommit(c: Commit): Head {
   return {
     commit: c.commit,
-    endSequence: c.firstSequence + c.batches.length,
+    endSequence: commitEnd(c),
     appendTimeMs: c.appendTimeMs,
     totalBytes: c.totalBytes,
     totalRecords: c.totalRecords,

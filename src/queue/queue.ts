@@ -626,8 +626,8 @@ export class Queue {
       produceCallsPending: 0,
       bytesPending: slowest?.lagBytes ?? 0,
       oldestEntryAgeMs: slowest?.oldestUnackedAgeMs ?? null,
-      firstPendingSequence:
-        slowest && slowest.nextSequence < head.endSequence ? slowest.nextSequence : null,
+      // By batches, not sequences: those a void left empty are not pending (§7.2).
+      firstPendingSequence: slowest && slowest.lagBatches > 0 ? slowest.nextSequence : null,
       batchObjects: objects,
       batchObjectBytes: objectBytes,
       unreferenced: collectable,

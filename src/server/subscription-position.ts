@@ -21,11 +21,13 @@
 import type { Clock } from '../clock.ts';
 import { CorruptDataError, OutcomeUnknownError, PreconditionFailedError } from '../errors.ts';
 import { decodeBatch, DEFAULT_MAX_BATCH_BYTES } from '../format/batch.ts';
-import type { Commit } from '../format/log-commit.ts';
+import { commitEnd, slotStart, type Commit, type CommitBatch } from '../format/log-commit.ts';
 import { comparePositions, type Cursor, type Position } from '../format/log-objects.ts';
+import { isVoid, slotKey } from '../format/log-slot.ts';
 import { describeEntry, fetchBatchObject } from '../queue/batch-fetch.ts';
-import { commitHolding } from '../queue/log-inspect.ts';
+import { batchAt, commitHolding } from '../queue/log-inspect.ts';
 import type { LogQueue, Versioned } from '../queue/log-queue.ts';
+import { readReservation, SlotWaits, voidSlot } from '../queue/log-slots.ts';
 import { HttpError } from './http-error.ts';
 
 /** One entry as read, with its position. */
@@ -40,6 +42,18 @@ export interface PositionedEntry {
 export interface ReadPoint {
   next: Position;
   commit: number;
+}
+
+/**
+ * Voiding by an HTTP reader (docs/log-layout.md §7.4): a slot its reads
+ * have found missing for longer than `VOID_AFTER_MS` by `waits` (one per
+ * queue, kept across reads, on the server's monotonic clock) is voided as
+ * `voidAs`. Without it, reads wait for a missing slot for as long as it is
+ * missing (a library consumer of the queue voids it in time).
+ */
+export interface SlotVoiding {
+  waits: SlotWaits;
+  voidAs: string;
 }
 
 /** What {@link readEntries} returns. */
@@ -68,6 +82,7 @@ export async function readEntries(
   point: ReadPoint,
   max: number,
   signal?: AbortSignal,
+  voiding?: SlotVoiding,
 ): Promise<ReadResult> {
   const entries: PositionedEntry[] = [];
   let next = point.next;
@@ -94,7 +109,7 @@ export async function readEntries(
       else commit = b.firstCommit;
       continue;
     }
-    const stopped = await takeCommit(log, c, next, max, entries, signal).catch(
+    const stopped = await takeCommit(log, c, next, max, entries, signal, voiding).catch(
       async (e: unknown) => {
         // A batch deleted under the read (retention) is a loss, not corruption.
         if (!(e instanceof CorruptDataError)) throw e;
@@ -105,12 +120,24 @@ export async function readEntries(
       },
     );
     if (stopped === 'lost') continue;
+    if (stopped && 'missingSlot' in stopped) {
+      // A slot of its reservation not written yet: nothing after it now (the next read
+      // starts in this commit again). Unless it was collected with its commit.
+      next = stopped.next;
+      if (entries.length > 0) break;
+      const { value: b } = await log.readBoundary(signal);
+      if (c.commit >= b.firstCommit) break;
+      if (next.sequence < b.firstSequence) loss(next.sequence, b);
+      else commit = b.firstCommit;
+      continue;
+    }
     if (stopped) {
       // Full inside this commit: the next read starts in it again.
       next = stopped;
       break;
     }
-    const end = { sequence: c.firstSequence + c.batches.length, index: 0 };
+    // Read to its end, reservation included (a void ends it: the rest holds no batch).
+    const end = { sequence: commitEnd(c), index: 0 };
     if (comparePositions(end, next) > 0) next = end;
     commit = c.commit + 1;
   }
@@ -119,8 +146,10 @@ export async function readEntries(
 
 /**
  * Adds the entries of commit `c` from `from` on to `out`, up to `max` in
- * all; returns the position where it stopped inside the commit, or
- * undefined when it took all of it.
+ * all, then those of the slots of its reservation, in order; returns the
+ * position where it stopped when full, `{ missingSlot, next }` at a slot of
+ * the reservation that is missing now (with the position after what was
+ * taken), or undefined when it took all of it.
  */
 async function takeCommit(
   log: LogQueue,
@@ -129,31 +158,90 @@ async function takeCommit(
   max: number,
   out: PositionedEntry[],
   signal: AbortSignal | undefined,
-): Promise<Position | undefined> {
-  for (const [i, b] of c.batches.entries()) {
-    const sequence = c.firstSequence + i;
-    if (sequence < from.sequence) continue;
-    const start = sequence === from.sequence ? from.index : 0;
-    if (start >= b.records) continue;
-    if (out.length >= max) return { sequence, index: start };
-    const d = describeEntry(b.entry);
-    const body = b.inline ?? (await fetchBatchObject(log.store, d, signal));
-    const { records } = await decodeBatch(body, d.location, {
-      maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
-    });
-    // Metadata items are in order of their start index: one walk along them.
-    let item = 0;
-    let index = start;
-    for (; index < records.length && out.length < max; index++) {
-      while ((d.metadata[item + 1]?.startIndex ?? Infinity) <= index) item++;
-      out.push({
-        position: { sequence, index },
-        data: records[index] as Uint8Array,
-        ingestionTimeMs: d.metadata[item]?.ingestionTimeMs ?? 0,
-      });
-    }
-    if (index < records.length) return { sequence, index };
+  voiding: SlotVoiding | undefined,
+): Promise<Position | { missingSlot: number; next: Position } | undefined> {
+  let at = from;
+  for (const b of c.batches) {
+    const stopped = await takeBatch(log, b, at, max, out, signal);
+    if (stopped) return stopped;
+    if (b.entry.sequence >= at.sequence) at = { sequence: b.entry.sequence + 1, index: 0 };
   }
+  const end = commitEnd(c);
+  if (end === slotStart(c) || at.sequence >= end) return undefined;
+  // Slot by slot (one read holds one slot's batches), never past one that is missing.
+  const waits = voiding?.waits ?? new SlotWaits(() => 0);
+  let slot = slotStart(c);
+  while (slot < end) {
+    const read = await readReservation(log.store, log.root, c, slot, at.sequence, waits, {
+      ...(signal ? { signal } : {}),
+      maxBatches: 1,
+    });
+    for (const b of read.batches) {
+      const stopped = await takeBatch(log, b, at, max, out, signal);
+      if (stopped) return stopped;
+      at = { sequence: b.entry.sequence + 1, index: 0 };
+    }
+    if (read.complete) return undefined;
+    if (read.batches.length > 0) {
+      slot = read.nextSlot;
+      continue;
+    }
+    const missing = read.nextSlot;
+    if (!voiding || !waits.overdue(c.commit, missing)) return { missingSlot: missing, next: at };
+    // Overdue: void it, unless it was collected with its commit (a void there would be
+    // an object no collection deletes; the caller's boundary read reports the loss).
+    const { value: b } = await log.readBoundary(signal);
+    if (c.commit < b.firstCommit) return { missingSlot: missing, next: at };
+    const made = await voidSlot(log.store, log.root, c, missing, voiding.voidAs, signal);
+    waits.forget(c.commit, missing);
+    // A collection that passed the reservation meanwhile: the void stands where the log
+    // moved on; the caller's boundary read reports the loss (docs/log-layout.md §7.4).
+    const { value: after } = await log.readBoundary(signal);
+    if (c.commit < after.firstCommit) {
+      if (isVoid(made)) await log.store.delete(slotKey(log.root, missing)).catch(() => undefined);
+      return { missingSlot: missing, next: at };
+    }
+    if (isVoid(made)) return undefined;
+    slot = missing; // its producer's create won: read it
+  }
+  return undefined;
+}
+
+/**
+ * Adds the entries of batch `b` from `from` on to `out`, up to `max` in
+ * all; returns the position where it stopped, or undefined when it took
+ * all of it (or it lies before `from`).
+ */
+async function takeBatch(
+  log: LogQueue,
+  b: CommitBatch,
+  from: Position,
+  max: number,
+  out: PositionedEntry[],
+  signal: AbortSignal | undefined,
+): Promise<Position | undefined> {
+  const sequence = b.entry.sequence;
+  if (sequence < from.sequence) return undefined;
+  const start = sequence === from.sequence ? from.index : 0;
+  if (start >= b.records) return undefined;
+  if (out.length >= max) return { sequence, index: start };
+  const d = describeEntry(b.entry);
+  const body = b.inline ?? (await fetchBatchObject(log.store, d, signal));
+  const { records } = await decodeBatch(body, d.location, {
+    maxBatchBytes: DEFAULT_MAX_BATCH_BYTES,
+  });
+  // Metadata items are in order of their start index: one walk along them.
+  let item = 0;
+  let index = start;
+  for (; index < records.length && out.length < max; index++) {
+    while ((d.metadata[item + 1]?.startIndex ?? Infinity) <= index) item++;
+    out.push({
+      position: { sequence, index },
+      data: records[index] as Uint8Array,
+      ingestionTimeMs: d.metadata[item]?.ingestionTimeMs ?? 0,
+    });
+  }
+  if (index < records.length) return { sequence, index };
   return undefined;
 }
 
@@ -190,8 +278,7 @@ export async function acknowledge(
     );
   }
   const holding = await commitHolding(log, position.sequence, stored.value.commit, head, signal);
-  const batch = holding?.batches[position.sequence - holding.firstSequence];
-  if (!holding || !batch) {
+  if (!holding) {
     // Collected meanwhile (retention): nothing there to check; acknowledging past it is harmless.
     return raise(
       log,
@@ -200,6 +287,15 @@ export async function acknowledge(
       undefined,
       clock,
       signal,
+    );
+  }
+  // In a slot of the commit's reservation, or one of its own batches.
+  const batch = await batchAt(log, holding, position.sequence, signal);
+  if (!batch) {
+    throw new HttpError(
+      400,
+      'BAD_REQUEST',
+      `no entry at position ${position.sequence}:${position.index}: sequence ${position.sequence} holds no batch (reserved by commit ${holding.commit}, and voided or not written yet)`,
     );
   }
   if (position.index >= batch.records) {

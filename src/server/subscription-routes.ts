@@ -19,7 +19,9 @@ import {
   type PositionedEntry,
   type ReadPoint,
   type ReadResult,
+  type SlotVoiding,
 } from './subscription-position.ts';
+import { SlotWaits } from '../queue/log-slots.ts';
 
 /** Longest JSON body the subscription routes read, in bytes. */
 const SMALL_BODY_BYTES = 65_536;
@@ -62,6 +64,17 @@ function jsonText(bytes: Uint8Array): string | undefined {
 /** Registers the subscription routes on `app`. */
 export function subscriptionRoutes(app: Hono, ctx: AppContext): void {
   const base = '/v1/queues/:queue/subscriptions';
+  // Readers void a reservation's slot they waited for too long (docs/log-layout.md §7.2,
+  // "Reservations"), timed per queue on the server's clock; one entry per queue served.
+  const waitsByQueue = new Map<string, SlotWaits>();
+  const voiding = (name: string): SlotVoiding => {
+    let waits = waitsByQueue.get(name);
+    if (!waits) {
+      waits = new SlotWaits(() => monotonic(ctx));
+      waitsByQueue.set(name, waits);
+    }
+    return { waits, voidAs: ctx.queues.writer };
+  };
 
   app.get(base, async (c) => {
     const name = await logQueueName(c, ctx);
@@ -113,7 +126,7 @@ export function subscriptionRoutes(app: Hono, ctx: AppContext): void {
             (await log.readCursor(subscription, signal)) ??
             (await log.createCursor(subscription, startAt, signal));
           const { next, commit } = cursor.value;
-          result = await readEntries(log, { next, commit }, max, signal);
+          result = await readEntries(log, { next, commit }, max, signal, voiding(name));
           const left = deadline - monotonic(ctx);
           if (result.entries.length > 0 || left <= 0 || signal.aborted) break;
           await waitFor(ctx, woken, Math.min(left, ctx.settings.pollIntervalMs), signal, wake);
@@ -166,7 +179,7 @@ export function subscriptionRoutes(app: Hono, ctx: AppContext): void {
         const wake = new AbortController();
         const woken = ctx.queues.nextAppend(name, wake.signal);
         try {
-          const r = await readEntries(log, point, STREAM_READ_ENTRIES, stop);
+          const r = await readEntries(log, point, STREAM_READ_ENTRIES, stop, voiding(name));
           point = r.point;
           const events: ServerSentEvent[] = [];
           if (r.lost) events.push({ event: 'loss', data: JSON.stringify(r.lost) });

@@ -12,6 +12,15 @@ import { CorruptDataError } from '../../src/errors.ts';
 import { decodeBatch } from '../../src/format/batch.ts';
 import { crc32c } from '../../src/format/crc32c.ts';
 import {
+  decodeSlot,
+  encodeSlot,
+  parseSlotLocation,
+  slotKey,
+  slotSequenceOf,
+  type Slot,
+} from '../../src/format/log-slot.ts';
+import {
+  commitEnd,
   commitKey,
   commitNumberOf,
   decodeCommit,
@@ -56,9 +65,20 @@ interface CommitCase {
   totalRecords: number;
   writer: string;
   batches: CommitBatchCase[];
+  /** Sequences reserved for slots (version 2 only). */
+  reserved?: number;
 }
 
-type Kind = 'commit' | 'batch' | 'descriptor' | 'cursor' | 'boundary' | 'head';
+interface SlotCase {
+  commit: number;
+  firstSequence: number;
+  endSequence: number;
+  writer: string;
+  token: string;
+  batches: CommitBatchCase[];
+}
+
+type Kind = 'commit' | 'slot' | 'batch' | 'descriptor' | 'cursor' | 'boundary' | 'head';
 
 interface Case {
   file: string;
@@ -67,6 +87,8 @@ interface Case {
   note: string;
   key: string;
   commit?: number;
+  /** For slots: the sequence in the key. */
+  sequence?: number;
   error?: string;
   decoded?: unknown;
   recordsBase64?: string[];
@@ -87,26 +109,38 @@ function describeCommit(c: Commit): CommitCase {
     totalBytes: c.totalBytes,
     totalRecords: c.totalRecords,
     writer: c.writer,
-    batches: c.batches.map((b, i) => {
-      const trailer = decodeTrailer(b.entry.extension);
-      assert.ok(trailer, `batch ${i} carries an integrity trailer`);
-      return {
-        sequence: b.entry.sequence,
-        location: b.entry.location,
-        metadata: b.entry.metadata.map((m) => ({
-          startIndex: m.startIndex,
-          ingestionTimeMs: m.ingestionTimeMs,
-          payloadBase64: b64(m.payload),
-        })),
-        extensionHex: Buffer.from(b.entry.extension).toString('hex'),
-        trailer,
-        records: b.records,
-        inlineBase64: b.inline ? b64(b.inline) : null,
-        // Checked separately, by decoding the inline bytes.
-        inlineRecordsBase64: null,
-      };
-    }),
+    batches: describeBatches(c.batches),
+    ...(c.reserved ? { reserved: c.reserved } : {}),
   };
+}
+
+/** A decoded slot in cases.json's shape. */
+function describeSlot(s: Slot): SlotCase {
+  const { commit, firstSequence, endSequence, writer, token } = s;
+  return { commit, firstSequence, endSequence, writer, token, batches: describeBatches(s.batches) };
+}
+
+/** Batches in cases.json's shape. */
+function describeBatches(batches: Commit['batches']): CommitBatchCase[] {
+  return batches.map((b, i) => {
+    const trailer = decodeTrailer(b.entry.extension);
+    assert.ok(trailer, `batch ${i} carries an integrity trailer`);
+    return {
+      sequence: b.entry.sequence,
+      location: b.entry.location,
+      metadata: b.entry.metadata.map((m) => ({
+        startIndex: m.startIndex,
+        ingestionTimeMs: m.ingestionTimeMs,
+        payloadBase64: b64(m.payload),
+      })),
+      extensionHex: Buffer.from(b.entry.extension).toString('hex'),
+      trailer,
+      records: b.records,
+      inlineBase64: b.inline ? b64(b.inline) : null,
+      // Checked separately, by decoding the inline bytes.
+      inlineRecordsBase64: null,
+    };
+  });
 }
 
 /** A commit built from cases.json's values alone (no decoded objects, no cached encodings). */
@@ -118,21 +152,27 @@ function commitFrom(c: CommitCase): Commit {
     totalBytes: c.totalBytes,
     totalRecords: c.totalRecords,
     writer: c.writer,
-    batches: c.batches.map((b) => ({
-      entry: {
-        sequence: b.sequence,
-        location: b.location,
-        metadata: b.metadata.map((m) => ({
-          startIndex: m.startIndex,
-          ingestionTimeMs: m.ingestionTimeMs,
-          payload: fromB64(m.payloadBase64),
-        })),
-        extension: new Uint8Array(Buffer.from(b.extensionHex, 'hex')),
-      },
-      records: b.records,
-      ...(b.inlineBase64 !== null ? { inline: fromB64(b.inlineBase64) } : {}),
-    })),
+    batches: batchesFrom(c.batches),
+    ...(c.reserved ? { reserved: c.reserved } : {}),
   };
+}
+
+/** Batches built from cases.json's values alone. */
+function batchesFrom(batches: CommitBatchCase[]): Commit['batches'] {
+  return batches.map((b) => ({
+    entry: {
+      sequence: b.sequence,
+      location: b.location,
+      metadata: b.metadata.map((m) => ({
+        startIndex: m.startIndex,
+        ingestionTimeMs: m.ingestionTimeMs,
+        payload: fromB64(m.payloadBase64),
+      })),
+      extension: new Uint8Array(Buffer.from(b.extensionHex, 'hex')),
+    },
+    records: b.records,
+    ...(b.inlineBase64 !== null ? { inline: fromB64(b.inlineBase64) } : {}),
+  }));
 }
 
 const jsonCodecs = {
@@ -165,7 +205,7 @@ function isRefusal(c: Case): (e: unknown) => boolean {
 describe('log layout vectors', () => {
   test('every file in cases.json exists and every kind is covered', () => {
     const kinds = new Set(cases.map((c) => `${c.kind}:${c.valid}`));
-    for (const k of ['commit', 'descriptor', 'cursor', 'boundary', 'head']) {
+    for (const k of ['commit', 'slot', 'descriptor', 'cursor', 'boundary', 'head']) {
       assert.ok(kinds.has(`${k}:true`), `a valid ${k} vector`);
       assert.ok(kinds.has(`${k}:false`), `an invalid ${k} vector`);
     }
@@ -226,6 +266,49 @@ describe('log layout vectors', () => {
       assert.equal(bytes.byteLength, batch?.trailer.batchSizeBytes);
       assert.equal(crc32c(bytes), batch?.trailer.crc32c);
       assert.equal(records.length, batch?.records);
+    });
+  }
+
+  for (const c of cases.filter((x) => x.kind === 'slot' && x.valid)) {
+    const expected = c.decoded as SlotCase;
+    const sequence = c.sequence as number;
+
+    test(`${c.file} decodes to its documented fields and re-encodes to identical bytes`, async () => {
+      assert.equal(slotKey(ROOT, sequence), c.key);
+      assert.equal(slotSequenceOf(ROOT, c.key), sequence);
+      const decoded = decodeSlot(read(c.file), c.key, sequence, ROOT);
+      assert.deepEqual(describeSlot(decoded), {
+        ...expected,
+        batches: expected.batches.map((b) => ({ ...b, inlineRecordsBase64: null })),
+      });
+      assert.deepEqual(encodeSlot(decoded, ROOT), read(c.file));
+      assert.deepEqual(
+        encodeSlot({ ...expected, batches: batchesFrom(expected.batches) }, ROOT),
+        read(c.file),
+      );
+      for (const [i, b] of decoded.batches.entries()) {
+        assert.deepEqual(parseSlotLocation(ROOT, b.entry.location), { sequence, index: i });
+        const { records } = await decodeBatch(b.inline as Uint8Array, b.entry.location);
+        assert.equal(records.length, b.records);
+      }
+    });
+  }
+
+  test('the slots lie in the reservation of commit-reserving.bin', () => {
+    const reserving = decodeCommit(read('commit-reserving.bin'), commitKey(ROOT, 20), 20);
+    assert.equal(reserving.reserved, 6);
+    assert.equal(commitEnd(reserving), 47);
+    for (const file of ['slot-batches.bin', 'slot-void.bin']) {
+      const c = cases.find((x) => x.file === file && x.valid) as Case;
+      const slot = decodeSlot(read(file), c.key, c.sequence, ROOT);
+      assert.equal(slot.commit, reserving.commit);
+      assert.equal(slot.endSequence, commitEnd(reserving));
+    }
+  });
+
+  for (const c of cases.filter((x) => x.kind === 'slot' && !x.valid)) {
+    test(`${c.file} read as slot ${c.sequence} is refused: ${c.note}`, () => {
+      assert.throws(() => decodeSlot(read(c.file), c.key, c.sequence, ROOT), isRefusal(c));
     });
   }
 

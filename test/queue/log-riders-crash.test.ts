@@ -116,7 +116,13 @@ async function batchOf(
 }
 
 function queue(store: ObjectStore, writer: string, clock: { now(): number } & object) {
-  return new LogQueue({ store, root: ROOT, writer, clock: clock as ManualClock });
+  return new LogQueue({
+    reserveSlots: false,
+    store,
+    root: ROOT,
+    writer,
+    clock: clock as ManualClock,
+  });
 }
 
 /** Labels in the log, commit by commit from the boundary, with their places and committers. */
@@ -295,6 +301,7 @@ describe('log riders: crashes and restarts', () => {
         for (let inc = 0; inc < 3; inc++) {
           const ps = new ProcessStore(faults);
           const q = new LogQueue({
+            reserveSlots: false,
             store: ps,
             root: ROOT,
             writer: w,

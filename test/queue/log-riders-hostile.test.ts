@@ -58,8 +58,15 @@ async function riderOfB(
   clock: ManualClock,
   metricsA: InMemoryMetrics,
 ) {
-  const a = new LogQueue({ store: storeA, root: ROOT, writer: 'A', clock, metrics: metricsA });
-  const b = new LogQueue({ store: storeB, root: ROOT, writer: 'B', clock });
+  const a = new LogQueue({
+    reserveSlots: false,
+    store: storeA,
+    root: ROOT,
+    writer: 'A',
+    clock,
+    metrics: metricsA,
+  });
+  const b = new LogQueue({ reserveSlots: false, store: storeB, root: ROOT, writer: 'B', clock });
   await a.append([batch('A', 'a0')]);
   await a.settle();
   await b.discoverHead();
@@ -120,7 +127,9 @@ describe('log riders: fast committers and planted riders', () => {
       const store = new FaultInjectingStore(new MemoryStore(), {
         random: { seed, latencyRate: 1, maxLatencyMs },
       });
-      const queues = ['A', 'B'].map((w) => new LogQueue({ store, root: ROOT, writer: w }));
+      const queues = ['A', 'B'].map(
+        (w) => new LogQueue({ reserveSlots: false, store, root: ROOT, writer: w }),
+      );
       await queues[0]!.append([batch('A', 'a-init')]);
       const end = performance.now() + 1_500;
       const counts = [0, 0];
@@ -173,7 +182,7 @@ describe('log riders: fast committers and planted riders', () => {
     store.after('get', (call) => {
       if (call.key.startsWith(`${ROOT}/riders/`)) riderGets.push(call.key);
     });
-    const a = new LogQueue({ store, root: ROOT, writer: 'A', clock });
+    const a = new LogQueue({ reserveSlots: false, store, root: ROOT, writer: 'A', clock });
     await a.append([batch('A', 'a0')]);
     await a.settle();
     const pending = (a as unknown as { riders: { pending: Map<string, { sizeBytes: number }> } })
@@ -198,7 +207,14 @@ describe('log riders: fast committers and planted riders', () => {
     const mem = new MemoryStore();
     const ulids = new UlidGenerator();
     const metrics = new InMemoryMetrics();
-    const a = new LogQueue({ store: mem, root: ROOT, writer: 'A', clock, metrics });
+    const a = new LogQueue({
+      reserveSlots: false,
+      store: mem,
+      root: ROOT,
+      writer: 'A',
+      clock,
+      metrics,
+    });
     await a.append([batch('A', 'a0')]);
     const ghost = `${ROOT}/${ulids.next(clock.now())}.batch`;
     await plantRider(mem, 'M', 0, ulids.next(clock.now()), enc.encode('ghost'), ghost);

@@ -36,6 +36,7 @@ function plain(label: string): AppendBatch {
 
 function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?: InMemoryMetrics) {
   return new LogQueue({
+    reserveSlots: false,
     store,
     root: 'q',
     writer,
@@ -197,7 +198,7 @@ describe('log riders: review', () => {
     const grace = 180_000; // above the append deadline (120 s), as A2 asks
     const clock = new ManualClock(1_700_000_000_000);
     const store = new MemoryStore(undefined, { clock });
-    const a = new LogQueue({ store, root: 'ingest', writer: 'A', clock });
+    const a = new LogQueue({ reserveSlots: false, store, root: 'ingest', writer: 'A', clock });
     await a.ensureCreated();
     // D uploads an external batch, publishes it as a rider (the log is new: after -1) and dies.
     const ulids = new UlidGenerator();

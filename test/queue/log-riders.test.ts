@@ -32,6 +32,7 @@ const enc = new TextEncoder();
 
 function queue(store: ObjectStore, writer: string, clock?: ManualClock, metrics?: InMemoryMetrics) {
   return new LogQueue({
+    reserveSlots: false,
     store,
     root: 'q',
     writer,
@@ -286,7 +287,7 @@ describe('log riders', () => {
   test('the collector deletes riders a grace period old and keeps younger ones', async () => {
     const clock = new ManualClock(1_700_000_000_000);
     const store = new MemoryStore(undefined, { clock });
-    const q = new LogQueue({ store, root: 'ingest', writer: 'A', clock });
+    const q = new LogQueue({ reserveSlots: false, store, root: 'ingest', writer: 'A', clock });
     await q.ensureCreated();
     await q.append([batch('A', 'x')]);
     const ulids = new UlidGenerator();
@@ -356,8 +357,23 @@ describe('log riders', () => {
     const store = new FaultInjectingStore(new MemoryStore());
     const metricsA = new InMemoryMetrics();
     const deadlineMs = 10_000;
-    const a = new LogQueue({ store, root: 'q', writer: 'A', clock, metrics: metricsA, deadlineMs });
-    const b = new LogQueue({ store, root: 'q', writer: 'B', clock, deadlineMs });
+    const a = new LogQueue({
+      reserveSlots: false,
+      store,
+      root: 'q',
+      writer: 'A',
+      clock,
+      metrics: metricsA,
+      deadlineMs,
+    });
+    const b = new LogQueue({
+      reserveSlots: false,
+      store,
+      root: 'q',
+      writer: 'B',
+      clock,
+      deadlineMs,
+    });
     await a.append([batch('A', 'a0')]);
     await a.settle();
     // A has been alone for longer than the contended window: it lists at most once a second.

@@ -29,7 +29,7 @@ const COMMITS = 'q/log/';
 
 function producer(store: FaultInjectingStore, writer: string, clock: ManualClock) {
   const metrics = new InMemoryMetrics();
-  const q = new LogQueue({ store, root: 'q', writer, clock, metrics });
+  const q = new LogQueue({ store, root: 'q', writer, clock, metrics, reserveSlots: false });
   return {
     q,
     conflicts: () => metrics.counter('buffer.manifest_conflicts', { role: 'producer' }),
@@ -261,8 +261,8 @@ describe('log shared by producers that append now and then', () => {
   test('an owner reading ahead, aborted while its reads ahead are in flight: OutcomeUnknownError, no unhandled rejection', async () => {
     const clock = new ManualClock();
     const store = new FaultInjectingStore(new MemoryStore());
-    const a = new LogQueue({ store, root: 'q', writer: 'A', clock });
-    const b = new LogQueue({ store, root: 'q', writer: 'B', clock });
+    const a = new LogQueue({ store, root: 'q', writer: 'A', clock, reserveSlots: false });
+    const b = new LogQueue({ store, root: 'q', writer: 'B', clock, reserveSlots: false });
     // Commits 2.. are made (by A, plain: never carries) only once B rode; hold B's read of 6.
     const ac = new AbortController();
     let releaseRead: (() => void) | undefined;
@@ -291,8 +291,14 @@ describe('log shared by producers that append now and then', () => {
 });
 
 describe('log shared by producers under faults', () => {
-  for (const seed of [11, 12]) {
-    test(`four producers appending now and then, with store errors, writes applied then failed, latency and aborted appends (seed ${seed}): no group twice, each in order, resolved ones where they said, failed ones absent`, async () => {
+  for (const [seed, flatOut] of [
+    [11, false],
+    [12, false],
+    [13, true],
+    [14, true],
+  ] as const) {
+    const pace = flatOut ? 'flat out (reservations and slots)' : 'now and then';
+    test(`four producers appending ${pace}, with store errors, writes applied then failed, latency and aborted appends (seed ${seed}): no group twice, each in order, resolved ones where they said, failed ones absent`, async () => {
       const store = new FaultInjectingStore(new MemoryStore(), {
         random: {
           seed,
@@ -315,7 +321,7 @@ describe('log shared by producers under faults', () => {
           const w = writers[i] as string;
           for (let k = 0; k < 40; k++) {
             const label = `${w}${String(k).padStart(2, '0')}`;
-            const pause = r() < 0.5 ? 0 : Math.floor(r() * 25);
+            const pause = flatOut || r() < 0.5 ? 0 : Math.floor(r() * 25);
             if (pause) await new Promise((res) => setTimeout(res, pause));
             const ac = new AbortController();
             if (r() < 0.08) setTimeout(() => ac.abort(new Error('gave up')), Math.floor(r() * 8));
@@ -333,6 +339,10 @@ describe('log shared by producers under faults', () => {
       await new Promise((res) => setTimeout(res, 50));
       assertAppendsKept(await readLog(queues[0]!), writers, resolved, failed);
       assert.deepEqual(unhandled, []);
+      if (flatOut) {
+        const slots = metrics.counter('buffer.slots_written');
+        assert.ok(slots >= 20, `producers flat out wrote slots (${slots})`);
+      }
     });
   }
 });

@@ -5,6 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { crc32c } from '../../src/format/crc32c.ts';
+import { commitEnd, slotStart, type CommitBatch } from '../../src/format/log-commit.ts';
+import { isVoid } from '../../src/format/log-slot.ts';
+import { readSlot, voidSlot } from '../../src/queue/log-slots.ts';
 import { encodeTrailer } from '../../src/format/trailer.ts';
 import type { AppendBatch, LogQueue } from '../../src/internal.ts';
 import type { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
@@ -43,25 +46,40 @@ export interface LoggedBatch {
 }
 
 /**
- * Every batch of the log, commit by commit from the boundary, checking on the
- * way that each commit's first sequence follows the one before (I3).
+ * Every batch of the log, commit by commit from the boundary, with the slots
+ * of each reservation (§7.2), checking on the way that each commit's first
+ * sequence follows the one before (I3). A slot still missing is voided, as a
+ * reader does once it waited long enough: call this after the producers
+ * settled.
  */
 export async function readLabelledLog(q: LogQueue): Promise<LoggedBatch[]> {
   const out: LoggedBatch[] = [];
   const { value: b } = await q.readBoundary();
+  let expected = b.firstSequence;
+  const push = (x: CommitBatch, n: number, writer: string): void => {
+    out.push({
+      label: dec.decode(x.inline ?? new Uint8Array()).slice('batch:'.length),
+      sequence: x.entry.sequence,
+      location: x.entry.location,
+      commit: n,
+      writer,
+    });
+  };
   for (let n = b.firstCommit; ; n++) {
     const c = await q.readCommit(n);
     if (!c) return out;
-    assert.equal(c.firstSequence, out.length > 0 ? out.at(-1)!.sequence + 1 : b.firstSequence);
-    for (const x of c.batches) {
-      out.push({
-        label: dec.decode(x.inline ?? new Uint8Array()).slice('batch:'.length),
-        sequence: x.entry.sequence,
-        location: x.entry.location,
-        commit: n,
-        writer: c.writer,
-      });
+    assert.equal(c.firstSequence, expected, `commit ${n} starts where the one before ends`);
+    for (const x of c.batches) push(x, n, c.writer);
+    let s = slotStart(c);
+    while (s < commitEnd(c)) {
+      const slot =
+        (await readSlot(q.store, q.root, c, s)) ??
+        (await voidSlot(q.store, q.root, c, s, 'test-reader'));
+      if (isVoid(slot)) break;
+      for (const x of slot.batches) push(x, n, slot.writer);
+      s += slot.batches.length;
     }
+    expected = commitEnd(c);
   }
 }
 
