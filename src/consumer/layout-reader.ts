@@ -176,8 +176,13 @@ const COMMITS_AHEAD = 4;
  */
 const SLOT_BATCH_CACHE_BYTES = 16 * 1024 * 1024;
 
-/** How often a reader looks again for a slot that holds back later commits, in ms. */
+/**
+ * How soon a reader looks again for a slot that holds back later commits, in
+ * ms: first after this, then twice as long each time, up to
+ * {@link SLOT_POLL_MAX_MS}.
+ */
 const SLOT_POLL_MS = 10;
+const SLOT_POLL_MAX_MS = 100;
 
 /** Most slot batches one read takes from one reservation (a reservation may hold thousands). */
 const SLOT_BATCHES_PER_READ = 256;
@@ -305,7 +310,10 @@ export class LogReader implements LayoutReader {
     let c: Commit | undefined;
     let slotsDone: boolean | undefined;
     if (this.reservation) {
-      [, slotsDone] = await Promise.all([holder, this.readSlots(from, out, signal, holder)]);
+      // The holder check first: reading slots moves the reader's position, which must
+      // not happen in a read that then fails (its batches would be passed over).
+      await holder;
+      slotsDone = await this.readSlots(from, out, signal, holder);
     } else {
       [c] = await Promise.all([this.log.readCommit(this.commit, signal), holder]);
     }
@@ -433,6 +441,9 @@ export class LogReader implements LayoutReader {
     const r = this.reservation;
     if (!r) return true;
     const c = r.commit;
+    // While waiting for a slot: whether a later commit was seen, and the next pause.
+    let later = false;
+    let pollMs = SLOT_POLL_MS;
     // Acknowledged, or reported lost, past its end meanwhile: nothing in it is wanted.
     if (from >= commitEnd(c)) return this.leaveReservation(c);
     for (;;) {
@@ -458,8 +469,10 @@ export class LogReader implements LayoutReader {
         // rather than answer "nothing now" while they cannot be read. At the head, a gap
         // is only an append in progress: nothing now.
         if (got.batches.length > 0 || out.length > 0) return false;
-        if (!(await this.log.readCommit(c.commit + 1, signal))) return false;
-        await sleep(SLOT_POLL_MS, { signal, clock: this.o.clock });
+        if (!later && !(await this.log.readCommit(c.commit + 1, signal))) return false;
+        later = true;
+        await sleep(pollMs, { signal, clock: this.o.clock });
+        pollMs = Math.min(2 * pollMs, SLOT_POLL_MAX_MS);
         continue;
       }
       await holder;

@@ -721,7 +721,13 @@ export class LogQueue {
         await this.store.put(this.reservingKey, new Uint8Array(0), { mode: 'create', signal });
       } catch (e) {
         if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
-        if (!(await this.everReserved(signal))) throw e;
+        if (!(await this.everReserved(signal))) {
+          // Nothing was appended: a failure to retry, not an unknown outcome.
+          throw new StorageError(
+            `${this.reservingKey}: the marker of a log with reservations could not be written (${e.message})`,
+            { retriable: true, cause: e },
+          );
+        }
       }
       this.markedReserving = true;
     }

@@ -78,6 +78,8 @@ export class Reservations {
   private createMs: number | undefined;
   private lastEndedAt: number | undefined;
   private closed = false;
+  /** Whether an append is in progress (between {@link starting} and {@link ended}). */
+  private appending = false;
 
   constructor(private readonly host: ReservationHost) {}
 
@@ -94,6 +96,7 @@ export class Reservations {
       this.idleMs =
         this.idleMs === undefined || idle < this.idleMs ? idle : smooth(this.idleMs, idle);
     }
+    this.appending = true;
     if (this.idleTimer !== undefined) {
       this.host.clock.clearTimeout(this.idleTimer);
       this.idleTimer = undefined;
@@ -113,6 +116,9 @@ export class Reservations {
   /** Notes that an append ended (landed or failed). */
   ended(): void {
     this.lastEndedAt = monotonicNow(this.host.clock);
+    this.appending = false;
+    // A burst may end with this append: close what is held if no append follows.
+    if (this.held || this.ahead) this.armIdleClose();
   }
 
   /** Notes how long a create of this handle took, landed or refused (ms). */
@@ -164,8 +170,9 @@ export class Reservations {
     const made = { commit: reserving, next: start, end, sentAt };
     if (this.held && this.held.next < this.held.end) this.ahead = made;
     else this.held = made;
-    // A burst may end with this append: close the rest if no append follows.
-    this.armIdleClose();
+    // Made in the background while the producer is idle: close it if no append comes.
+    // (During an append, its end arms the timer: never while a slot create is in flight.)
+    if (!this.appending) this.armIdleClose();
   }
 
   /**
@@ -353,7 +360,6 @@ export class Reservations {
       this.host.metrics.increment('buffer.slots_written', 1);
       this.host.metrics.increment('buffer.bytes_written', body.byteLength, { role: 'producer' });
       if (held.next >= held.end) this.drop(held);
-      else this.armIdleClose();
       return slot.batches.map((b) => ({
         sequence: b.entry.sequence,
         location: b.entry.location,
@@ -393,7 +399,7 @@ export class Reservations {
     }
   }
 
-  /** After a slot write: close the rest when no append comes for a while. */
+  /** After an append: close what is held when no append comes for a while. */
   private armIdleClose(): void {
     if (this.idleTimer !== undefined) this.host.clock.clearTimeout(this.idleTimer);
     const waitMs = Math.min(
@@ -428,14 +434,20 @@ export class Reservations {
     if (held.next >= held.end) return this.closing;
     const done = this.closing.then(async () => {
       try {
-        await voidSlot(
-          this.host.store,
-          this.host.root,
-          held.commit,
-          held.next,
-          this.host.writer,
-          signal,
-        );
+        // A slot of ours that lands first (a create still in flight) refuses the void:
+        // void after it, until a void lands or the reservation ends.
+        for (let s = held.next; s < held.end;) {
+          const there = await voidSlot(
+            this.host.store,
+            this.host.root,
+            held.commit,
+            s,
+            this.host.writer,
+            signal,
+          );
+          if (isVoid(there)) break;
+          s = there.firstSequence + there.batches.length;
+        }
         this.host.metrics.increment('buffer.slots_closed', 1);
       } catch (e) {
         this.host.logger.debug(

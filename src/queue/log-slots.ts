@@ -245,7 +245,9 @@ export async function firstUnwrittenSlot(
  * it is complete (read to its end or voided). Slots are written in order, so
  * the written ones are one run from the start and the last key listed is its
  * tail: one listing under the narrowest key prefix that covers the
- * reservation (at most a few hundred keys) and one read of that tail.
+ * reservation and one read of that tail; where that prefix would cover more
+ * than 16 times the reservation (it straddles a large power of ten), a walk
+ * of its slots instead.
  *
  * @throws {CorruptDataError} when the tail does not decode or belongs to
  * another reservation.
@@ -263,6 +265,10 @@ export async function reservationTail(
   const last = slotKey(root, end - 1);
   let common = 0;
   while (common < first.length && first[common] === last[common]) common++;
+  // A reservation across a multiple of a large power of ten shares a short prefix with
+  // every slot below it: walk its slots instead (one GET per slot written, at most 256).
+  const covered = 10 ** (first.length - common);
+  if (covered > 16 * (end - start)) return firstUnwrittenSlot(store, root, reserving, signal);
   let tail: string | undefined;
   for await (const meta of store.list(first.slice(0, common), { signal })) {
     if (meta.key >= first && meta.key <= last) tail = meta.key;
