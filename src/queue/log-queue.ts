@@ -312,10 +312,20 @@ export class LogQueue {
    */
   async ensureCreated(signal?: AbortSignal): Promise<QueueDescriptor> {
     const existing = await this.readDescriptor(signal);
+    if (existing) return existing.value;
     // The default subscription first: a descriptor without it would let a collector run
     // before anything holds the data back.
-    if (!existing) await this.createCursor(DEFAULT_SUBSCRIPTION, 'oldest', signal);
-    if (existing) return existing.value;
+    try {
+      await this.createCursor(DEFAULT_SUBSCRIPTION, 'oldest', signal);
+    } catch (e) {
+      // Refused, and gone when read back: another process created the queue meanwhile and
+      // deleted its default subscription since (as a consumer group does). That process
+      // wrote the descriptor before it opened a subscription of the queue.
+      if (!(e instanceof PreconditionFailedError)) throw e;
+      const now = await this.readDescriptor(signal);
+      if (!now) throw e;
+      return now.value;
+    }
     const descriptor: QueueDescriptor = { createdAtMs: this.clock.now(), retention: {} };
     try {
       await this.store.put(this.descriptorKey, encodeQueueDescriptor(descriptor), {
@@ -704,7 +714,12 @@ export class LogQueue {
     await this.reservations.closeRest(signal);
     const reserve =
       this.reserveSlots && this.riders.shared() ? this.reservations.wanted(batches) : 0;
-    const rideable = reserve === 0 && batches.length > 0 && this.riders.rideable(batches);
+    // Riders wait for others' commits: producers that reserve make few (§7.2).
+    const rideable =
+      reserve === 0 &&
+      batches.length > 0 &&
+      this.riders.rideable(batches) &&
+      !this.riders.othersReserving();
     if (rideable && this.riders.inRiderMode())
       return this.ride(batches, started, undefined, signal);
     let view = await this.freshHead(signal);
@@ -715,6 +730,8 @@ export class LogQueue {
     ) {
       view = await this.catchUp(view, signal);
     }
+    // A reserving commit read as the log's was preceded by the marker: it exists.
+    if (this.riders.reservingSeen) this.markedReserving = true;
     if (reserve > 0 && !this.markedReserving) {
       // Before the first commit that reserves: starts look for reservations only then.
       try {

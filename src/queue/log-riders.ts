@@ -68,6 +68,13 @@ export const RIDER_LIST_IDLE_COMMITS = 32;
 export const RIDER_MAX_BYTES = 2 * 1024 * 1024;
 /** Most bytes of riders a handle holds read and not yet carried (listed sizes). */
 export const RIDER_PENDING_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * How long, in ms, after it last read another producer's reserving commit a
+ * producer appends in commits of its own rather than as a rider: producers
+ * that reserve commit only to renew (about every `SLOT_WRITE_MS` / 2), so
+ * nobody would carry a rider before it stalls.
+ */
+export const OTHERS_RESERVING_MS = 2_000;
 /** Shortest stall, in ms: an owner that sees no new commit for this long commits its rider itself. */
 export const RIDER_STALL_MIN_MS = 20;
 /** The stall bound in rider PUT latencies (the larger of this many and {@link RIDER_STALL_MIN_MS}). */
@@ -213,6 +220,13 @@ export class Riders {
   private scanUntil = Number.NEGATIVE_INFINITY;
   /** Monotonic time until which the log counts as shared ({@link LOG_SHARED_MS}). */
   private sharedUntil = Number.NEGATIVE_INFINITY;
+  /** Monotonic time until which another producer counts as reserving ({@link OTHERS_RESERVING_MS}). */
+  private othersReservingUntil = Number.NEGATIVE_INFINITY;
+  /**
+   * Whether a commit that reserves sequences was read as the log's: its
+   * producer created `{root}/reserving` before it, so the marker exists.
+   */
+  reservingSeen = false;
   /** Commit create latency, ms, smoothed (undefined until one was measured). */
   private createMs: number | undefined;
   /**
@@ -269,6 +283,15 @@ export class Riders {
   /** Whether this producer lost a race recently (publish riders rather than race). */
   inRiderMode(): boolean {
     return monotonicNow(this.host.clock) < this.contendedUntil;
+  }
+
+  /**
+   * Whether another producer reserved sequences lately: it writes slots, and
+   * its commits come about twice a second, so a rider would wait for a
+   * stall rather than be carried (§7.2, "Reservations").
+   */
+  othersReserving(): boolean {
+    return monotonicNow(this.host.clock) < this.othersReservingUntil;
   }
 
   /**
@@ -393,6 +416,12 @@ export class Riders {
   note(c: Commit): CommitMarks {
     const m = marksOf(c);
     if (c.writer !== this.host.writer) this.sawWriter();
+    if ((c.reserved ?? 0) > 0) {
+      this.reservingSeen = true;
+      if (c.writer !== this.host.writer) {
+        this.othersReservingUntil = monotonicNow(this.host.clock) + OTHERS_RESERVING_MS;
+      }
+    }
     if (c.commit >= this.collectedBelow) {
       this.marks.set(c.commit, m);
       if (this.marks.size > MARKS_KEPT) {

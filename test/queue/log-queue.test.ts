@@ -280,6 +280,34 @@ describe('log queue: appends', () => {
     );
   });
 
+  test('creating a queue that another process created, and whose default subscription it deleted since, finds the queue', async () => {
+    const store = new FaultInjectingStore(new MemoryStore(`created-${Math.random()}`));
+    const first = log(store);
+    const second = log(store);
+    let created = false;
+    let armed = false;
+    let deleted = false;
+    const defaultKey = (key: string): boolean => key.endsWith('/subscriptions/default');
+    // Between the second's descriptor read and its create of the default subscription,
+    // the first creates the queue: the second's create is refused.
+    store.before('put', async (call) => {
+      if (created || !defaultKey(call.key)) return;
+      created = true;
+      await first.ensureCreated();
+      armed = true;
+    });
+    // Before the second reads the refused subscription back, a consumer group deletes it.
+    store.before('get', async (call) => {
+      if (!armed || deleted || !defaultKey(call.key)) return;
+      deleted = true;
+      await first.deleteSubscription('default');
+    });
+    const descriptor = await second.ensureCreated();
+    assert.ok(created && deleted);
+    assert.deepEqual(descriptor, (await first.readDescriptor())!.value);
+    assert.equal(await first.readCursor('default'), undefined);
+  });
+
   test('head discovery that races a collection never takes the log for new', async () => {
     const clock = new ManualClock();
     const name = `race-${Math.random()}`;

@@ -11,10 +11,12 @@ import { describe, test } from 'node:test';
 import { MemoryStore, OutcomeUnknownError, type ObjectStore } from '../../src/index.ts';
 import { LogQueue, TRUSTED_VIEW_MS, type AppendBatch } from '../../src/internal.ts';
 import { encodeBatch } from '../../src/format/batch.ts';
-import { commitEnd, slotStart, type Commit } from '../../src/format/log-commit.ts';
+import { commitEnd, decodeCommit, slotStart, type Commit } from '../../src/format/log-commit.ts';
 import { isVoid, slotKey } from '../../src/format/log-slot.ts';
 import { readSlot, SLOT_WRITE_MS, voidSlot } from '../../src/queue/log-slots.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
+import { OTHERS_RESERVING_MS } from '../../src/queue/log-riders.ts';
+import { labelledBatch } from '../support/riders.ts';
 
 async function inline(text: string): Promise<AppendBatch> {
   const bytes = await encodeBatch([Buffer.from(text)]);
@@ -215,5 +217,67 @@ describe('log reservations', () => {
     await assert.rejects(b.append([await inline('stale')]), OutcomeUnknownError);
     remove();
     await assert.rejects(store.head(next), /not found|NotFound|missing/i);
+  });
+
+  test('a producer that read another producer reserving loses a race without a rider: it commits itself, and writes no marker', async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const clock = new ManualClock();
+    const { a, b } = await sharedPair(store, clock);
+    // b reserves (its rate asks for it) and writes a slot.
+    await b.append([await inline('b-x')]);
+    assert.match((await b.append([await inline('b-y')]))[0]!.location, /\/slots\//);
+    const reserving = (await readAll(b, store, true)).commits.find((c) => (c.reserved ?? 0) > 0)!;
+    assert.equal(reserving.writer, 'b');
+
+    const c = log(store, 'C', clock);
+    await c.append([labelledBatch('C', 'c0')]);
+    // C has read b's reserving commit as the log's (as its catch-up or a lost race reads it).
+    const riders = (
+      c as unknown as { riders: { note(x: Commit): void; othersReserving(): boolean } }
+    ).riders;
+    riders.note(reserving);
+    assert.ok(riders.othersReserving());
+    // C's next create loses to a's commit at the same number.
+    const requests: string[] = [];
+    const offAll = store.before('put', (call) => void requests.push(`put ${call.key}`));
+    const offHead = store.before('head', (call) => void requests.push(`head ${call.key}`));
+    let raced = false;
+    const offRace = store.before('put', async (call) => {
+      if (raced || !call.key.startsWith('q/log/') || !call.body) return;
+      const n = Number(call.key.slice('q/log/'.length));
+      if (decodeCommit(call.body, call.key, n).writer !== 'C') return;
+      raced = true;
+      await a.append([await inline('a-wins')]);
+    });
+    const [landed] = await c.append([labelledBatch('C', 'c1')]);
+    offRace();
+    assert.ok(raced, "C's create was raced");
+    assert.match(landed!.location, /^q\/log\//, 'C committed its batch itself');
+    assert.deepEqual(
+      requests.filter((r) => r.includes('/riders/')),
+      [],
+      'no rider was written: producers that reserve commit about twice a second',
+    );
+    // C's next append reserves (no idle time between appends): the marker is known to exist.
+    const [next] = await c.append([labelledBatch('C', 'c2')]);
+    offAll();
+    offHead();
+    assert.deepEqual(
+      requests.filter((r) => r.endsWith('q/reserving')),
+      [],
+      "a reserving commit read as the log's means its marker exists",
+    );
+    await c.append([labelledBatch('C', 'c3')]);
+    await Promise.all([a.settle(), b.settle(), c.settle()]);
+    const all = await readAll(c, store);
+    assert.equal(all.batches.get(landed!.sequence), landed!.location);
+    assert.equal(all.batches.get(next!.sequence), next!.location);
+    assert.ok(
+      all.commits.some((x) => x.writer === 'C' && (x.reserved ?? 0) > 0),
+      'C reserved',
+    );
+    // Past OTHERS_RESERVING_MS without another reserving commit read, riding is allowed again.
+    await clock.advance(OTHERS_RESERVING_MS);
+    assert.equal(riders.othersReserving(), false);
   });
 });

@@ -19,6 +19,7 @@ import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
 import { ShardedProducer } from '../../src/shard/sharded-producer.ts';
 import { ShardedQueue } from '../../src/shard/sharded-queue.ts';
+import { vnodeOf } from '../../src/shard/routing.ts';
 
 const V = 32;
 const TTL = 2500;
@@ -143,6 +144,42 @@ for (const backend of endpoint ? (['file', 's3'] as const) : (['file'] as const)
           for (const l of m.lines) if (l.t === 'got') for (const e of l.entries ?? []) s.add(e);
         return s;
       };
+      /** Where undelivered entries wait: per vnode, its cursor, its head and who owns it. */
+      const undelivered = async (): Promise<string> => {
+        const got = delivered();
+        const byVnode = new Map<number, string[]>();
+        for (const e of produced) {
+          if (got.has(e)) continue;
+          const v = vnodeOf(e.split(':')[0] as string, V);
+          byVnode.set(v, [...(byVnode.get(v) ?? []), e]);
+        }
+        const queue = await ShardedQueue.open({ store: url });
+        try {
+          const parts: string[] = [];
+          for (const [v, entries] of byVnode) {
+            const log = queue.vnodeQueue(v).logQueue();
+            const [cursor, head] = await Promise.all([log.readCursor('g'), log.discoverHead()]);
+            parts.push(
+              `vnode ${v}: ${entries.length} undelivered (${entries.slice(0, 3).join(',')}), cursor next ${cursor?.value.next.sequence} epoch ${cursor?.value.epoch}, head end ${head.endSequence} (commit ${head.commit}), owned by ${
+                members
+                  .filter((m) => m.vnodes.includes(v))
+                  .map((m) => m.id)
+                  .join(',') || 'nobody'
+              }; last lines: ${JSON.stringify(members.flatMap((m) => m.lines.filter((l) => l.vnode === v).slice(-2)))}`,
+            );
+          }
+          return parts.join('; ');
+        } finally {
+          await queue.close();
+        }
+      };
+      const allDelivered = async (what: string): Promise<void> => {
+        try {
+          await until(members, () => delivered().size === produced.length, what);
+        } catch (e) {
+          throw new Error(`${(e as Error).message}; ${await undelivered()}`);
+        }
+      };
       const owners = (live: Member[]): Map<number, string[]> => {
         const o = new Map<number, string[]>();
         for (const m of live) for (const v of m.vnodes) o.set(v, [...(o.get(v) ?? []), m.id]);
@@ -162,7 +199,7 @@ for (const backend of endpoint ? (['file', 's3'] as const) : (['file'] as const)
       );
 
       await produce(10);
-      await until(members, () => delivered().size === produced.length, 'phase 1 delivered');
+      await allDelivered('phase 1 delivered');
 
       // Kill m1 while entries are flowing to it.
       const victim = members[0] as Member;
@@ -187,7 +224,7 @@ for (const backend of endpoint ? (['file', 's3'] as const) : (['file'] as const)
       const takeoverMs = performance.now() - killedAt;
       // Expiry is judged after a whole TTL unchanged, checked every TTL/3, plus the reads of a round.
       assert.ok(takeoverMs < 3 * TTL, `takeover took ${Math.round(takeoverMs)} ms (TTL ${TTL} ms)`);
-      await until(members, () => delivered().size === produced.length, 'phase 2 delivered');
+      await allDelivered('phase 2 delivered');
 
       // A fifth member joins: vnodes move to it.
       const fifth = new Member('m5', url);
@@ -195,7 +232,7 @@ for (const backend of endpoint ? (['file', 's3'] as const) : (['file'] as const)
       const live = [...survivors, fifth];
       await until(members, () => fifth.vnodes.length >= 6 && covered(live), 'vnodes to move to m5');
       await produce(5);
-      await until(members, () => delivered().size === produced.length, 'phase 3 delivered');
+      await allDelivered('phase 3 delivered');
       await producer.close();
 
       // Leave cleanly: every acknowledgement applied, leases released.
