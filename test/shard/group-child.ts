@@ -11,12 +11,16 @@ const [url, instanceId, ttl] = process.argv.slice(2) as [string, string, string]
 const out = (v: object): boolean => process.stdout.write(`${JSON.stringify(v)}\n`);
 const dec = new TextDecoder();
 
+// Warnings and errors go to stderr, which the test prints when it fails.
+const toStderr = (level: string) => (fields: object, message: string) =>
+  process.stderr.write(`${instanceId} ${level}: ${message} ${JSON.stringify(fields)}\n`);
 const group = await ConsumerGroup.join({
   store: url,
   group: 'g',
   instanceId,
   leaseTtlMs: Number(ttl),
   consumer: { gcIntervalMs: 0 },
+  logger: { debug: () => undefined, warn: toStderr('warn'), error: toStderr('error') },
 });
 const stop = new AbortController();
 process.on('SIGTERM', () => stop.abort());
