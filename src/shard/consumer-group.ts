@@ -307,8 +307,21 @@ export class ConsumerGroup {
   rebalance(options: { signal?: AbortSignal } = {}): Promise<void> {
     checkCallOptions('rebalance', options, ['signal']);
     if (this.destroyed) return Promise.reject(this.destroyed);
-    const run = this.ticking.then(() => this.round(options.signal));
-    this.ticking = run.catch(() => undefined);
+    // An explicit round resolves once the vnodes it took are open (or failed to open).
+    return this.tick(options.signal).then((opening) => Promise.all(opening).then(() => undefined));
+  }
+
+  /**
+   * Runs one round after any in progress; resolves, once its leases are
+   * written, with the openings of the subscriptions it took (the next round
+   * does not wait for them: renewals must not wait for slow openings).
+   */
+  private tick(signal?: AbortSignal): Promise<Promise<void>[]> {
+    const run = this.ticking.then(() => this.round(signal));
+    this.ticking = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -317,7 +330,7 @@ export class ConsumerGroup {
     this.timer = this.clock.setTimeout(
       () => {
         this.timer = undefined;
-        this.rebalance()
+        this.tick()
           .then(
             () => (this.lastError = undefined),
             (e: unknown) => {
@@ -339,8 +352,9 @@ export class ConsumerGroup {
   }
 
   /** One round: heartbeat, members, leases, then what to give up and what to take. */
-  private async round(signal: AbortSignal | undefined): Promise<void> {
-    if (this.destroyed || this.closing) return;
+  private async round(signal: AbortSignal | undefined): Promise<Promise<void>[]> {
+    const opening: Promise<void>[] = [];
+    if (this.destroyed || this.closing) return opening;
     await this.heartbeat(signal);
     await this.readMembers(signal);
     const leases = await this.readLeases(signal);
@@ -363,12 +377,13 @@ export class ConsumerGroup {
       if (mine) {
         // Handed over meanwhile and wanted again: keep it.
         if (mine.state === 'draining') mine.state = 'active';
-        if (!mine.consumer && !mine.opening) taking.push(this.open(mine, signal));
+        if (!mine.consumer && !mine.opening) opening.push(this.openLater(mine, signal));
         continue;
       }
-      taking.push(this.take(v, leases.get(v), signal));
+      taking.push(this.take(v, leases.get(v), signal, opening));
     }
     await Promise.all(taking);
+    return opening;
   }
 
   private async heartbeat(signal: AbortSignal | undefined): Promise<void> {
@@ -552,6 +567,7 @@ export class ConsumerGroup {
     v: number,
     stored: { lease: Lease; version: string; since: number } | undefined,
     signal: AbortSignal | undefined,
+    opening: Promise<void>[],
   ): Promise<void> {
     if (this.closing || this.destroyed) return;
     const now = this.now();
@@ -604,7 +620,19 @@ export class ConsumerGroup {
       return;
     }
     this.owned.set(v, o);
-    await this.open(o, signal);
+    // Opened beside the round: a round that waited for slow openings would renew the
+    // leases it holds too late, and lose them. Until it is open, the vnode gives nothing.
+    opening.push(this.openLater(o, signal));
+  }
+
+  /**
+   * Starts opening `o`; the promise is for a caller of `rebalance()`. A
+   * failure is logged, and the next round opens it again.
+   */
+  private openLater(o: Owned, signal: AbortSignal | undefined): Promise<void> {
+    const p = this.open(o, signal);
+    p.catch(() => undefined);
+    return p;
   }
 
   /**
@@ -650,7 +678,12 @@ export class ConsumerGroup {
           await consumer.destroy();
           return;
         }
-        await this.dropDefaultSubscription(o.vnode, signal);
+        try {
+          await this.dropDefaultSubscription(o.vnode, signal);
+        } catch (e) {
+          await consumer.destroy();
+          throw e;
+        }
         o.consumer = consumer;
         this.wake?.();
       } catch (e) {
@@ -872,7 +905,7 @@ export class ConsumerGroup {
   private async afterAck(o: Owned): Promise<void> {
     // A vnode being handed over goes as soon as everything it handed out is acknowledged.
     if (o.state === 'draining' && o.pending.length === 0) {
-      void this.rebalance().catch(() => undefined);
+      void this.tick().catch(() => undefined);
     }
   }
 

@@ -26,10 +26,12 @@ const stop = new AbortController();
 process.on('SIGTERM', () => stop.abort());
 let last = '';
 const report = (): void => {
-  const now = JSON.stringify(group.vnodes);
+  // `open`: the vnodes whose subscription this member has open (read from).
+  const open = group.vnodes.filter((v) => group.consumerOf(v) !== undefined);
+  const now = JSON.stringify([group.vnodes, open]);
   if (now !== last) {
     last = now;
-    out({ t: 'own', id: instanceId, vnodes: group.vnodes });
+    out({ t: 'own', id: instanceId, vnodes: group.vnodes, open });
   }
 };
 report();

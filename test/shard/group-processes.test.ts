@@ -30,6 +30,7 @@ interface Line {
   t: 'own' | 'got' | 'acked' | 'ack-refused' | 'left';
   id: string;
   vnodes?: number[];
+  open?: number[];
   vnode?: number;
   seq?: number;
   entries?: string[];
@@ -160,12 +161,24 @@ for (const backend of endpoint ? (['file', 's3'] as const) : (['file'] as const)
             const log = queue.vnodeQueue(v).logQueue();
             const [cursor, head] = await Promise.all([log.readCursor('g'), log.discoverHead()]);
             parts.push(
-              `vnode ${v}: ${entries.length} undelivered (${entries.slice(0, 3).join(',')}), cursor next ${cursor?.value.next.sequence} epoch ${cursor?.value.epoch}, head end ${head.endSequence} (commit ${head.commit}), owned by ${
+              `vnode ${v}: ${entries.length} undelivered (${entries.slice(0, 3).join(',')}), cursor next ${cursor?.value.next.sequence} (commit ${cursor?.value.commit}) epoch ${cursor?.value.epoch} holder ${cursor?.value.holder}, head end ${head.endSequence} (commit ${head.commit}), owned by ${
                 members
                   .filter((m) => m.vnodes.includes(v))
                   .map((m) => m.id)
                   .join(',') || 'nobody'
-              }; last lines: ${JSON.stringify(members.flatMap((m) => m.lines.filter((l) => l.vnode === v).slice(-2)))}`,
+              } (its subscription open there: ${members
+                .filter((m) => m.vnodes.includes(v))
+                .map((m) =>
+                  String(
+                    m.lines
+                      .filter((l) => l.t === 'own')
+                      .at(-1)
+                      ?.open?.includes(v),
+                  ),
+                )
+                .join(
+                  ',',
+                )}); last lines: ${JSON.stringify(members.flatMap((m) => m.lines.filter((l) => l.vnode === v).slice(-2)))}`,
             );
           }
           return parts.join('; ');
