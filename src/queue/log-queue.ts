@@ -132,6 +132,13 @@ export const INLINE_BYTES_PER_COMMIT = 1024 * 1024;
  * head instead.
  */
 const CATCH_UP_READS = 4;
+/**
+ * Races in a row after which a producer that reserves (§7.2) reads on from
+ * the winner instead of trying the next number at once: a few producers
+ * taking their first reservations together each win within a few steps; one
+ * that keeps losing is behind a committer that creates back to back.
+ */
+const RESERVER_STEPS = 4;
 
 /**
  * Commits whose reservations a subscription created at `'latest'` (or a
@@ -194,6 +201,8 @@ export class LogQueue {
   private readonly ownerHost: OwnerHost;
   /** This handle's reservations on a shared log (§7.2, "Reservations"). */
   private readonly reservations: Reservations;
+  /** A write of `{root}/reserving` in flight, if any. */
+  private marking: Promise<void> | undefined;
   /** Whether this handle saw `{root}/reserving` stored (§7.2). */
   private markedReserving = false;
   /** A reservation being made ahead in the background, if any. */
@@ -221,8 +230,19 @@ export class LogQueue {
       readBoundary: (signal) => this.readBoundary(signal),
       knownHead: () => this.head?.commit,
       observe: (head, since) => void this.observe(head, since),
-      commitOnce: (own, view, maxNumber, started, signal) =>
-        this.commitLoop(own, view, { started, signal, stopOnLoss: true, scan: true, maxNumber }),
+      commitOnce: async (own, view, maxNumber, started, signal) => {
+        // A stall create reserves as a direct append would: the producer is at speed.
+        const reserve = this.reserveFor(own);
+        if (reserve > 0) await this.markReserving();
+        return this.commitLoop(own, view, {
+          started,
+          signal,
+          stopOnLoss: true,
+          scan: true,
+          maxNumber,
+          reserve,
+        });
+      },
       appendDirect: async (own, started, signal) => {
         const out = await this.commitLoop(own, await this.freshHead(signal), {
           started,
@@ -270,6 +290,47 @@ export class LogQueue {
       if (e instanceof NotFoundError) return false;
       throw e;
     }
+  }
+
+  /**
+   * Makes sure `{root}/reserving` is stored before this handle's first
+   * commit that reserves sequences: start positions look for reservations
+   * only where it exists (§7.2, §7.5). A reserving commit read as the log's
+   * was preceded by its own writer's marker, so it is not written again then.
+   * Callers share one write in flight.
+   */
+  private markReserving(): Promise<void> {
+    if (this.riders.reservingSeen) this.markedReserving = true;
+    if (this.markedReserving) return Promise.resolve();
+    this.marking ??= this.writeMarker().finally(() => {
+      this.marking = undefined;
+    });
+    return this.marking;
+  }
+
+  private async writeMarker(): Promise<void> {
+    try {
+      await this.store.put(this.reservingKey, new Uint8Array(0), { mode: 'create' });
+    } catch (e) {
+      if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
+      if (!(await this.everReserved(undefined))) {
+        // Nothing was appended: a failure to retry, not an unknown outcome.
+        throw new StorageError(
+          `${this.reservingKey}: the marker of a log with reservations could not be written (${e.message})`,
+          { retriable: true, cause: e },
+        );
+      }
+    }
+    this.markedReserving = true;
+  }
+
+  /**
+   * Sequences an append of `batches` should reserve in its commit: on a
+   * shared log, the appends of about a second at this producer's rate
+   * (§7.2, "Reservations"); 0 otherwise.
+   */
+  private reserveFor(batches: readonly AppendBatch[]): number {
+    return this.reserveSlots && this.riders.shared() ? this.reservations.wanted(batches) : 0;
   }
 
   /** `{root}/queue`: the descriptor that says a log queue lives here. */
@@ -712,8 +773,7 @@ export class LogQueue {
     }
     // Anything still held goes unused before a commit follows it.
     await this.reservations.closeRest(signal);
-    const reserve =
-      this.reserveSlots && this.riders.shared() ? this.reservations.wanted(batches) : 0;
+    const reserve = this.reserveFor(batches);
     // Riders wait for others' commits: producers that reserve make few (§7.2).
     const rideable =
       reserve === 0 &&
@@ -722,6 +782,9 @@ export class LogQueue {
       !this.riders.othersReserving();
     if (rideable && this.riders.inRiderMode())
       return this.ride(batches, started, undefined, signal);
+    // The marker goes before the commit that reserves; written while the head is read.
+    const marking = reserve > 0 ? this.markReserving() : undefined;
+    marking?.catch(() => undefined);
     let view = await this.freshHead(signal);
     // On a shared log, an old view is most likely behind: read on rather than lose a create.
     if (
@@ -730,24 +793,7 @@ export class LogQueue {
     ) {
       view = await this.catchUp(view, signal);
     }
-    // A reserving commit read as the log's was preceded by the marker: it exists.
-    if (this.riders.reservingSeen) this.markedReserving = true;
-    if (reserve > 0 && !this.markedReserving) {
-      // Before the first commit that reserves: starts look for reservations only then.
-      try {
-        await this.store.put(this.reservingKey, new Uint8Array(0), { mode: 'create', signal });
-      } catch (e) {
-        if (!(e instanceof PreconditionFailedError) && !(e instanceof OutcomeUnknownError)) throw e;
-        if (!(await this.everReserved(signal))) {
-          // Nothing was appended: a failure to retry, not an unknown outcome.
-          throw new StorageError(
-            `${this.reservingKey}: the marker of a log with reservations could not be written (${e.message})`,
-            { retriable: true, cause: e },
-          );
-        }
-      }
-      this.markedReserving = true;
-    }
+    await marking;
     const out = await this.commitLoop(batches, view, {
       started,
       signal,
@@ -854,9 +900,12 @@ export class LogQueue {
     let tried:
       { commit: Commit; body: Uint8Array; selection: Selection; firstPutAt?: number } | undefined;
     let lost = 0;
+    let reserve = options.reserve ?? 0;
+    let marking: Promise<void> | undefined;
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       head = await this.trusted(head, signal);
+      if (marking) await marking;
       const n = head.commit + 1;
       if (options.maxNumber !== undefined && n > options.maxNumber) return { moved: true };
       if (tried?.commit.commit !== n) tried = undefined;
@@ -886,7 +935,7 @@ export class LogQueue {
           records: b.records,
           ...(b.inline ? { inline: b.inline } : {}),
         })),
-        ...(options.reserve ? { reserved: options.reserve } : {}),
+        ...(reserve > 0 ? { reserved: reserve } : {}),
       };
       const body = tried?.body ?? encodeCommit(commit);
       tried = { commit, body, selection, ...(tried ? { firstPutAt: tried.firstPutAt } : {}) };
@@ -952,15 +1001,25 @@ export class LogQueue {
           lost > 1 ||
           busy === true ||
           (raced && busy === undefined);
-        if (options.stopOnLoss && stop) {
+        // A producer at speed that finds the log shared reserves rather than ride: its
+        // winner may not list riders for a while, and a reservation ends its races (§7.2).
+        const reserveNow =
+          options.maxNumber === undefined && reserve === 0 ? this.reserveFor(own) : 0;
+        if (reserveNow > 0) {
+          reserve = reserveNow;
+          // Stored before the commit that reserves; written while the head is read on.
+          marking = this.markReserving();
+          marking.catch(() => undefined);
+        } else if (options.stopOnLoss && stop) {
           // A rider's `after` comes from this view: from a stale one, catch up first, so
           // that it lies near the head (within RIDER_RANGE_MAX of the commit carrying it).
           const view =
             raced || options.maxNumber !== undefined ? next : await this.catchUp(next, signal);
           return { lost: winner, checkedAt, view };
         }
-        if (raced && lost === 1) {
-          // Another writer took n: try n + 1 on it at once, as the winner does.
+        if ((raced && lost === 1) || (reserve > 0 && lost <= RESERVER_STEPS)) {
+          // Another writer took n: try n + 1 on it at once, as the winner does. Producers
+          // that reserve race each other only for their next reservation: step on.
           head = next;
         } else {
           // Lost on an old view (another producer committed since: no race), or lost

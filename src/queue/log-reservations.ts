@@ -178,17 +178,22 @@ export class Reservations {
   /**
    * How many sequences to reserve ahead, in a commit of no batches made in
    * the background, so that the next reservation is there when the held one
-   * runs out or grows too old: once half of it is used or half of
-   * `SLOT_WRITE_MS` has passed, none is ahead yet, and the rate still asks
-   * for one; else 0.
+   * runs out or grows too old: once half of it is used, half of
+   * `SLOT_WRITE_MS` has passed or the rate asks for twice its size, none is
+   * ahead yet, and the rate still asks for one; else 0.
    */
   aheadWanted(): number {
     const held = this.held;
     if (!held || this.ahead || this.closed) return 0;
-    const halfLeft = held.end - held.next > (held.end - slotStart(held.commit)) / 2;
+    const size = held.end - slotStart(held.commit);
+    const halfLeft = held.end - held.next > size / 2;
     const young = monotonicNow(this.host.clock) - held.sentAt < SLOT_WRITE_MS / 2;
-    if (halfLeft && young) return 0;
-    return this.count();
+    const count = this.count();
+    // A reservation sized at a slower rate (the first after a pause) runs out long before
+    // the next could be made at the race it may take: make it now.
+    const undersized = count >= 2 * size;
+    if (halfLeft && young && !undersized) return 0;
+    return count;
   }
 
   /**

@@ -70,9 +70,10 @@ export const RIDER_MAX_BYTES = 2 * 1024 * 1024;
 export const RIDER_PENDING_MAX_BYTES = 16 * 1024 * 1024;
 /**
  * How long, in ms, after it last read another producer's reserving commit a
- * producer appends in commits of its own rather than as a rider: producers
- * that reserve commit only to renew (about every `SLOT_WRITE_MS` / 2), so
- * nobody would carry a rider before it stalls.
+ * producer appends in commits of its own rather than as a rider, and the
+ * owner of a rider commits it at once: producers that reserve commit only to
+ * renew (about every `SLOT_WRITE_MS` / 2), so nobody would carry a rider
+ * before it stalls.
  */
 export const OTHERS_RESERVING_MS = 2_000;
 /** Shortest stall, in ms: an owner that sees no new commit for this long commits its rider itself. */
@@ -947,7 +948,11 @@ async function follow(
       live = true;
       base ??= await headAt(host, c - 1, signal);
       host.observe(base, readAt);
-      const stalled = missed >= RIDER_STALL_COMMITS || now() - lastProgress >= riders.stallMs;
+      // Producers that reserve commit only to renew: none of them carries the rider soon.
+      const stalled =
+        missed >= RIDER_STALL_COMMITS ||
+        now() - lastProgress >= riders.stallMs ||
+        riders.othersReserving();
       if (!stalled) {
         await sleep(riders.pollMs, { signal, clock: host.clock });
         continue;

@@ -288,12 +288,16 @@ function describeWorkflow(name: string, layout: Layout, newUrl: () => Promise<st
       let stdout = '';
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const seen = new Promise<void>((resolve) =>
+      const seen = new Promise<void>((resolve, reject) => {
         child.stdout.on('data', (d: Buffer) => {
           stdout += d.toString();
           if (stdout.includes('late 2\n')) resolve();
-        }),
-      );
+        });
+        // A follower that ends first says why, rather than leave the test pending.
+        child.on('close', (code, sig) =>
+          reject(new Error(`consume --follow ended (${code ?? sig}) early: ${stdout}${stderr}`)),
+        );
+      });
       ok(await spillway(['produce', url, ...paths], 'late 1\nlate 2\n'));
       await seen;
       child.kill('SIGINT');

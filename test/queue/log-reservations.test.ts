@@ -11,12 +11,18 @@ import { describe, test } from 'node:test';
 import { MemoryStore, OutcomeUnknownError, type ObjectStore } from '../../src/index.ts';
 import { LogQueue, TRUSTED_VIEW_MS, type AppendBatch } from '../../src/internal.ts';
 import { encodeBatch } from '../../src/format/batch.ts';
-import { commitEnd, decodeCommit, slotStart, type Commit } from '../../src/format/log-commit.ts';
+import {
+  commitEnd,
+  decodeCommit,
+  encodeCommit,
+  slotStart,
+  type Commit,
+} from '../../src/format/log-commit.ts';
 import { isVoid, slotKey } from '../../src/format/log-slot.ts';
 import { readSlot, SLOT_WRITE_MS, voidSlot } from '../../src/queue/log-slots.ts';
 import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import { OTHERS_RESERVING_MS } from '../../src/queue/log-riders.ts';
-import { labelledBatch } from '../support/riders.ts';
+import { advanceUntil, labelledBatch, rideOnA, track } from '../support/riders.ts';
 
 async function inline(text: string): Promise<AppendBatch> {
   const bytes = await encodeBatch([Buffer.from(text)]);
@@ -95,7 +101,7 @@ describe('log reservations', () => {
     }
     // The other producer appends after the reservation: above its end.
     const [after] = await a.append([await inline('a-after')]);
-    await b.settle();
+    await Promise.all([a.settle(), b.settle()]);
     const all = await readAll(b, store);
     for (const r of [...results, after!]) assert.equal(all.batches.get(r.sequence), r.location);
     assert.ok(all.commits.some((c) => (c.reserved ?? 0) > 0 && c.writer === 'b'));
@@ -279,5 +285,117 @@ describe('log reservations', () => {
     // Past OTHERS_RESERVING_MS without another reserving commit read, riding is allowed again.
     await clock.advance(OTHERS_RESERVING_MS);
     assert.equal(riders.othersReserving(), false);
+  });
+
+  test('a producer at speed that loses a race on a log it took for its own reserves, and writes no rider', async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const clock = new ManualClock();
+    const a = log(store, 'A', clock);
+    const c = log(store, 'C', clock);
+    // C appends back to back (no idle time): its rate asks for a reservation, but it has
+    // seen no other producer, so it commits each append.
+    await c.append([labelledBatch('C', 'c0')]);
+    await c.append([labelledBatch('C', 'c1')]);
+    const puts: string[] = [];
+    const offPuts = store.before('put', (call) => void puts.push(call.key));
+    let raced = false;
+    const offRace = store.before('put', async (call) => {
+      if (raced || call.key !== 'q/log/00000000000000000002') return;
+      raced = true;
+      await a.append([labelledBatch('A', 'a0')]);
+    });
+    const append = track(c.append([labelledBatch('C', 'c2')]));
+    // Nothing waits on the manual clock: the append settles without it moving.
+    for (let i = 0; i < 500 && !append.settled(); i++) await new Promise((r) => setImmediate(r));
+    offRace();
+    assert.ok(raced, "C's create was raced");
+    assert.deepEqual(
+      puts.filter((k) => k.startsWith('q/riders/')),
+      [],
+      'C wrote no rider: the winner, a lone producer so far, lists riders about once a second',
+    );
+    assert.ok(append.settled(), 'the append landed without waiting for a stall');
+    const [landed] = await append.promise;
+    assert.match(landed!.location, /^q\/log\/00000000000000000003/);
+    const commit = (await c.readCommit(3))!;
+    assert.equal(commit.writer, 'C');
+    assert.ok((commit.reserved ?? 0) > 0, 'the commit reserves sequences');
+    assert.ok(puts.indexOf('q/reserving') < puts.indexOf('q/log/00000000000000000003'));
+    // Its next append goes into the reservation.
+    const [next] = await c.append([labelledBatch('C', 'c3')]);
+    offPuts();
+    assert.match(next!.location, /\/slots\//);
+    await Promise.all([a.settle(), c.settle()]);
+    const all = await readAll(c, store);
+    assert.equal(all.batches.get(landed!.sequence), landed!.location);
+    assert.equal(all.batches.get(next!.sequence), next!.location);
+  });
+
+  test("a rider's owner that reads another producer's reserving commit commits its rider at once", async () => {
+    const store = new FaultInjectingStore(new MemoryStore());
+    const clock = new ManualClock();
+    const a = log(store, 'A', clock);
+    const b = log(store, 'B', clock);
+    const ride = await rideOnA(store, a, b);
+    // Z reserves at commit 2, the first B reads after its rider's `after` (1).
+    const one = (await a.readCommit(1))!;
+    const reserving: Commit = {
+      commit: 2,
+      firstSequence: commitEnd(one),
+      appendTimeMs: one.appendTimeMs,
+      totalBytes: one.totalBytes,
+      totalRecords: one.totalRecords,
+      writer: 'Z',
+      batches: [],
+      reserved: 4,
+    };
+    await store.put('q/reserving', new Uint8Array(0), { mode: 'create' });
+    await store.put('q/log/00000000000000000002', encodeCommit(reserving), { mode: 'create' });
+    await voidSlot(store, 'q', reserving, reserving.firstSequence, 'Z');
+    // B waits for no stall bound, only for its next read: Z commits only to renew.
+    const stallMs = (b as unknown as { riders: { stallMs: number } }).riders.stallMs;
+    const from = clock.now();
+    await advanceUntil(clock, ride.settled, stallMs);
+    assert.ok(clock.now() - from < stallMs, `B committed its rider before a stall (${stallMs} ms)`);
+    const [placed] = await ride.promise;
+    assert.match(placed!.location, /^q\/log\/00000000000000000003/);
+    assert.equal((await a.readCommit(3))!.writer, 'B');
+    await Promise.all([a.settle(), b.settle()]);
+  });
+
+  test('a reservation made at a slower rate than the next appends ask for is followed at once by one made ahead', async () => {
+    const store = new MemoryStore();
+    const clock = new ManualClock();
+    const a = log(store, 'a', clock);
+    const b = log(store, 'b', clock);
+    await b.append([await inline('b-first')]);
+    await a.append([await inline('a-first')]);
+    // After a pause of 150 ms, b loses a race (to a's commit 1) and reserves for that rate.
+    await clock.advance(150);
+    await b.append([await inline('b-second')]);
+    const first = (await b.readCommit(2))!;
+    assert.equal(first.writer, 'b');
+    const size = first.reserved ?? 0;
+    assert.ok(size >= 4 && size <= 10, `reserved about a second at 150 ms a time (${size})`);
+    // Back to back now: the first slot's append already makes the next reservation.
+    assert.match((await b.append([await inline('b-x')]))[0]!.location, /\/slots\//);
+    await (b as unknown as { reservingAhead?: Promise<void> }).reservingAhead;
+    const ahead = (await b.readCommit(3))!;
+    assert.ok(ahead, 'a reservation was made ahead after one slot of the first');
+    assert.equal(ahead.writer, 'b');
+    assert.deepEqual(ahead.batches, []);
+    assert.ok(
+      (ahead.reserved ?? 0) >= 2 * size,
+      `it reserves for the new rate (${ahead.reserved})`,
+    );
+    const results: { sequence: number; location: string }[] = [];
+    for (let i = 0; i < 40; i++) results.push(...(await b.append([await inline(`b${i}`)])));
+    assert.ok(
+      results.every((r) => r.location.includes('/slots/')),
+      'every append went into a slot',
+    );
+    await b.settle();
+    const all = await readAll(b, store);
+    for (const r of results) assert.equal(all.batches.get(r.sequence), r.location);
   });
 });
