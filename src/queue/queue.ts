@@ -426,20 +426,29 @@ export class Queue {
    * checks it, so a queue opened with a mistyped manifest path or a data
    * prefix that belongs to another queue is refused before it writes or
    * collects anything. Queues written before the marker existed have none:
-   * `claim` writes it, a check passes.
+   * `claim` writes it, a check passes. A claim then reads the log descriptor
+   * of the data prefix: a log created there while this role found no queue
+   * is refused (the log checks for the marker after its descriptor, so one
+   * of the two sees the other).
    *
-   * @throws {InvalidArgumentError} when the marker names another manifest.
+   * @throws {InvalidArgumentError} when the marker names another manifest,
+   * or (claiming) when the data prefix holds a log queue.
    */
   async checkOwnership(options: StoreCallOptions & { claim?: boolean } = {}): Promise<void> {
     const key = `${this.dataPathPrefix}/${OWNER_MARKER}`;
     const mine = new TextEncoder().encode(this.manifestPath);
     if (options.claim) {
+      let claimed = false;
       try {
         await this.store.put(key, mine, { mode: 'create', signal: options.signal });
-        return;
+        claimed = true;
       } catch (e) {
         if (!(e instanceof PreconditionFailedError)) throw e;
       }
+      // Written, then checked: a log created at the same moment (which checks the marker
+      // after its descriptor) is seen by one of the two, whichever order they ran in.
+      await this.refuseLogHere(options.signal);
+      if (claimed) return;
     }
     let owner: string;
     try {
@@ -455,6 +464,20 @@ export class Queue {
         `${redactUrl(this.store.description)}: the data prefix "${this.dataPathPrefix}" belongs to the queue whose manifest is "${owner}", not "${this.manifestPath}"; check the manifest path and the data prefix (they go together)`,
       );
     }
+  }
+
+  /**
+   * Refuses a v1 role whose data prefix holds a log queue's descriptor: one
+   * created while this role found neither layout.
+   */
+  private async refuseLogHere(signal: AbortSignal | undefined): Promise<void> {
+    if (await this.logQueue().readDescriptor(signal)) throw this.bothHere();
+  }
+
+  private bothHere(): InvalidArgumentError {
+    return new InvalidArgumentError(
+      `${redactUrl(this.store.description)}: both a v1 manifest ("${this.manifestPath}") and a log queue ("${this.dataPathPrefix}/queue") live here; a prefix holds one queue: move one of them`,
+    );
   }
 
   /**
@@ -483,11 +506,7 @@ export class Queue {
       this.logQueue().readDescriptor(signal),
     ]);
     const where = `${redactUrl(this.store.description)}`;
-    if (manifest && log) {
-      throw new InvalidArgumentError(
-        `${where}: both a v1 manifest ("${this.manifestPath}") and a log queue ("${this.dataPathPrefix}/queue") live here; a prefix holds one queue: move one of them`,
-      );
-    }
+    if (manifest && log) throw this.bothHere();
     const found: Layout | undefined = manifest ? 'v1' : log ? 'log' : undefined;
     if (found && this.requestedLayout && found !== this.requestedLayout) {
       throw new InvalidArgumentError(
@@ -554,7 +573,9 @@ export class Queue {
    * not start inside the data prefix of a v1 queue (a mistyped manifest path
    * must not start a second queue among another's batches).
    *
-   * @throws {InvalidArgumentError} when the data prefix holds a v1 queue's marker.
+   * @throws {InvalidArgumentError} when the data prefix holds a v1 queue's
+   * marker, found before the log is created or, when a v1 role claimed the
+   * prefix meanwhile, after.
    */
   async ensureLog(log: LogQueue, signal?: AbortSignal): Promise<void> {
     if (await log.readDescriptor(signal)) return;
@@ -567,6 +588,9 @@ export class Queue {
       );
     }
     await log.ensureCreated(signal);
+    // Created, then checked: a v1 queue claiming this prefix at the same moment (which
+    // checks for a descriptor after its marker) is seen by one of the two.
+    if (await this.hasOwnershipMarker({ signal })) throw this.bothHere();
   }
 
   /** Refuses what only the log layout can do, naming it. */

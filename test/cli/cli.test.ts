@@ -298,7 +298,8 @@ function describeWorkflow(name: string, layout: Layout, newUrl: () => Promise<st
           reject(new Error(`consume --follow ended (${code ?? sig}) early: ${stdout}${stderr}`)),
         );
       });
-      ok(await spillway(['produce', url, ...paths], 'late 1\nlate 2\n'));
+      // The layout asked for by both: the follower may not have created the queue yet.
+      ok(await spillway(['produce', url, ...paths, ...create], 'late 1\nlate 2\n'));
       await seen;
       child.kill('SIGINT');
       const code = await new Promise<number | null>((resolve) => child.on('close', resolve));

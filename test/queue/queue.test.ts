@@ -176,4 +176,44 @@ describe('a v1 queue being created', () => {
     await producer.close();
     await queue.close();
   });
+
+  test('a v1 queue and a log queue started on one prefix at the same moment: the second to check is refused', async () => {
+    for (const second of ['v1', 'log'] as const) {
+      const memory = new MemoryStore();
+      const store = new FaultInjectingStore(memory);
+      const v1 = new Producer({ store, layout: 'v1', flushIntervalMs: 0 });
+      const log = new Producer({ store, layout: 'log', flushIntervalMs: 0 });
+      // Both have looked and found no queue; the first one then runs to the end before the
+      // second writes its claim (v1: the data prefix's marker; log: its descriptor).
+      const first = second === 'v1' ? log : v1;
+      const claim = second === 'v1' ? 'ingest/queue.manifest' : 'ingest/queue';
+      let firstDone: Promise<unknown> | undefined;
+      const off = store.before('put', async (call) => {
+        if (call.key !== claim || firstDone) return;
+        firstDone = (async () => (await first.produce([enc.encode('first')])).durable)();
+        await firstDone;
+      });
+      const late = (async () =>
+        (await (second === 'v1' ? v1 : log).produce([enc.encode('second')])).durable)();
+      await assert.rejects(late, (e: unknown) => {
+        assert.ok(e instanceof InvalidArgumentError, String(e));
+        assert.match(e.message, /both a v1 manifest \("ingest\/manifest"\) and a log queue/);
+        return true;
+      });
+      assert.ok(
+        firstDone,
+        `(${second}) the ${second === 'v1' ? 'log' : 'v1'} producer ran in between`,
+      );
+      await firstDone;
+      off();
+      await Promise.all([v1.destroy(), log.destroy()]);
+      if (second === 'v1') {
+        // Refused before it wrote a manifest: the prefix holds the log (and a stray marker).
+        assert.equal(await Queue.open({ store: memory }).layout(), 'log');
+      } else {
+        // Both stand: every role refuses the prefix from now on, rather than pick one.
+        await assert.rejects(Queue.open({ store: memory }).layout(), /both a v1 manifest/);
+      }
+    }
+  });
 });
