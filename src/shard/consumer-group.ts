@@ -139,6 +139,13 @@ interface Owned {
   drainingSince: number;
   /** Sequences handed out and not acknowledged, in order. */
   pending: number[];
+  /**
+   * A batch its consumer handed out while this member could not hand it on
+   * (its lease in doubt, or the vnode being handed over): the consumer will
+   * not give it again, so it is handed out from here once the vnode is held
+   * and active again (else the next owner reads it from the cursor).
+   */
+  held: Batch | undefined;
 }
 
 /** A key seen in a listing: its version, and since when (monotonic ms) this member has seen it unchanged. */
@@ -614,6 +621,7 @@ export class ConsumerGroup {
       state: 'active',
       drainingSince: 0,
       pending: [],
+      held: undefined,
     };
     if (this.closing || this.destroyed) {
       await this.release(o, signal).catch(() => undefined);
@@ -765,9 +773,10 @@ export class ConsumerGroup {
     for (let i = 0; i < n; i++) {
       const o = candidates[(this.rotation + i) % n] as Owned;
       if (!this.holds(o)) continue;
-      let batch: Batch | undefined;
+      let batch: Batch | undefined = o.held;
+      o.held = undefined;
       try {
-        batch = await (o.consumer as Consumer).next(options);
+        batch ??= await (o.consumer as Consumer).next(options);
       } catch (e) {
         if (e instanceof FencedError) {
           await this.lose(o, 'another member took its subscription over');
@@ -777,7 +786,13 @@ export class ConsumerGroup {
         throw e;
       }
       if (!batch) continue;
-      if (!this.holds(o) || o.state !== 'active') continue;
+      if (!this.holds(o) || o.state !== 'active') {
+        // Its consumer counts it as handed out and will not give it again: keep it
+        // for when the vnode is held again (a renewal in flight lands, a hand-over
+        // is called off); lost or handed over, the next owner reads it from the cursor.
+        if (this.owned.get(o.vnode) === o) o.held = batch;
+        continue;
+      }
       this.rotation = (this.rotation + i + 1) % Math.max(1, n);
       o.pending.push(batch.sequence);
       return { vnode: o.vnode, batch };

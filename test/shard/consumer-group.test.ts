@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { FencedError, MemoryStore, type ObjectStore } from '../../src/index.ts';
-import { ManualClock } from '../../src/testing.ts';
+import { FaultInjectingStore, ManualClock } from '../../src/testing.ts';
 import { ConsumerGroup } from '../../src/shard/consumer-group.ts';
 import { decodeLease, leaseKey } from '../../src/shard/group-objects.ts';
 import { ShardedProducer } from '../../src/shard/sharded-producer.ts';
@@ -221,6 +221,49 @@ describe('consumer groups', () => {
     await a.rebalance();
     assert.deepEqual(a.vnodes, []);
     await assert.rejects(a.ack(0, item.batch.sequence), FencedError);
+    await a.close();
+  });
+
+  test('a batch that arrives while a renewal is in flight past the lease validity is handed out once the renewal lands, not dropped', async () => {
+    const store = new FaultInjectingStore(await filled(1, 1, 1));
+    const clock = new ManualClock();
+    const a = await join(store, clock, 'a', { vnodes: [0] });
+    const gate = (): { reached: Promise<void>; open: () => void; hook: () => Promise<void> } => {
+      let reached!: () => void;
+      let open!: () => void;
+      const reachedP = new Promise<void>((r) => (reached = r));
+      const opened = new Promise<void>((r) => (open = r));
+      return { reached: reachedP, open, hook: () => (reached(), opened) };
+    };
+    // The read of the vnode's commit waits...
+    const commitRead = gate();
+    const offGet = store.before('get', (c) =>
+      /\/log\/\d+$/.test(c.key) ? commitRead.hook() : undefined,
+    );
+    const reading = a.next();
+    await commitRead.reached;
+    offGet();
+    // ...while a renewal, sent in time, is slow to land (under load, say)...
+    const renewal = gate();
+    const leaseKey0 = leaseKey('ingest', 'g', 0);
+    const offPut = store.before('put', (c) => (c.key === leaseKey0 ? renewal.hook() : undefined));
+    await clock.advance(TTL / 3);
+    await renewal.reached;
+    offPut();
+    // ...and the lease's validity (as last written) runs out before it lands.
+    await clock.advance(TTL - TTL / 3 + 1);
+    commitRead.open();
+    // The lease is not surely ours now: nothing handed out (the batch must not be lost).
+    assert.equal(await reading, undefined);
+    renewal.open();
+    await a.rebalance(); // the renewal landed: the lease is ours again
+    const item = await a.next();
+    assert.ok(
+      item,
+      'the batch read while the lease was in doubt is handed out once it is held again',
+    );
+    assert.deepEqual(item.batch.entries.map(dec), ['key-0:0']);
+    await a.ackThrough(item.vnode, item.batch.sequence);
     await a.close();
   });
 
