@@ -19,6 +19,7 @@ import {
   PreconditionFailedError,
   StorageError,
 } from '../errors.ts';
+import { abortable } from '../lifecycle.ts';
 import {
   commitEnd,
   commitKey,
@@ -233,7 +234,7 @@ export class LogQueue {
       commitOnce: async (own, view, maxNumber, started, signal) => {
         // A stall create reserves as a direct append would: the producer is at speed.
         const reserve = this.reserveFor(own);
-        if (reserve > 0) await this.markReserving();
+        if (reserve > 0) await abortable(this.markReserving(), signal);
         return this.commitLoop(own, view, {
           started,
           signal,
@@ -297,7 +298,7 @@ export class LogQueue {
    * commit that reserves sequences: start positions look for reservations
    * only where it exists (§7.2, §7.5). A reserving commit read as the log's
    * was preceded by its own writer's marker, so it is not written again then.
-   * Callers share one write in flight.
+   * Callers share one write in flight (a caller's signal ends only its wait).
    */
   private markReserving(): Promise<void> {
     if (this.riders.reservingSeen) this.markedReserving = true;
@@ -793,7 +794,7 @@ export class LogQueue {
     ) {
       view = await this.catchUp(view, signal);
     }
-    await marking;
+    if (marking) await abortable(marking, signal);
     const out = await this.commitLoop(batches, view, {
       started,
       signal,
@@ -905,7 +906,7 @@ export class LogQueue {
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       head = await this.trusted(head, signal);
-      if (marking) await marking;
+      if (marking) await abortable(marking, signal);
       const n = head.commit + 1;
       if (options.maxNumber !== undefined && n > options.maxNumber) return { moved: true };
       if (tried?.commit.commit !== n) tried = undefined;
