@@ -50,3 +50,13 @@ export function entryPool(bytes: number, count = 64): Uint8Array[] {
     return new TextEncoder().encode(s.slice(0, bytes));
   });
 }
+
+/** The median of a list (the mean of the middle two for an even count; 0 for none). */
+export function median(values: number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
