@@ -471,7 +471,7 @@ try {
     // saturated producer (its batches grow with the wait), on the log layout.
     // The rows with targets (log, 16 callers) and their ceiling run in interleaved rounds
     // (1, 2, 4, 8 processes, then again), each figure the median of its rounds: one
-    // process alone moves by ±15% from run to run here, as much as the targets' margins.
+    // process alone moves by 15-30% from run to run here, as much as the targets' margins.
     const counts = [1, 2, 4, 8];
     const loads = [
       { callers: 16, layout: 'log', rounds: quick ? 1 : 3 },
@@ -513,7 +513,12 @@ try {
           const p99 = (r: ProcessesResult): number => r.p99Ms;
           const roundsNote = rounds > 1 ? `, median of ${rounds} rounds` : '';
           for (const n of counts) {
-            const r = runs.get(n)?.[0] as ProcessesResult;
+            const ops = new Set(
+              (runs.get(n) ?? []).flatMap((x) => Object.keys(x.requestsPerEntryByOp)),
+            );
+            const byOp = Object.fromEntries(
+              [...ops].map((op) => [op, med(n, (x) => x.requestsPerEntryByOp[op] ?? 0)]),
+            );
             add({
               case: 'h producer processes',
               backend,
@@ -557,7 +562,7 @@ try {
                   med(n, (x) => x.requestsPerEntry),
                   3,
                 ),
-                ...perEntryByOp(r.requestsPerEntryByOp),
+                ...perEntryByOp(byOp),
                 ...(layout === 'log'
                   ? {
                       ridersPerAppend: round(
