@@ -1011,7 +1011,8 @@ export class LogQueue {
           // Stored before the commit that reserves; written while the head is read on.
           marking = this.markReserving();
           marking.catch(() => undefined);
-        } else if (options.stopOnLoss && stop) {
+        } else if (options.stopOnLoss && stop && !(reserve > 0 && lost <= RESERVER_STEPS)) {
+          // (A reserving racer steps on instead, for up to RESERVER_STEPS losses in a row.)
           // A rider's `after` comes from this view: from a stale one, catch up first, so
           // that it lies near the head (within RIDER_RANGE_MAX of the commit carrying it).
           const view =
@@ -1200,6 +1201,7 @@ export class LogQueue {
 
   /** Waits for background writes: a head hint, a rider scan, rider deletions. */
   async settle(): Promise<void> {
+    await this.marking?.catch(() => undefined);
     await this.reservingAhead;
     await this.reservations.close();
     await this.hintWrite;

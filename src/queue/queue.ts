@@ -450,19 +450,22 @@ export class Queue {
       await this.refuseLogHere(options.signal);
       if (claimed) return;
     }
-    let owner: string;
-    try {
-      owner = new TextDecoder().decode(
-        (await this.store.get(key, { signal: options.signal })).body,
-      );
-    } catch (e) {
-      if (e instanceof NotFoundError) return;
-      throw e;
-    }
-    if (owner !== this.manifestPath) {
+    const owner = await this.markerOwner(options.signal);
+    if (owner !== undefined && owner !== this.manifestPath) {
       throw new InvalidArgumentError(
         `${redactUrl(this.store.description)}: the data prefix "${this.dataPathPrefix}" belongs to the queue whose manifest is "${owner}", not "${this.manifestPath}"; check the manifest path and the data prefix (they go together)`,
       );
+    }
+  }
+
+  /** The manifest path the data prefix's marker names; `undefined` without a marker. */
+  private async markerOwner(signal: AbortSignal | undefined): Promise<string | undefined> {
+    try {
+      const got = await this.store.get(`${this.dataPathPrefix}/${OWNER_MARKER}`, { signal });
+      return new TextDecoder().decode(got.body);
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
     }
   }
 
@@ -471,12 +474,50 @@ export class Queue {
    * created while this role found neither layout.
    */
   private async refuseLogHere(signal: AbortSignal | undefined): Promise<void> {
+    // A manifest at the descriptor's own key: that one object is the mutex (each layout
+    // creates it create-only), so no log can start beside this queue.
+    if (this.manifestIsDescriptorKey()) return;
     if (await this.logQueue().readDescriptor(signal)) throw this.bothHere();
   }
 
-  private bothHere(): InvalidArgumentError {
+  /**
+   * Refuses a log role whose existing log shares its prefix with a v1 queue:
+   * a manifest at `manifestPath`, or a marker whose manifest is there or
+   * appears within `MANIFEST_APPEAR_MS` (a v1 queue being created). A log
+   * whose creator was refused keeps its descriptor, so every role that finds
+   * one checks again, not only its creator. A marker whose manifest never
+   * appears is a v1 role that found this log and was refused: the log goes on.
+   */
+  private async refuseV1Here(
+    signal: AbortSignal | undefined,
+    manifestSeenAbsent = false,
+  ): Promise<void> {
+    const descriptorKey = this.logQueue().descriptorKey;
+    const [owner, manifest] = await Promise.all([
+      this.markerOwner(signal),
+      manifestSeenAbsent || this.manifestIsDescriptorKey()
+        ? false
+        : this.store.head(this.manifestPath, { signal }).then(
+            () => true,
+            (e: unknown) => {
+              if (e instanceof NotFoundError) return false;
+              throw e;
+            },
+          ),
+    ]);
+    if (manifest) throw this.bothHere();
+    if (owner === undefined || owner === descriptorKey) return;
+    if (await this.manifestAppears(signal, owner)) throw this.bothHere(owner);
+  }
+
+  /** Whether this queue's manifest path is its data prefix's log descriptor key (`{prefix}/queue`). */
+  private manifestIsDescriptorKey(): boolean {
+    return this.manifestPath === `${this.dataPathPrefix}/queue`;
+  }
+
+  private bothHere(manifestPath = this.manifestPath): InvalidArgumentError {
     return new InvalidArgumentError(
-      `${redactUrl(this.store.description)}: both a v1 manifest ("${this.manifestPath}") and a log queue ("${this.dataPathPrefix}/queue") live here; a prefix holds one queue: move one of them`,
+      `${redactUrl(this.store.description)}: both a v1 manifest ("${manifestPath}") and a log queue ("${this.dataPathPrefix}/queue") live here; a prefix holds one queue: move one of them`,
     );
   }
 
@@ -495,6 +536,15 @@ export class Queue {
   }
 
   private async detectLayout(signal: AbortSignal | undefined): Promise<Layout> {
+    if (this.manifestIsDescriptorKey()) {
+      // The manifest's key is where a log's descriptor would be: only v1 can live here.
+      if (this.requestedLayout === 'log') {
+        throw new InvalidArgumentError(
+          `${redactUrl(this.store.description)}: the manifest path "${this.manifestPath}" is the key of a log queue's descriptor under the data prefix "${this.dataPathPrefix}", so only a v1 queue can live here; choose another manifest path or data prefix for a log`,
+        );
+      }
+      return 'v1';
+    }
     const [manifest, log] = await Promise.all([
       this.store.head(this.manifestPath, { signal }).then(
         () => true,
@@ -515,6 +565,8 @@ export class Queue {
           : `${where}: the queue at "${this.dataPathPrefix}" has the log layout, not the v1 layout asked for; open it without a layout, or with layout 'log'`,
       );
     }
+    // A log found: refused where a v1 queue lives or is being created too.
+    if (found === 'log') await this.refuseV1Here(signal, true);
     if (found || this.requestedLayout) return found ?? (this.requestedLayout as Layout);
     // Nothing yet, but a v1 marker: a v1 queue being created (its first role wrote the
     // marker, the manifest follows) is v1; one whose manifest stays missing lost it, and
@@ -531,11 +583,11 @@ export class Queue {
    * marker just before the manifest, so a role that looks in between sees a
    * marker without a manifest for a moment.
    */
-  async manifestAppears(signal?: AbortSignal): Promise<boolean> {
+  async manifestAppears(signal?: AbortSignal, manifestPath = this.manifestPath): Promise<boolean> {
     const deadline = performance.now() + MANIFEST_APPEAR_MS;
     for (;;) {
       try {
-        await this.store.head(this.manifestPath, { signal });
+        await this.store.head(manifestPath, { signal });
         return true;
       } catch (e) {
         if (!(e instanceof NotFoundError)) throw e;
@@ -578,7 +630,11 @@ export class Queue {
    * prefix meanwhile, after.
    */
   async ensureLog(log: LogQueue, signal?: AbortSignal): Promise<void> {
-    if (await log.readDescriptor(signal)) return;
+    if (await log.readDescriptor(signal)) {
+      // It exists, but its creator may have been refused (it keeps its descriptor).
+      await this.refuseV1Here(signal);
+      return;
+    }
     // A marker naming another manifest is refused here...
     await this.checkOwnership({ signal });
     // ...and one naming this (missing) manifest is a v1 queue that lost it.

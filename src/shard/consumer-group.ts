@@ -140,12 +140,14 @@ interface Owned {
   /** Sequences handed out and not acknowledged, in order. */
   pending: number[];
   /**
-   * A batch its consumer handed out while this member could not hand it on
-   * (its lease in doubt, or the vnode being handed over): the consumer will
-   * not give it again, so it is handed out from here once the vnode is held
-   * and active again (else the next owner reads it from the cursor).
+   * Batches its consumer handed out while this member could not hand them on
+   * (its lease in doubt, or the vnode being handed over), lowest sequence
+   * first: the consumer will not give them again, so they are handed out
+   * from here, in order, once the vnode is held and active again (else the
+   * next owner reads them from the cursor). Several when several `next()`
+   * calls were in flight; at most one per call.
    */
-  held: Batch | undefined;
+  held: Batch[];
 }
 
 /** A key seen in a listing: its version, and since when (monotonic ms) this member has seen it unchanged. */
@@ -621,7 +623,7 @@ export class ConsumerGroup {
       state: 'active',
       drainingSince: 0,
       pending: [],
-      held: undefined,
+      held: [],
     };
     if (this.closing || this.destroyed) {
       await this.release(o, signal).catch(() => undefined);
@@ -773,8 +775,7 @@ export class ConsumerGroup {
     for (let i = 0; i < n; i++) {
       const o = candidates[(this.rotation + i) % n] as Owned;
       if (!this.holds(o)) continue;
-      let batch: Batch | undefined = o.held;
-      o.held = undefined;
+      let batch: Batch | undefined = o.held.shift();
       try {
         batch ??= await (o.consumer as Consumer).next(options);
       } catch (e) {
@@ -785,17 +786,19 @@ export class ConsumerGroup {
         if (e instanceof ClosedError && this.owned.get(o.vnode) !== o) continue;
         throw e;
       }
-      if (!batch) continue;
-      if (!this.holds(o) || o.state !== 'active') {
-        // Its consumer counts it as handed out and will not give it again: keep it
-        // for when the vnode is held again (a renewal in flight lands, a hand-over
-        // is called off); lost or handed over, the next owner reads it from the cursor.
-        if (this.owned.get(o.vnode) === o) o.held = batch;
-        continue;
-      }
+      // Lost or handed over meanwhile: the next owner reads it from the cursor.
+      if (!batch || this.owned.get(o.vnode) !== o) continue;
+      // Its consumer counts it as handed out and will not give it again: it waits with
+      // any others kept (another call's, while this one waited), the lowest first, so
+      // batches leave in order; while the lease is in doubt or the vnode is being handed
+      // over, all wait for it to be held again (a renewal in flight lands, a hand-over
+      // is called off).
+      insertBySequence(o.held, batch);
+      if (!this.holds(o) || o.state !== 'active') continue;
+      const first = o.held.shift() as Batch;
       this.rotation = (this.rotation + i + 1) % Math.max(1, n);
-      o.pending.push(batch.sequence);
-      return { vnode: o.vnode, batch };
+      o.pending.push(first.sequence);
+      return { vnode: o.vnode, batch: first };
     }
     return undefined;
   }
@@ -984,4 +987,11 @@ export class ConsumerGroup {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** Inserts `batch` into `batches` (sorted by sequence), keeping them sorted. */
+function insertBySequence(batches: Batch[], batch: Batch): void {
+  let i = batches.length;
+  while (i > 0 && (batches[i - 1] as Batch).sequence > batch.sequence) i--;
+  batches.splice(i, 0, batch);
 }

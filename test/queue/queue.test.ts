@@ -177,6 +177,32 @@ describe('a v1 queue being created', () => {
     await queue.close();
   });
 
+  test("a v1 queue whose manifest path is the data prefix's log descriptor key works, and a log is refused there", async () => {
+    const memory = new MemoryStore();
+    const at = { manifestPath: 'orders/queue', dataPathPrefix: 'orders' };
+    const producer = new Producer({
+      queue: Queue.open({ store: memory, ...at, layout: 'v1' }),
+      flushIntervalMs: 0,
+    });
+    for (const e of ['x', 'y']) await (await producer.produce([enc.encode(e)])).durable;
+    await producer.close();
+    const queue = Queue.open({ store: memory, ...at });
+    assert.equal(await queue.layout(), 'v1');
+    const consumer = await Consumer.open({ queue });
+    const got: string[] = [];
+    for (let b; (b = await consumer.next());) {
+      got.push(...b.entries.map((e) => new TextDecoder().decode(e)));
+      await consumer.ack(b.sequence);
+    }
+    assert.deepEqual(got, ['x', 'y']);
+    await consumer.close();
+    await assert.rejects(
+      Queue.open({ store: memory, ...at, layout: 'log' }).layout(),
+      (e: unknown) =>
+        e instanceof InvalidArgumentError && /only a v1 queue can live here/.test(e.message),
+    );
+  });
+
   test('a v1 queue and a log queue started on one prefix at the same moment: the second to check is refused', async () => {
     for (const second of ['v1', 'log'] as const) {
       const memory = new MemoryStore();
@@ -206,6 +232,15 @@ describe('a v1 queue being created', () => {
       );
       await firstDone;
       off();
+      // Refused for good, not only once: its claim stays behind, and its next call (which
+      // finds its own descriptor or marker) is refused too, while the first goes on.
+      await assert.rejects(
+        (async () => (await (second === 'v1' ? v1 : log).produce([enc.encode('again')])).durable)(),
+        /both a v1 manifest/,
+      );
+      await (
+        await first.produce([enc.encode('first again')])
+      ).durable;
       await Promise.all([v1.destroy(), log.destroy()]);
       if (second === 'v1') {
         // Refused before it wrote a manifest: the prefix holds the log (and a stray marker).

@@ -224,48 +224,62 @@ describe('consumer groups', () => {
     await a.close();
   });
 
-  test('a batch that arrives while a renewal is in flight past the lease validity is handed out once the renewal lands, not dropped', async () => {
-    const store = new FaultInjectingStore(await filled(1, 1, 1));
-    const clock = new ManualClock();
-    const a = await join(store, clock, 'a', { vnodes: [0] });
-    const gate = (): { reached: Promise<void>; open: () => void; hook: () => Promise<void> } => {
-      let reached!: () => void;
-      let open!: () => void;
-      const reachedP = new Promise<void>((r) => (reached = r));
-      const opened = new Promise<void>((r) => (open = r));
-      return { reached: reachedP, open, hook: () => (reached(), opened) };
-    };
-    // The read of the vnode's commit waits...
-    const commitRead = gate();
-    const offGet = store.before('get', (c) =>
-      /\/log\/\d+$/.test(c.key) ? commitRead.hook() : undefined,
-    );
-    const reading = a.next();
-    await commitRead.reached;
-    offGet();
-    // ...while a renewal, sent in time, is slow to land (under load, say)...
-    const renewal = gate();
-    const leaseKey0 = leaseKey('ingest', 'g', 0);
-    const offPut = store.before('put', (c) => (c.key === leaseKey0 ? renewal.hook() : undefined));
-    await clock.advance(TTL / 3);
-    await renewal.reached;
-    offPut();
-    // ...and the lease's validity (as last written) runs out before it lands.
-    await clock.advance(TTL - TTL / 3 + 1);
-    commitRead.open();
-    // The lease is not surely ours now: nothing handed out (the batch must not be lost).
-    assert.equal(await reading, undefined);
-    renewal.open();
-    await a.rebalance(); // the renewal landed: the lease is ours again
-    const item = await a.next();
-    assert.ok(
-      item,
-      'the batch read while the lease was in doubt is handed out once it is held again',
-    );
-    assert.deepEqual(item.batch.entries.map(dec), ['key-0:0']);
-    await a.ackThrough(item.vnode, item.batch.sequence);
-    await a.close();
-  });
+  for (const calls of [1, 2]) {
+    test(`${calls === 1 ? 'a batch that arrives' : 'batches that arrive for two next() calls in flight'} while a renewal is in flight past the lease validity ${calls === 1 ? 'is' : 'are'} handed out once the renewal lands, in order, not dropped`, async () => {
+      // One batch per durable produce() call: `calls` batches, plus one read after.
+      const mem = new MemoryStore();
+      const producer = await ShardedProducer.open({
+        store: mem,
+        vnodeCapacity: 1,
+        flushIntervalMs: 0,
+      });
+      for (let n = 0; n <= calls; n++) await (await producer.produce('k', [enc(`k:${n}`)])).durable;
+      await producer.close();
+      const store = new FaultInjectingStore(mem);
+      const clock = new ManualClock();
+      const a = await join(store, clock, 'a', { vnodes: [0] });
+      const gate = (): { reached: Promise<void>; open: () => void; hook: () => Promise<void> } => {
+        let reached!: () => void;
+        let open!: () => void;
+        const reachedP = new Promise<void>((r) => (reached = r));
+        const opened = new Promise<void>((r) => (open = r));
+        return { reached: reachedP, open, hook: () => (reached(), opened) };
+      };
+      // The read of the vnode's commit waits...
+      const commitRead = gate();
+      const offGet = store.before('get', (c) =>
+        /\/log\/\d+$/.test(c.key) ? commitRead.hook() : undefined,
+      );
+      const reading = Array.from({ length: calls }, () => a.next());
+      await commitRead.reached;
+      offGet();
+      // ...while a renewal, sent in time, is slow to land (under load, say)...
+      const renewal = gate();
+      const leaseKey0 = leaseKey('ingest', 'g', 0);
+      const offPut = store.before('put', (c) => (c.key === leaseKey0 ? renewal.hook() : undefined));
+      await clock.advance(TTL / 3);
+      await renewal.reached;
+      offPut();
+      // ...and the lease's validity (as last written) runs out before it lands.
+      await clock.advance(TTL - TTL / 3 + 1);
+      commitRead.open();
+      // The lease is not surely ours now: nothing handed out (no batch may be lost).
+      for (const r of reading) assert.equal(await r, undefined);
+      renewal.open();
+      await a.rebalance(); // the renewal landed: the lease is ours again
+      const got: string[] = [];
+      for (let item; (item = await a.next());) {
+        got.push(...item.batch.entries.map(dec));
+        await a.ack(item.vnode, item.batch.sequence); // in order, or this throws
+      }
+      assert.deepEqual(
+        got,
+        Array.from({ length: calls + 1 }, (_, n) => `k:${n}`),
+        'every batch read while the lease was in doubt is handed out once it is held again, in order',
+      );
+      await a.close();
+    });
+  }
 
   test('leaving acknowledges what was acknowledged, releases the leases and removes the heartbeat', async () => {
     const store = await filled(2, 4, 2);
