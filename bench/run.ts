@@ -505,9 +505,17 @@ try {
             }
           const med = (n: number, f: (r: ProcessesResult) => number): number =>
             median((runs.get(n) ?? []).map(f));
-          const spread = (n: number, f: (r: ProcessesResult) => number): [number, number] => {
+          // The lowest and highest of the rounds, as `{name}Min` and `{name}Max`.
+          const spread = (
+            name: string,
+            n: number,
+            f: (r: ProcessesResult) => number,
+          ): Record<string, number> => {
             const all = (runs.get(n) ?? []).map(f);
-            return [round(Math.min(...all), 2), round(Math.max(...all), 2)];
+            return {
+              [`${name}Min`]: round(Math.min(...all), 2),
+              [`${name}Max`]: round(Math.max(...all), 2),
+            };
           };
           const eps = (r: ProcessesResult): number => r.entriesPerSecond;
           const p99 = (r: ProcessesResult): number => r.p99Ms;
@@ -538,10 +546,8 @@ try {
                 p99Ms: med(n, p99),
                 ...(rounds > 1
                   ? {
-                      entriesPerSecondMin: spread(n, eps)[0],
-                      entriesPerSecondMax: spread(n, eps)[1],
-                      p99MsMin: spread(n, p99)[0],
-                      p99MsMax: spread(n, p99)[1],
+                      ...spread('entriesPerSecond', n, eps),
+                      ...spread('p99Ms', n, p99),
                     }
                   : {}),
                 maxMs: round(Math.max(...(runs.get(n) ?? []).map((x) => x.maxMs))),
